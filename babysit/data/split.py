@@ -1,0 +1,77 @@
+"""Stratified, seeded train/val/test splits.
+
+The set's official test split is kept as test when it has one; otherwise a stratified share of
+the images is held out. Validation is always carved out of the training images, per class, so
+every split keeps the class balance of the whole set.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from babysit.data.sources import Dataset, ImageSet
+from babysit.errors import BabysitError
+
+
+@dataclass(frozen=True)
+class Splits:
+    train: ImageSet
+    val: ImageSet
+    test: ImageSet
+    classes: list[str]
+
+    def get(self, name: str) -> ImageSet:
+        """One split by name; a clear error for any other name."""
+        if name not in ("train", "val", "test"):
+            raise BabysitError(f"there is no split {name!r}; use one of train, val, test.")
+        return getattr(self, name)
+
+
+def stratified_indices(y: torch.Tensor, fractions: list[float], seed: int) -> list[torch.Tensor]:
+    """Partition ``range(len(y))`` into ``len(fractions) + 1`` index sets, class by class.
+
+    Part ``i`` takes ``round(fractions[i] * n_c)`` of the ``n_c`` examples of each class (at least
+    one when the class has more than one example); the rest form the last part.
+    """
+    g = torch.Generator().manual_seed(seed)
+    parts: list[list[torch.Tensor]] = [[] for _ in range(len(fractions) + 1)]
+    for c in torch.unique(y).tolist():
+        idx = torch.nonzero(y == c).flatten()
+        idx = idx[torch.randperm(len(idx), generator=g)]
+        start = 0
+        for i, frac in enumerate(fractions):
+            take = int(round(frac * len(idx)))
+            if len(idx) > 1 and take == 0:
+                take = 1
+            parts[i].append(idx[start : start + take])
+            start += take
+        parts[-1].append(idx[start:])
+    out = []
+    for chunks in parts:
+        joined = torch.cat(chunks)
+        out.append(joined[torch.randperm(len(joined), generator=g)])
+    return out
+
+
+def split_dataset(ds: Dataset, val_fraction: float = 0.1, test_fraction: float = 0.2,
+                  seed: int = 0, limit: int = 0) -> Splits:
+    """Split ``ds`` into train/val/test, stratified and seeded.
+
+    ``limit`` > 0 keeps at most that many training images (a seeded, roughly stratified subset).
+    """
+    counts = torch.bincount(ds.train.y, minlength=len(ds.train.classes))
+    if int((counts > 0).sum()) < 2:
+        raise BabysitError(f"{ds.name} has only one class with images; a classifier needs at least two classes.")
+    if ds.test is not None:
+        val_idx, train_idx = stratified_indices(ds.train.y, [val_fraction], seed)
+        test = ds.test
+    else:
+        test_idx, val_idx, train_idx = stratified_indices(
+            ds.train.y, [test_fraction, val_fraction / (1 - test_fraction)], seed)
+        test = ds.train.subset(test_idx)
+    if limit:
+        train_idx = train_idx[:limit]
+    return Splits(train=ds.train.subset(train_idx), val=ds.train.subset(val_idx), test=test,
+                  classes=list(ds.train.classes))

@@ -1,0 +1,185 @@
+"""One training run end to end: data -> split -> preprocess -> model -> fit -> test score.
+
+This is what ``babysit train`` and ``babysit eval`` call; each piece is also usable on its own.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from babysit import config as C
+from babysit.data.preprocess import Preprocessor
+from babysit.data.sources import Dataset, load_dataset
+from babysit.data.split import Splits, split_dataset
+from babysit.errors import BabysitError
+from babysit.models.build import build
+from babysit.models.init import init_weights
+from babysit.models.spec import parse
+from babysit.rundir import RunDir, atomic_write_text
+from babysit.train.checkpoint import load_checkpoint, save_checkpoint
+from babysit.train.loop import LoopState, TensorData, evaluate, fit
+
+
+@dataclass
+class TrainResult:
+    run: RunDir | None
+    model: nn.Module
+    state: LoopState
+    test_acc: float
+    seconds: float
+
+
+@dataclass
+class EvalResult:
+    split: str
+    loss: float
+    accuracy: float
+    confusion: torch.Tensor  # (K, K): rows true class, columns predicted
+    classes: list[str]
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when available; anything else is passed to torch.device."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise BabysitError(f"unknown device {name!r}; use auto, cpu or cuda.") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise BabysitError(f"device {name!r} was asked for but no CUDA GPU is available; use --train.device=cpu.")
+    return dev
+
+
+def prepare_data(cfg: C.RunConfig) -> tuple[Dataset, Splits]:
+    """Load the configured data set and split it (stratified, seeded)."""
+    ds = load_dataset(cfg.data.name, channels=cfg.data.channels, size=cfg.data.size)
+    splits = split_dataset(ds, cfg.data.val_fraction, cfg.data.test_fraction, cfg.train.seed, cfg.data.limit)
+    return ds, splits
+
+
+def make_model(cfg: C.RunConfig, input_shape: tuple[int, int, int], num_classes: int, seed: int | None = None) -> nn.Module:
+    """Build the spec for this input and initialise it (seeded)."""
+    torch.manual_seed(cfg.train.seed if seed is None else seed)
+    model = build(parse(cfg.model.spec), input_shape, num_classes)
+    init_weights(model, cfg.model.init)
+    return model
+
+
+def _load_preprocessor(run: RunDir) -> Preprocessor:
+    stats, meta = load_checkpoint(run.path / "preprocess.safetensors")
+    return Preprocessor.from_state_dict(meta["kind"], stats)
+
+
+def _check_split(run: RunDir, splits: Splits) -> None:
+    """The data must still split into the sizes the run was trained on."""
+    sizes = [len(splits.train), len(splits.val), len(splits.test)]
+    saved = run.read_json("meta.json").get("split_sizes")
+    if saved is not None and saved != sizes:
+        raise BabysitError(f"the data now splits into {sizes} train/val/test images but run {run.path} was trained "
+                           f"on {saved}; the data set changed since, so its scores would not be comparable.")
+
+
+def _provenance(cfg: C.RunConfig, ds: Dataset, splits: Splits) -> dict[str, Any]:
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                                cwd=Path(__file__).parent).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    return {"seed": cfg.train.seed, "data": ds.name, "source": ds.source, "classes": ds.train.classes,
+            "input_shape": list(ds.train.x.shape[1:]),
+            "split_sizes": [len(splits.train), len(splits.val), len(splits.test)], "torch": torch.__version__, "python": platform.python_version(),
+            "git_commit": commit, "created": datetime.now().isoformat(timespec="seconds")}
+
+
+def train(cfg: C.RunConfig, out: str | Path = "runs", name: str = "", resume: str | Path | None = None) -> TrainResult:
+    """Run (or resume) one training run; writes a run directory under ``out`` and returns the result."""
+    started = time.perf_counter()
+    if resume is not None:
+        run = RunDir.open(resume)
+        cfg = C.load_toml(run.config)
+    C.validate(cfg)
+    device = resolve_device(cfg.train.device)
+    ds, splits = prepare_data(cfg)
+    parse(cfg.model.spec)  # a bad spec fails before anything is written
+    if resume is None:
+        run = RunDir.create(Path(out) / (name or f"{ds.name.replace('/', '_')}-{datetime.now():%Y%m%d-%H%M%S}"))
+        atomic_write_text(run.config, C.dumps_toml(cfg))
+        atomic_write_text(run.path / "spec.txt", str(parse(cfg.model.spec)) + "\n")
+        run.write_json("meta.json", _provenance(cfg, ds, splits))
+    else:
+        _check_split(run, splits)
+    if resume is None:
+        pre = Preprocessor.fit(splits.train.x, cfg.data.preprocess)
+        save_checkpoint(run.path / "preprocess.safetensors", pre.state_dict(), {"kind": pre.kind})
+    else:
+        pre = _load_preprocessor(run)
+    model = make_model(cfg, splits.train.input_shape, len(splits.classes)).to(device)
+    print(f"run {run.path}: {ds.name} {len(splits.train)}/{len(splits.val)}/{len(splits.test)} train/val/test, "
+          f"{sum(p.numel() for p in model.parameters()):,} params, device {device}", flush=True)
+    data = TensorData(pre(splits.train.x.to(device)), splits.train.y.to(device),
+                      pre(splits.val.x.to(device)), splits.val.y.to(device))
+    state = fit(model, data, cfg, run, resume=resume is not None)
+    _, test_acc, _ = evaluate(model, pre(splits.test.x.to(device)), splits.test.y.to(device), cfg.train.eval_batch_size)
+    seconds = time.perf_counter() - started
+    run.write_json("result.json", {"best_val_acc": state.best_val_acc, "best_epoch": state.best_epoch,
+                                   "test_acc": test_acc, "seconds": seconds})
+    print(f"best val {state.best_val_acc:.4f} (epoch {state.best_epoch}), test {test_acc:.4f}, "
+          f"{seconds:.1f} s; run directory {run.path}", flush=True)
+    return TrainResult(run, model, state, test_acc, seconds)
+
+
+def load_run(path: str | Path, device: str = "cpu") -> tuple[RunDir, C.RunConfig, nn.Module, Preprocessor, Splits]:
+    """Open a finished (or interrupted) run: its config, best model, preprocessing and splits."""
+    run = RunDir.open(path)
+    cfg = C.load_toml(run.config)
+    _, splits = prepare_data(cfg)
+    _check_split(run, splits)
+    pre = _load_preprocessor(run)
+    weights_path = run.best if run.best.exists() else run.last
+    tensors, _ = load_checkpoint(weights_path)
+    model = build(parse(cfg.model.spec), splits.train.input_shape, len(splits.classes))
+    try:
+        model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
+    except RuntimeError as e:
+        raise BabysitError(f"{weights_path} does not match the run's spec ({str(e).splitlines()[0]}).") from None
+    return run, cfg, model.to(resolve_device(device)), pre, splits
+
+
+def evaluate_run(path: str | Path, split: str = "test", device: str = "cpu") -> EvalResult:
+    """Accuracy and confusion matrix of a run's best weights on one split."""
+    _, cfg, model, pre, splits = load_run(path, device)
+    part = splits.get(split)
+    dev = next(model.parameters()).device
+    y = part.y.to(dev)
+    loss, acc, pred = evaluate(model, pre(part.x.to(dev)), y, cfg.train.eval_batch_size)
+    k = len(splits.classes)
+    confusion = torch.bincount(y.cpu() * k + pred.cpu(), minlength=k * k).view(k, k)
+    return EvalResult(split, loss, acc, confusion, splits.classes)
+
+
+def format_confusion(res: EvalResult) -> str:
+    """The confusion matrix as text: rows are true classes, columns predicted, with per-class accuracy."""
+    names = [c[:8] for c in res.classes]
+    width = max(6, *(len(n) for n in names), len(str(int(res.confusion.max()))) + 1)
+    lines = ["true \\ pred".ljust(12) + "".join(n.rjust(width) for n in names) + "   acc"]
+    for i, (name, row) in enumerate(zip(names, res.confusion.tolist())):
+        total = sum(row)
+        acc = row[i] / total if total else float("nan")
+        lines.append(name.ljust(12) + "".join(str(v).rjust(width) for v in row) + f"  {acc:.3f}")
+    return "\n".join(lines)
+
+
+def result_json(res: EvalResult) -> str:
+    return json.dumps({"split": res.split, "loss": res.loss, "accuracy": res.accuracy,
+                       "confusion": res.confusion.tolist(), "classes": res.classes})

@@ -1,0 +1,122 @@
+"""The loop on real images (scikit-learn's digits), with a small hand-built model."""
+
+import math
+
+import pytest
+import torch
+from sklearn.datasets import load_digits
+from torch import nn
+
+from babysit import config as C
+from babysit.rundir import RunDir
+from babysit.train.loop import Diverged, TensorData, evaluate, fit
+
+
+def digits_data(n_train=400, n_val=200) -> TensorData:
+    d = load_digits()
+    x = torch.tensor(d.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    x = (x - x[:n_train].mean()) / x[:n_train].std()
+    y = torch.tensor(d.target)
+    return TensorData(x[:n_train], y[:n_train], x[n_train:n_train + n_val], y[n_train:n_train + n_val])
+
+
+def small_model(seed=0, dropout=0.0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                         nn.Dropout(dropout), nn.Linear(8 * 16, 10))
+
+
+def cfg(**over) -> C.RunConfig:
+    base = {"train.epochs": 2, "train.batch_size": 32, "train.progress": False, "checkpoint.every": 7}
+    base.update(over)
+    return C.apply_overrides(C.RunConfig(), base)
+
+
+def test_initial_loss_is_log_num_classes():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+    nn.init.normal_(model[1].weight, std=1e-3)
+    nn.init.zeros_(model[1].bias)
+    data = digits_data()
+    loss, _, _ = evaluate(model, data.x_train, data.y_train)
+    assert loss == pytest.approx(math.log(10), abs=0.01)
+
+
+def test_overfits_a_tiny_sample():
+    """The lecture's sanity check: 20 examples, no regularisation -> 100% training accuracy."""
+    data = digits_data(n_train=20)
+    model = small_model()
+    c = cfg(**{"train.epochs": 60, "train.batch_size": 20, "optim.weight_decay": 0.0, "schedule.name": "constant"})
+    fit(model, data, c)
+    _, acc, _ = evaluate(model, data.x_train, data.y_train)
+    assert acc == 1.0
+
+
+def test_learns_digits_and_keeps_best_val_weights(capsys):
+    data = digits_data()
+    model = small_model()
+    state = fit(model, data, cfg(**{"train.epochs": 4}))
+    out = capsys.readouterr().out
+    assert "Finished epoch 4 / 4: cost " in out and ", train: " in out and ", val " in out and ", lr " in out
+    _, val_acc, _ = evaluate(model, data.x_val, data.y_val)
+    assert val_acc == pytest.approx(state.best_val_acc)
+    assert state.best_val_acc > 0.75
+    assert [r["epoch"] for r in state.history] == [1, 2, 3, 4]
+
+
+def test_two_seeded_runs_give_identical_weights():
+    data = digits_data()
+    a, b = small_model(dropout=0.3), small_model(dropout=0.3)
+    torch.manual_seed(1)
+    fit(a, data, cfg())
+    torch.manual_seed(1)
+    fit(b, data, cfg())
+    for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(va, vb), k
+
+
+class StopAfter:
+    """A callback that stops the run after ``n`` steps, as a crash would (no epoch-end save)."""
+
+    def __init__(self, n: int):
+        self.n = n
+
+    def on_batch_end(self, state):
+        if state.step == self.n:
+            raise KeyboardInterrupt
+
+
+def test_resume_equals_uninterrupted(tmp_path):
+    """Stop mid-epoch, resume from the last checkpoint: the final weights are bit-identical."""
+    data = digits_data()
+    c = cfg(**{"train.epochs": 3})
+    whole = small_model(dropout=0.3)
+    torch.manual_seed(1)
+    fit(whole, data, c, RunDir.create(tmp_path / "whole"))
+
+    run = RunDir.create(tmp_path / "cut")
+    cut = small_model(dropout=0.3)
+    torch.manual_seed(1)
+    with pytest.raises(KeyboardInterrupt):
+        fit(cut, data, c, run, callbacks=[StopAfter(17)])  # 13 steps/epoch: mid-epoch 2
+    torch.manual_seed(99)  # whatever happens in between must not matter
+    resumed = small_model(seed=5, dropout=0.3)
+    state = fit(resumed, data, c, run, resume=True)
+    for (k, va), vb in zip(whole.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(va, vb), k
+    assert [r["epoch"] for r in state.history] == [1, 2, 3]
+    steps = [r["step"] for r in run.read_history() if r["kind"] == "step"]
+    assert steps == list(range(1, 3 * 13 + 1))
+
+
+def test_nan_loss_stops_with_exit_code_3():
+    data = digits_data()
+    with pytest.raises(Diverged) as e:
+        fit(small_model(), data, cfg(**{"optim.lr": 1e6, "schedule.name": "constant"}))
+    assert e.value.exit_code == 3 and "learning rate is probably too high" in str(e.value)
+
+
+def test_batch_larger_than_data_is_a_clear_error():
+    from babysit.errors import BabysitError
+    with pytest.raises(BabysitError, match="larger than the 20 training images"):
+        fit(small_model(), digits_data(n_train=20), cfg(**{"train.batch_size": 64}))
