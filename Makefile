@@ -16,7 +16,7 @@ demo: $(STAMP)
 	$(BIN)/babysit train --data.name=digits
 
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -q
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -m slow

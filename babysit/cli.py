@@ -97,7 +97,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("summary", help="per-layer volumes, memory, weights and FLOPs of a spec")
-    p.add_argument("spec", nargs="?", default=C.ModelConfig().spec, help="architecture spec (default: the default model)")
+    p.add_argument("spec", nargs="?", default=C.ModelConfig().spec,
+                   help="architecture spec (default: the default model)")
     p.add_argument("--input", default="1x28x28", help="input volume CxHxW")
     p.add_argument("--classes", type=int, default=10, help="number of classes (size of the last fc)")
     p.add_argument("--batch-size", type=int, default=1, help="memory is reported for this many images")

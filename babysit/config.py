@@ -49,14 +49,14 @@ class OptimConfig:
 @dataclass(frozen=True)
 class ScheduleConfig:
     name: str = "cosine"  # constant | step | cosine
-    warmup_epochs: float = 0.0  # linear warm-up from 0 to lr over this many epochs
+    warmup_epochs: float = 1.0  # linear warm-up from 0 to lr over this many epochs
     step_epochs: int = 20  # step: multiply lr by gamma every this many epochs
     gamma: float = 0.1  # step: decay factor
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = 10  # passes over the training split
+    epochs: int = 15  # passes over the training split
     batch_size: int = 64  # examples per mini-batch
     seed: int = 0  # seeds the split, init, shuffling and dropout
     device: str = "auto"  # auto (cuda when available, else cpu) | cpu | cuda | cuda:1 ...
@@ -140,7 +140,8 @@ def apply_overrides(cfg: RunConfig, overrides: dict[str, Any]) -> RunConfig:
 def validate(cfg: RunConfig) -> None:
     """Reject values no run can use, with the fix in the message."""
     checks = [
-        (0 < cfg.optim.lr < float("inf"), f"optim.lr must be a positive number, got {cfg.optim.lr}; try --optim.lr=0.01."),
+        (0 < cfg.optim.lr < float("inf"),
+         f"optim.lr must be a positive number, got {cfg.optim.lr}; try --optim.lr=0.01."),
         (cfg.optim.momentum >= 0, f"optim.momentum must be >= 0, got {cfg.optim.momentum}."),
         (cfg.optim.weight_decay >= 0, f"optim.weight_decay must be >= 0, got {cfg.optim.weight_decay}."),
         (cfg.train.epochs > 0, f"train.epochs must be at least 1, got {cfg.train.epochs}."),

@@ -68,7 +68,8 @@ def prepare_data(cfg: C.RunConfig) -> tuple[Dataset, Splits]:
     return ds, splits
 
 
-def make_model(cfg: C.RunConfig, input_shape: tuple[int, int, int], num_classes: int, seed: int | None = None) -> nn.Module:
+def make_model(cfg: C.RunConfig, input_shape: tuple[int, int, int], num_classes: int,
+               seed: int | None = None) -> nn.Module:
     """Build the spec for this input and initialise it (seeded)."""
     torch.manual_seed(cfg.train.seed if seed is None else seed)
     model = build(parse(cfg.model.spec), input_shape, num_classes)
@@ -98,7 +99,8 @@ def _provenance(cfg: C.RunConfig, ds: Dataset, splits: Splits) -> dict[str, Any]
         commit = None
     return {"seed": cfg.train.seed, "data": ds.name, "source": ds.source, "classes": ds.train.classes,
             "input_shape": list(ds.train.x.shape[1:]),
-            "split_sizes": [len(splits.train), len(splits.val), len(splits.test)], "torch": torch.__version__, "python": platform.python_version(),
+            "split_sizes": [len(splits.train), len(splits.val), len(splits.test)],
+            "torch": torch.__version__, "python": platform.python_version(),
             "git_commit": commit, "created": datetime.now().isoformat(timespec="seconds")}
 
 

@@ -86,7 +86,8 @@ class RunDir:
         try:
             (p / "checkpoints").mkdir(parents=True, exist_ok=True)
         except OSError as e:
-            raise BabysitError(f"cannot create run directory {str(p)!r} ({e.strerror}); choose a writable --out.") from None
+            raise BabysitError(f"cannot create run directory {str(p)!r} ({e.strerror}); "
+                               "choose a writable --out.") from None
         return cls(p)
 
     @classmethod

@@ -69,7 +69,7 @@ def split_dataset(ds: Dataset, val_fraction: float = 0.1, test_fraction: float =
         test = ds.test
     else:
         test_idx, val_idx, train_idx = stratified_indices(
-            ds.train.y, [test_fraction, val_fraction / (1 - test_fraction)], seed)
+            ds.train.y, [test_fraction, val_fraction], seed)
         test = ds.train.subset(test_idx)
     if limit:
         train_idx = train_idx[:limit]

@@ -25,8 +25,14 @@ from tqdm import tqdm
 from babysit.config import RunConfig
 from babysit.errors import BabysitError
 from babysit.rundir import RunDir
-from babysit.train.checkpoint import (flatten_state, load_checkpoint, rng_state, save_checkpoint,
-                                      set_rng_state, unflatten_state)
+from babysit.train.checkpoint import (
+    flatten_state,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+    unflatten_state,
+)
 from babysit.train.optim import decayed_parameters, l2_penalty, make_optimizer
 from babysit.train.schedules import lr_at
 
@@ -100,7 +106,8 @@ def epoch_permutation(n: int, seed: int, epoch: int, device: torch.device) -> to
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> tuple[float, float, torch.Tensor]:
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+             batch_size: int = 1000) -> tuple[float, float, torch.Tensor]:
     """Mean cross-entropy, accuracy and predicted labels of ``model`` on (x, y), in eval mode."""
     was_training = model.training
     model.eval()

@@ -1,0 +1,27 @@
+"""babysit: train ConvNet image classifiers the way the course notes teach, with the checks done for you.
+
+The same names the CLI uses::
+
+    import babysit
+    cfg = babysit.RunConfig()                               # every default, one place
+    ds = babysit.load_dataset("digits")                     # `babysit data info digits`
+    splits = babysit.split_dataset(ds, seed=0)
+    print(babysit.format_summary(babysit.summary(cfg.model.spec, (1, 8, 8), 10)))   # `babysit summary`
+    result = babysit.train(cfg)                             # `babysit train`
+    print(babysit.evaluate_run(result.run.path, "test").accuracy)                   # `babysit eval`
+"""
+
+from babysit.config import RunConfig, apply_overrides, load_toml
+from babysit.data import Dataset, ImageSet, Preprocessor, Splits, dataset_info, get_dataset, load_dataset, split_dataset
+from babysit.errors import BabysitError
+from babysit.experiment import evaluate_run, load_run, make_model, prepare_data, train
+from babysit.models import build, format_summary, init_weights, parse, summary
+from babysit.rundir import RunDir
+from babysit.train.loop import Callback, LoopState, TensorData, evaluate, fit
+
+__version__ = "0.1.0"
+
+__all__ = ["BabysitError", "Callback", "Dataset", "ImageSet", "LoopState", "Preprocessor", "RunConfig", "RunDir",
+           "Splits", "TensorData", "apply_overrides", "build", "dataset_info", "evaluate", "evaluate_run", "fit",
+           "format_summary", "get_dataset", "init_weights", "load_dataset", "load_run", "load_toml", "make_model",
+           "parse", "prepare_data", "split_dataset", "summary", "train"]

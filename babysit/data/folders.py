@@ -1,0 +1,245 @@
+"""Image folders (``root/<class>/<image>``) and the Pillow conversions every source shares.
+
+Decisions, so results do not depend on what happens to be in a folder:
+
+* Classes are the sorted names of the sub-folders of ``root``; images inside nested folders of a
+  class folder belong to that class. If ``root`` holds exactly ``train/`` and ``test/``, each is
+  read as a class-folder tree and ``test`` becomes the official test split.
+* Image files are those ending in .png .jpg .jpeg .bmp .gif (any case). Everything else (.txt,
+  .DS_Store, hidden files such as macOS ``._x.png``, the ``__MACOSX`` folder) is skipped and
+  counted; the count is reported by the caller. A file with an image extension that Pillow cannot
+  decode is an error naming the file: silently dropping it would hide a broken copy.
+* Only the first frame of an animated GIF is used. JPEG EXIF orientation is applied, so images are
+  the way photo viewers show them.
+* Every image becomes 1 channel (grayscale) or 3 (RGB). Alpha is composited onto black (a
+  transparent pixel's hidden colour is meaningless, so it must not reach the network); palette
+  images become grayscale when their palette is gray, RGB otherwise; 16-bit grayscale is scaled to
+  0..255. With ``channels=0`` the set is grayscale if every image is, else RGB.
+* Sizes must match unless ``size`` is given (then every image is resized to size x size, bilinear).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from babysit.errors import BabysitError
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+_SKIP_DIRS = {"__MACOSX"}
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, UnidentifiedImageError,
+                  Image.DecompressionBombError)
+_EXIF_ORIENTATION = 0x0112
+
+
+@dataclass(frozen=True)
+class FolderImages:
+    """Pixels and labels read from one class-folder tree."""
+
+    x: np.ndarray  # (N, C, H, W) uint8
+    y: np.ndarray  # (N,) int64
+    classes: list[str]
+
+
+@dataclass(frozen=True)
+class FolderScan:
+    """The files of a class-folder tree, before decoding."""
+
+    files: list[Path]
+    labels: list[int]
+    classes: list[str]
+    skipped: list[Path]  # non-image files, skipped and counted
+
+
+def scan_folder(root: Path, classes: list[str] | None = None) -> FolderScan:
+    """List the image files of ``root/<class>/...`` with their labels; decodes nothing.
+
+    ``classes`` fixes the class list (for a test split, whose folders must be a subset of it).
+    """
+    subdirs = sorted(p.name for p in root.iterdir() if p.is_dir() and is_visible(p.name))
+    if not subdirs:
+        loose = sum(1 for p in root.iterdir() if _is_image(p))
+        hint = f" (found {loose} images directly in it)" if loose else ""
+        raise BabysitError(f"Image folder {root} has no class folders{hint}; arrange the images as "
+                           f"{root}/<class>/<image>, one folder per class.")
+    if classes is None:
+        classes = subdirs
+    else:
+        extra = [d for d in subdirs if d not in classes]
+        if extra:
+            raise BabysitError(f"Test folder {root / extra[0]} is a class the train folder lacks; "
+                               f"rename it to one of {classes} or add it to train.")
+    files: list[Path] = []
+    labels: list[int] = []
+    skipped = [p for p in sorted(root.iterdir()) if p.is_file()]
+    for name in subdirs:
+        found = _walk(root / name, skipped)
+        if not found:
+            raise BabysitError(
+                f"Class folder {root / name} has no images ({', '.join(IMAGE_EXTENSIONS)}); add "
+                "images to it or remove it."
+            )
+        files += found
+        labels += [classes.index(name)] * len(found)
+    if len(classes) < 2:
+        raise BabysitError(f"Image folder {root} has only one class ({classes[0]}); a classifier "
+                           "needs at least two class folders.")
+    return FolderScan(files, labels, classes, skipped)
+
+
+def _walk(folder: Path, skipped: list[Path]) -> list[Path]:
+    """Image files under ``folder`` in sorted order; other files are appended to ``skipped``."""
+    found: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        dirnames[:] = sorted(d for d in dirnames if is_visible(d))
+        for name in sorted(filenames):
+            path = Path(dirpath, name)
+            (found if is_visible(name) and _is_image(path) else skipped).append(path)
+    return found
+
+
+def is_visible(name: str) -> bool:
+    """False for hidden names (.DS_Store, ._x.png, .ipynb_checkpoints) and __MACOSX."""
+    return not name.startswith(".") and name not in _SKIP_DIRS
+
+
+def _is_image(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def read_folders(scans: list[FolderScan], channels: int, size: int) -> list[FolderImages]:
+    """Decode the scanned files of one or more trees into arrays of one common shape.
+
+    A first pass reads only headers (mode, size) to pick the channel count and check that sizes
+    agree before anything is decoded; a second pass decodes into preallocated uint8 arrays.
+    """
+    first: tuple[Path, tuple[int, int]] | None = None
+    any_colour = False
+    for scan in scans:
+        for path in scan.files:
+            with _open(path) as img:
+                wh = _oriented_size(img)
+                any_colour = any_colour or native_channels(img) == 3
+            if first is None:
+                first = (path, wh)
+            elif not size and wh != first[1]:
+                raise BabysitError(
+                    f"Images differ in size: {first[0]} is {first[1][0]}x{first[1][1]} but {path} "
+                    f"is {wh[0]}x{wh[1]} (width x height); pass --data.size=N to resize all to NxN."
+                )
+    assert first is not None  # scan_folder guarantees at least one image per class
+    c = channels or (3 if any_colour else 1)
+    w, h = (size, size) if size else first[1]
+    out = []
+    for scan in scans:
+        x = np.empty((len(scan.files), c, h, w), dtype=np.uint8)
+        for i, path in enumerate(scan.files):
+            with _open(path) as img:
+                try:
+                    if img.format == "JPEG":
+                        img = ImageOps.exif_transpose(img)
+                    x[i] = pil_to_array(img, c, size)
+                except _DECODE_ERRORS as e:
+                    raise _corrupt(path, e) from None
+        out.append(FolderImages(x, np.asarray(scan.labels, dtype=np.int64), scan.classes))
+    return out
+
+
+def _open(path: Path) -> Image.Image:
+    try:
+        return Image.open(path)
+    except _DECODE_ERRORS as e:
+        raise _corrupt(path, e) from None
+
+
+def _corrupt(path: Path, e: Exception) -> BabysitError:
+    return BabysitError(f"Image {path} cannot be decoded ({type(e).__name__}: {e}); remove or "
+                        "replace the file.")
+
+
+def _oriented_size(img: Image.Image) -> tuple[int, int]:
+    """(width, height) as displayed: JPEG EXIF orientations 5-8 swap the two."""
+    w, h = img.size
+    if img.format == "JPEG" and img.getexif().get(_EXIF_ORIENTATION) in (5, 6, 7, 8):
+        return h, w
+    return w, h
+
+
+def native_channels(img: Image.Image) -> int:
+    """1 for grayscale images (including gray palettes and gray+alpha), else 3."""
+    if img.mode in ("1", "L", "LA", "La", "F") or img.mode.startswith("I"):
+        return 1
+    if img.mode in ("P", "PA"):
+        return 1 if _gray_palette(img) else 3
+    return 3
+
+
+def _gray_palette(img: Image.Image) -> bool:
+    palette = img.getpalette()
+    if not palette:
+        return False
+    rgb = np.asarray(palette[: len(palette) // 3 * 3]).reshape(-1, 3)
+    return bool((rgb == rgb[:, :1]).all())
+
+
+def pil_to_array(img: Image.Image, channels: int, size: int = 0) -> np.ndarray:
+    """One Pillow image -> (C, H, W) uint8 with ``channels`` 1 or 3, resized if ``size`` > 0."""
+    img = flatten_mode(img)
+    want = "L" if channels == 1 else "RGB"
+    if img.mode != want:
+        img = img.convert(want)  # RGB -> L uses ITU-R 601-2 luma, L -> RGB replicates
+    if size and img.size != (size, size):
+        img = img.resize((size, size), Image.Resampling.BILINEAR)
+    arr = np.asarray(img, dtype=np.uint8)
+    return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+
+
+def flatten_mode(img: Image.Image) -> Image.Image:
+    """Any Pillow mode -> "L" or "RGB": alpha onto black, palettes expanded, 16-bit scaled."""
+    mode = img.mode
+    if mode in ("L", "RGB"):
+        return img
+    if mode == "1":
+        return img.convert("L")
+    if mode.startswith("I") or mode == "F":
+        arr = np.asarray(img).astype(np.float64)
+        if mode.startswith("I;16") or (mode == "I" and arr.max(initial=0) > 255):
+            arr = arr / 257.0  # 16-bit grayscale: 65535 -> 255
+        return Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8))
+    gray = native_channels(img) == 1
+    if mode in ("LA", "La", "RGBA", "RGBa", "PA") or "transparency" in img.info:
+        rgb = composite_on_black(np.asarray(img.convert("RGBA")))
+        return Image.fromarray(np.ascontiguousarray(rgb[..., 0]) if gray else rgb)
+    return img.convert("L" if gray else "RGB")
+
+
+def composite_on_black(rgba: np.ndarray) -> np.ndarray:
+    """(..., 4) uint8 RGBA -> (..., 3) uint8 RGB over a black background: rgb * alpha / 255."""
+    rgb = rgba[..., :3].astype(np.uint16)
+    alpha = rgba[..., 3:].astype(np.uint16)
+    return ((rgb * alpha + 127) // 255).astype(np.uint8)
+
+
+def convert_array(x: np.ndarray, channels: int, size: int) -> np.ndarray:
+    """(N, C, H, W) uint8 with C in 1, 3, 4 -> (N, channels or C, size or H, size or W) uint8.
+
+    Four channels are read as RGBA and composited onto black; the rest goes through Pillow, one
+    image at a time, exactly as image files do.
+    """
+    if x.shape[1] == 4:
+        x = composite_on_black(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+    c = channels or x.shape[1]
+    if c == x.shape[1] and (not size or x.shape[2:] == (size, size)):
+        return np.ascontiguousarray(x)
+    if not size and c == 3:  # gray -> RGB is plain replication, no need for Pillow
+        return np.repeat(x, 3, axis=1)
+    h, w = (size, size) if size else x.shape[2:]
+    out = np.empty((len(x), c, h, w), dtype=np.uint8)
+    for i, im in enumerate(x):
+        pix = im[0] if x.shape[1] == 1 else im.transpose(1, 2, 0)  # (H, W) -> "L", (H, W, 3) -> "RGB"
+        out[i] = pil_to_array(Image.fromarray(np.ascontiguousarray(pix)), c, size)
+    return out

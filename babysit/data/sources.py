@@ -1,0 +1,231 @@
+"""Data sources: a name or a path in, a :class:`Dataset` of uint8 images and int64 labels out.
+
+``name`` is a named set (``digits``, ``mnist``, ``fashion-mnist``; see :mod:`babysit.data.locate`
+for where their files are looked up), else a path to an image folder ``root/<class>/<image>``
+(:mod:`babysit.data.folders`) or to a ``.npz`` file (:mod:`babysit.data.npz`). A named set wins
+over a folder of the same name in the current directory; write ``./mnist`` for the folder.
+
+Images are always kept as uint8 (N, C, H, W) with C = 1 or 3, so MNIST's 60,000 training images
+take 47 MB; scaling to floats and normalising happen later, in ``preprocess``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from babysit.data.folders import FolderScan, convert_array, is_visible, read_folders, scan_folder
+from babysit.data.idx import read_idx
+from babysit.data.locate import NAMED_SETS, find_dataset, idx_files, missing_error
+from babysit.data.npz import read_npz
+from babysit.errors import BabysitError
+
+FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                         "Sneaker", "Bag", "Ankle boot"]
+DIGIT_CLASSES = [str(d) for d in range(10)]
+
+
+@dataclass(frozen=True, eq=False)
+class ImageSet:
+    """Labelled images: pixels stay uint8 0..255 until preprocessing."""
+
+    x: torch.Tensor  # (N, C, H, W) uint8 pixel values 0..255
+    y: torch.Tensor  # (N,) int64 class indices 0..K-1
+    classes: list[str]  # class names, len K
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of one image."""
+        c, h, w = self.x.shape[1:]
+        return int(c), int(h), int(w)
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+    def subset(self, index: torch.Tensor) -> ImageSet:
+        """The images at ``index`` (an index or boolean tensor), same classes."""
+        return ImageSet(self.x[index], self.y[index], self.classes)
+
+    def class_counts(self) -> torch.Tensor:
+        """(K,) int64 number of images per class."""
+        return torch.bincount(self.y, minlength=self.num_classes)
+
+
+@dataclass(frozen=True, eq=False)
+class Dataset:
+    """A loaded source: the training images, the official test split if any, and its origin."""
+
+    name: str
+    train: ImageSet
+    test: ImageSet | None  # the set's official test split (mnist, fashion-mnist), else None
+    source: str  # where it was loaded from: a path, or "scikit-learn"
+
+
+def _image_set(x: np.ndarray, y: np.ndarray, classes: list[str]) -> ImageSet:
+    return ImageSet(torch.from_numpy(np.ascontiguousarray(x)),
+                    torch.from_numpy(y.astype(np.int64, copy=False)), list(classes))
+
+
+# Named sets: name -> loader returning (train, test or None, source); pixels not yet converted.
+_Arrays = tuple[np.ndarray, np.ndarray]
+_NAMED: dict[str, Callable[[], tuple[_Arrays, _Arrays | None, list[str], str]]] = {}
+
+
+def _named(name: str) -> Callable:
+    def register(fn: Callable) -> Callable:
+        _NAMED[name] = fn
+        return fn
+    return register
+
+
+def list_datasets() -> list[str]:
+    """The named sets ``load_dataset`` knows (it also takes image folders and .npz files)."""
+    return list(NAMED_SETS)
+
+
+@_named("digits")
+def _digits() -> tuple[_Arrays, None, list[str], str]:
+    """scikit-learn's bundled 8x8 digits; values 0..16 become round(v * 255 / 16)."""
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    x = np.rint(bunch.images * (255 / 16)).astype(np.uint8)[:, None]  # (1797, 1, 8, 8)
+    return (x, bunch.target), None, DIGIT_CLASSES, "scikit-learn"
+
+
+def _idx_set(name: str, classes: list[str]) -> tuple[_Arrays, _Arrays, list[str], str]:
+    folder = find_dataset(name)
+    files = idx_files(folder) if folder is not None else None
+    if folder is None or files is None:
+        raise missing_error(name)
+    splits = []
+    for split in ("train", "t10k"):
+        images, labels = files[f"{split}-images-idx3-ubyte"], files[f"{split}-labels-idx1-ubyte"]
+        x, y = read_idx(images), read_idx(labels)
+        if x.dtype != np.uint8 or x.ndim != 3:
+            raise BabysitError(f"{images} holds {x.dtype} {x.shape}, not uint8 (N, H, W) images; "
+                               f"replace it with the {name} image file.")
+        if y.dtype != np.uint8 or y.ndim != 1 or len(y) != len(x) or y.max(initial=0) >= len(classes):
+            raise BabysitError(f"{labels} does not hold {len(x)} labels 0..{len(classes) - 1} "
+                               f"for {images}; replace it with the matching {name} label file.")
+        splits.append((x[:, None], y))
+    return splits[0], splits[1], classes, str(folder)
+
+
+_named("mnist")(lambda: _idx_set("mnist", DIGIT_CLASSES))
+_named("fashion-mnist")(lambda: _idx_set("fashion-mnist", FASHION_MNIST_CLASSES))
+
+
+def load_dataset(name: str, channels: int = 0, size: int = 0) -> Dataset:
+    """Load a named set, an image folder or a .npz file as uint8 (N, C, H, W) images.
+
+    ``channels``: 0 keeps the source's (1 for grayscale, else 3), 1 or 3 converts with Pillow.
+    ``size``: 0 keeps the source's size, else every image is resized to size x size (bilinear).
+    """
+    if channels not in (0, 1, 3):
+        raise BabysitError(f"channels must be 0 (keep), 1 (grayscale) or 3 (RGB), not {channels}; "
+                           "set --data.channels accordingly.")
+    if size < 0:
+        raise BabysitError(f"size must be 0 (keep) or a positive side in pixels, not {size}; "
+                           "set --data.size accordingly.")
+    key = name.strip().lower().replace("_", "-")
+    if key in _NAMED:
+        train, test, classes, source = _NAMED[key]()
+        return Dataset(key, _convert(train, classes, channels, size),
+                       _convert(test, classes, channels, size) if test else None, source)
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return _load_folder(path, channels, size)
+    if path.is_file() and path.suffix.lower() == ".npz":
+        data = read_npz(path)
+        return Dataset(path.stem, _convert((data.x, data.y), data.classes, channels, size),
+                       _convert(data.test, data.classes, channels, size) if data.test else None,
+                       str(path.resolve()))
+    if path.is_file():
+        raise BabysitError(f"{path} is neither a .npz file nor a folder; give a folder of images "
+                           "(root/<class>/<image>) or a .npz with arrays x and y.")
+    raise BabysitError(f"'{name}' is not a named set ({', '.join(NAMED_SETS)}) nor an existing "
+                       "folder or .npz file; check the name or path.")
+
+
+def _convert(arrays: _Arrays, classes: list[str], channels: int, size: int) -> ImageSet:
+    x, y = arrays
+    return _image_set(convert_array(x, channels, size), y, classes)
+
+
+_SPLIT_NAMES = {"train", "test", "val", "valid", "validation"}
+
+
+def _load_folder(root: Path, channels: int, size: int) -> Dataset:
+    """``root/<class>/...``, or ``root/train/<class>/...`` + ``root/test/<class>/...``."""
+    subdirs = {p.name for p in root.iterdir() if p.is_dir() and is_visible(p.name)}
+    scans: list[FolderScan]
+    if subdirs == {"train", "test"}:
+        train = scan_folder(root / "train")
+        scans = [train, scan_folder(root / "test", classes=train.classes)]
+    elif "train" in subdirs and subdirs <= _SPLIT_NAMES:
+        raise BabysitError(f"{root} holds {sorted(subdirs)}; babysit reads root/train and "
+                           "root/test only and makes its own validation split, so merge the "
+                           "validation images into train.")
+    else:
+        scans = [scan_folder(root)]
+    sets = read_folders(scans, channels, size)
+    skipped = sum(len(s.skipped) for s in scans)
+    source = str(root.resolve())
+    if skipped:
+        example = next(p.relative_to(root) for s in scans for p in s.skipped)
+        source += f" ({skipped} non-image files skipped, e.g. {example})"
+    image_sets = [_image_set(s.x, s.y, s.classes) for s in sets]
+    return Dataset(root.resolve().name, image_sets[0],
+                   image_sets[1] if len(image_sets) > 1 else None, source)
+
+
+def dataset_info(ds: Dataset) -> str:
+    """`babysit data info`: counts, image shape, and a per-class table with a balance verdict.
+
+    Balance is the ratio of the largest to the smallest class count in train: up to 1.5 is
+    balanced, up to 3 mildly imbalanced, beyond that imbalanced.
+    """
+    c, h, w = ds.train.input_shape
+    splits = [("train", ds.train)] + ([("test", ds.test)] if ds.test is not None else [])
+    lines = [f"name     {ds.name}", f"source   {ds.source}"]
+    lines += [f"{split:<8} {len(s):,} images" for split, s in splits]
+    lines += [f"shape    {c}x{h}x{w} (C x H x W), uint8 0..255",
+              f"classes  {ds.train.num_classes}", ""]
+    counts = [s.class_counts().tolist() for _, s in splits]
+    width = max(5, *(len(k) for k in ds.train.classes))
+    header = f"{'class':<{width}}" + "".join(f" {split:>9} {'%':>6}" for split, _ in splits)
+    lines += [header, "-" * len(header)]
+    for k, cls in enumerate(ds.train.classes):
+        row = f"{cls:<{width}}"
+        for (_, s), cnt in zip(splits, counts, strict=True):
+            row += f" {cnt[k]:>9,} {100 * cnt[k] / max(len(s), 1):>5.1f}%"
+        lines.append(row)
+    lines += ["", balance_verdict(counts[0], ds.train.classes)]
+    return "\n".join(lines)
+
+
+def balance_verdict(counts: list[int], classes: list[str]) -> str:
+    """One line on class balance from per-class training counts (largest / smallest)."""
+    hi, lo = max(counts), min(counts)
+    big, small = classes[counts.index(hi)], classes[counts.index(lo)]
+    if lo == 0:
+        return f"balance  class '{small}' has no training images"
+    if hi == lo:
+        return f"balance  every class has {hi:,} training images: balanced"
+    ratio = hi / lo
+    if ratio <= 1.5:
+        verdict = "balanced"
+    elif ratio <= 3:
+        verdict = "mildly imbalanced"
+    else:
+        verdict = "imbalanced: consider class weights or stratified sampling"
+    return f"balance  max/min = {ratio:.2f} ('{big}' {hi:,} / '{small}' {lo:,}): {verdict}"

@@ -1,0 +1,55 @@
+"""Models: the architecture grammar, building, initialisation and the per-layer summary table."""
+
+from babysit.models.build import MaxoutUnit, build, layer_module
+from babysit.models.init import SCHEMES, init_weights
+from babysit.models.spec import (
+    FC,
+    Activation,
+    BatchNorm,
+    Conv,
+    Dropout,
+    GlobalAvgPool,
+    Layer,
+    LayerInfo,
+    LeakyReLU,
+    Maxout,
+    Pool,
+    Repeat,
+    Shape,
+    Spec,
+    infer_shapes,
+    parse,
+    parse_token,
+    volume_str,
+)
+from babysit.models.summary import Row, Summary, format_summary, summary
+
+__all__ = [
+    "FC",
+    "SCHEMES",
+    "Activation",
+    "BatchNorm",
+    "Conv",
+    "Dropout",
+    "GlobalAvgPool",
+    "Layer",
+    "LayerInfo",
+    "LeakyReLU",
+    "Maxout",
+    "MaxoutUnit",
+    "Pool",
+    "Repeat",
+    "Row",
+    "Shape",
+    "Spec",
+    "Summary",
+    "build",
+    "format_summary",
+    "infer_shapes",
+    "init_weights",
+    "layer_module",
+    "parse",
+    "parse_token",
+    "summary",
+    "volume_str",
+]

@@ -1,0 +1,533 @@
+"""The architecture grammar: a ConvNet written the way the course notes write it.
+
+A spec is a whitespace-separated list of tokens, read left to right from the input. Square
+brackets repeat a group: ``[ ... ]*N`` (groups nest). The notes' most common pattern
+``INPUT -> [[CONV -> RELU]*N -> POOL?]*M -> [FC -> RELU]*K -> FC`` becomes, for example::
+
+    [conv3-32 relu]*2 pool2 [conv3-64 relu]*2 pool2 fc-256 relu dropout-0.5 fc
+
+| token | layer | notes |
+|---|---|---|
+| `conv{F}-{K}` | CONV: K filters of FxF, stride 1, "same" padding | `conv3-32`, `conv5-6-p0` |
+| ...`-s{S}` | stride S (default 1) | `conv7-64-s2` (padding 3 is "same") |
+| ...`-p{P}` | zero padding P per side (default "same" = D*(F-1)//2) | `conv5-5-p0` |
+| ...`-d{D}` | dilation D (default 1); effective filter D*(F-1)+1 | `conv3-64-d2` |
+| ...`-g{G}` | groups G (default 1); G must divide both depths | `conv3-64-g2` |
+| `pool{F}` / `pool{F}-s{S}` | max pooling FxF, stride F unless given | `pool2`, `pool3-s2` |
+| `avgpool{F}` / `avgpool{F}-s{S}` | average pooling | `avgpool2` |
+| `gap` | global average pooling to 1x1 | `conv1-10 gap` |
+| `fc-{N}` | fully connected, N outputs (flatten is implicit) | `fc-4096` |
+| `fc` | fully connected with one output per class (last conv/fc only) | `fc` |
+| `bn` | batch norm (2d on volumes, 1d after fc) | `conv3-32 bn relu` |
+| `dropout-{p}` | inverted dropout, drop probability 0 <= p < 1 | `dropout-0.5` |
+| `relu` `sigmoid` `tanh` `elu` | activation functions | |
+| `lrelu` / `lrelu-{a}` | leaky ReLU, slope a (default 0.01) | `lrelu-0.2` |
+| `maxout-{k}` | max over groups of k channels/features: depth C -> C/k | `fc-512 maxout-2` |
+| `[ ... ]*N` | the group repeated N >= 1 times; groups nest | `[[conv3-64 relu]*2 pool2]*3` |
+
+Suffixes of `conv` come in the fixed order `-s -p -d -g`. Printing a spec gives its canonical text
+(suffixes only where they differ from the default, single spaces, groups as `[a b]*N`), and
+``str(parse(s)) == s`` for every canonical ``s``. Layers are numbered 0, 1, ... along the flat list
+(groups expanded); the built ``nn.Sequential`` names its modules by the same numbers.
+
+Rules checked before any shape is known: at least one conv or fc layer; no conv, pool or gap after
+the first fc (the volume is flattened there); a plain `fc` only as the last conv/fc layer. With the
+input shape: groups and maxout must divide the depth, and the network must end with one score per
+class (a plain `fc` does that by itself).
+
+Sizes follow the notes: a CONV layer maps W to (W - F + 2P)/S + 1 (F the effective filter size);
+a POOL layer maps W to (W - F)/S + 1. Both must come out whole and positive, or the spec is
+rejected in the lecture's words, e.g. "7x7 input, 3x3 filter, stride 3: (7-3)/3+1 = 2.33 is not
+an integer".
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import ClassVar
+
+from babysit.errors import BabysitError
+
+Shape = tuple[int, ...]  # (C, H, W) for a volume, (N,) once flattened
+
+MAX_LAYERS = 10_000  # flat layers after expanding groups; guards against `[conv3-8]*999999999`
+MAX_DEPTH = 32  # nesting of [ ] groups
+MAX_DIGITS = 9  # whole numbers in a token stay below 10**9
+KNOWN_TOKENS = (
+    "conv{F}-{K}[-s{S}][-p{P}][-d{D}][-g{G}], pool{F}[-s{S}], avgpool{F}[-s{S}], gap, fc, fc-{N}, bn, "
+    "dropout-{p}, relu, sigmoid, tanh, lrelu[-{a}], elu, maxout-{k} and groups [ ... ]*N"
+)
+ACTIVATIONS = ("relu", "sigmoid", "tanh", "elu")
+
+
+def _num(x: float) -> str:
+    """Shortest text that reads back as exactly ``x``: 0.5, 0, 1e-05."""
+    text = repr(float(x))
+    return text[:-2] if text.endswith(".0") else text
+
+
+def _positive(value: int, what: str, example: str) -> None:
+    if value < 1:
+        raise BabysitError(f"{what} must be at least 1, not {value}; write e.g. {example}")
+
+
+@dataclass(frozen=True)
+class Conv:
+    """CONV layer: K filters of F x F x D_in, stride S, zero padding P, dilation D, groups G."""
+
+    f: int  # filter size F (pixels)
+    k: int  # number of filters K = output depth
+    stride: int = 1  # S (pixels)
+    padding: int | None = None  # P zeros per side; None = "same", D*(F-1)//2 (normalised to None)
+    dilation: int = 1  # D: gaps between filter taps
+    groups: int = 1  # G: input and output depth split into G independent groups
+    has_weights: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        _positive(self.f, "the filter size F", "conv3-32")
+        _positive(self.k, "the number of filters K", "conv3-32")
+        _positive(self.stride, "the stride S", "conv3-32-s2")
+        _positive(self.dilation, "the dilation D", "conv3-32-d2")
+        _positive(self.groups, "the number of groups G", "conv3-32-g2")
+        if self.padding is not None and self.padding < 0:
+            raise BabysitError(f"the padding P must be 0 or more, not {self.padding}; write e.g. conv3-32-p0")
+        if self.k % self.groups:
+            raise BabysitError(
+                f"{self.k} filters cannot be split into {self.groups} groups; make K a multiple of G, "
+                f"e.g. conv{self.f}-{self.groups * max(1, self.k // self.groups)}-g{self.groups}"
+            )
+        if self.padding == self.same_padding:
+            object.__setattr__(self, "padding", None)
+
+    @property
+    def same_padding(self) -> int:
+        """The default padding D*(F-1)//2, which keeps W unchanged at stride 1 for odd F."""
+        return self.dilation * (self.f - 1) // 2
+
+    @property
+    def pad(self) -> int:
+        """The zero padding P actually used."""
+        return self.same_padding if self.padding is None else self.padding
+
+    @property
+    def f_eff(self) -> int:
+        """Effective filter size of a dilated filter: D*(F-1)+1."""
+        return self.dilation * (self.f - 1) + 1
+
+    def __str__(self) -> str:
+        suffixes = (("s", self.stride, 1), ("p", self.padding, None), ("d", self.dilation, 1), ("g", self.groups, 1))
+        return f"conv{self.f}-{self.k}" + "".join(f"-{c}{v}" for c, v, default in suffixes if v != default)
+
+
+@dataclass(frozen=True)
+class Pool:
+    """POOL layer: max (or average) over F x F windows with stride S."""
+
+    f: int  # window size F (pixels)
+    stride: int | None = None  # S; None = F, non-overlapping windows (normalised to None)
+    mode: str = "max"  # "max" or "avg"
+    has_weights: ClassVar[bool] = False
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("max", "avg"):
+            raise ValueError(f"Pool.mode must be 'max' or 'avg', not {self.mode!r}")
+        prefix = "pool" if self.mode == "max" else "avgpool"
+        _positive(self.f, "the pool size F", f"{prefix}2")
+        if self.stride is not None:
+            _positive(self.stride, "the pool stride S", f"{prefix}3-s2")
+        if self.stride == self.f:
+            object.__setattr__(self, "stride", None)
+
+    @property
+    def s(self) -> int:
+        """The stride S actually used."""
+        return self.f if self.stride is None else self.stride
+
+    def __str__(self) -> str:
+        text = f"{'pool' if self.mode == 'max' else 'avgpool'}{self.f}"
+        return text if self.stride is None else f"{text}-s{self.stride}"
+
+
+@dataclass(frozen=True)
+class GlobalAvgPool:
+    """Average of each channel over the whole H x W map: C x H x W -> C x 1 x 1."""
+
+    has_weights: ClassVar[bool] = False
+
+    def __str__(self) -> str:
+        return "gap"
+
+
+@dataclass(frozen=True)
+class FC:
+    """Fully connected layer; ``n=None`` means one output per class (the last layer)."""
+
+    n: int | None = None  # outputs; None = the class count
+    has_weights: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        if self.n is not None:
+            _positive(self.n, "the number of fc outputs N", "fc-256")
+
+    def __str__(self) -> str:
+        return "fc" if self.n is None else f"fc-{self.n}"
+
+
+@dataclass(frozen=True)
+class BatchNorm:
+    """Batch normalisation: BatchNorm2d on a volume, BatchNorm1d after an fc."""
+
+    has_weights: ClassVar[bool] = False  # "weights" here means conv/fc, the layers init cares about
+
+    def __str__(self) -> str:
+        return "bn"
+
+
+@dataclass(frozen=True)
+class Dropout:
+    """Inverted dropout: drop each unit with probability p at train time, scale the rest by 1/(1-p)."""
+
+    p: float  # drop probability, 0 <= p < 1
+    has_weights: ClassVar[bool] = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "p", float(self.p) + 0.0)  # + 0.0 turns -0.0 into 0.0
+        if not 0.0 <= self.p < 1.0:
+            raise BabysitError(
+                f"the dropout probability p must be in [0, 1), not {_num(self.p)}; write e.g. dropout-0.5"
+            )
+
+    def __str__(self) -> str:
+        return f"dropout-{_num(self.p)}"
+
+
+@dataclass(frozen=True)
+class Activation:
+    """An elementwise activation function: relu, sigmoid, tanh or elu."""
+
+    name: str
+    has_weights: ClassVar[bool] = False
+
+    def __post_init__(self) -> None:
+        if self.name not in ACTIVATIONS:
+            raise BabysitError(f"unknown activation {self.name!r}; use one of {', '.join(ACTIVATIONS)}")
+
+    def __str__(self) -> str:
+        return self.name
+
+
+@dataclass(frozen=True)
+class LeakyReLU:
+    """Leaky ReLU: f(x) = x if x > 0 else a*x."""
+
+    slope: float = 0.01  # a
+    has_weights: ClassVar[bool] = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "slope", float(self.slope) + 0.0)
+        if not (math.isfinite(self.slope) and self.slope >= 0.0):
+            raise BabysitError("the leaky ReLU slope must be a finite number >= 0; write e.g. lrelu-0.01")
+
+    def __str__(self) -> str:
+        return "lrelu" if self.slope == 0.01 else f"lrelu-{_num(self.slope)}"
+
+
+@dataclass(frozen=True)
+class Maxout:
+    """Maxout: the max over each group of k consecutive channels (or features), depth C -> C/k."""
+
+    k: int
+    has_weights: ClassVar[bool] = False
+
+    def __post_init__(self) -> None:
+        _positive(self.k, "the maxout group size k", "maxout-2")
+
+    def __str__(self) -> str:
+        return f"maxout-{self.k}"
+
+
+Layer = Conv | Pool | GlobalAvgPool | FC | BatchNorm | Dropout | Activation | LeakyReLU | Maxout
+
+
+@dataclass(frozen=True)
+class Repeat:
+    """A group ``[ ... ]*times``."""
+
+    body: tuple[Node, ...]
+    times: int
+
+    def __str__(self) -> str:
+        return f"[{' '.join(map(str, self.body))}]*{self.times}"
+
+
+Node = Layer | Repeat
+
+
+def _count(nodes: tuple[Node, ...]) -> int:
+    return sum(node.times * _count(node.body) if isinstance(node, Repeat) else 1 for node in nodes)
+
+
+def _depth(nodes: tuple[Node, ...]) -> int:
+    return max((1 + _depth(node.body) for node in nodes if isinstance(node, Repeat)), default=0)
+
+
+def _flatten(nodes: tuple[Node, ...]) -> list[Layer]:
+    flat: list[Layer] = []
+    for node in nodes:
+        flat.extend(_flatten(node.body) * node.times if isinstance(node, Repeat) else [node])
+    return flat
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A parsed architecture: the tree as written (``nodes``) and its flat list (``layers()``)."""
+
+    nodes: tuple[Node, ...]
+
+    def __post_init__(self) -> None:
+        if not self.nodes:
+            raise BabysitError("the architecture spec is empty; give at least one layer, e.g. 'conv3-32 relu pool2 fc'")
+        if _depth(self.nodes) > MAX_DEPTH:
+            raise BabysitError(f"the spec nests [ ] groups more than {MAX_DEPTH} deep; flatten some of them")
+        if _count(self.nodes) > MAX_LAYERS:
+            raise BabysitError(f"the spec expands to more than {MAX_LAYERS:,} layers; lower the *N repeat counts")
+        _check_order(self.layers())
+
+    def layers(self) -> tuple[Layer, ...]:
+        """The flat list of layers, groups expanded; index i is layer i everywhere."""
+        return tuple(_flatten(self.nodes))
+
+    def __str__(self) -> str:
+        return " ".join(map(str, self.nodes))
+
+
+def _check_order(layers: tuple[Layer, ...]) -> None:
+    """Rules that need no input shape: nothing spatial after an fc, plain fc last, some weights."""
+    weighted = [i for i, layer in enumerate(layers) if layer.has_weights]
+    if not weighted:
+        raise BabysitError("the spec has no conv or fc layer, so nothing can learn; add one, e.g. end with 'fc'")
+    first_fc = next((i for i, layer in enumerate(layers) if isinstance(layer, FC)), len(layers))
+    for i, layer in enumerate(layers[first_fc:], start=first_fc):
+        if isinstance(layer, Conv | Pool | GlobalAvgPool):
+            raise BabysitError(
+                f"layer {i} '{layer}' comes after the fc layer {first_fc}, where the volume is already flattened; "
+                f"move conv and pool layers before the first fc"
+            )
+    for i, layer in enumerate(layers):
+        if isinstance(layer, FC) and layer.n is None and i != weighted[-1]:
+            raise BabysitError(
+                f"layer {i} is a plain 'fc' (one output per class) but it is not the last conv/fc layer; "
+                f"give it a width, e.g. fc-256"
+            )
+
+
+# ---- parsing -------------------------------------------------------------------------------
+
+_INT = "([0-9]+)"
+_FLOAT = r"((?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?)"
+_CONV_LOOSE = re.compile(r"conv[0-9]+-[0-9]+(?:-[spdg][0-9]+)+", re.ASCII)
+_SCAN = re.compile(r"(\[)|(\])(\*[0-9]*)?|([^\s\[\]]+)", re.ASCII)
+
+
+def _int(text: str) -> int:
+    if len(text) > MAX_DIGITS:
+        raise BabysitError(f"the number {text[:12]}... is too long; numbers in a spec have at most {MAX_DIGITS} digits")
+    return int(text)
+
+
+def _opt(text: str | None) -> int | None:
+    return None if text is None else _int(text)
+
+
+def _conv(m: re.Match[str]) -> Layer:
+    f, k, (s, p, d, g) = _int(m[1]), _int(m[2]), (_opt(x) for x in m.groups()[2:])
+    return Conv(f, k, stride=1 if s is None else s, padding=p, dilation=1 if d is None else d,
+                groups=1 if g is None else g)
+
+
+# (kind, full pattern, constructor from the match, usage shown when a token of this kind is malformed)
+_FORMS: list[tuple[str, re.Pattern[str], Callable[[re.Match[str]], Layer], str]] = [
+    ("conv", re.compile(rf"conv{_INT}-{_INT}(?:-s{_INT})?(?:-p{_INT})?(?:-d{_INT})?(?:-g{_INT})?", re.ASCII),
+     _conv, "conv{F}-{K}[-s{S}][-p{P}][-d{D}][-g{G}] with whole numbers, e.g. conv3-32 or conv5-16-s2-p0"),
+    ("avgpool", re.compile(rf"avgpool{_INT}(?:-s{_INT})?", re.ASCII),
+     lambda m: Pool(_int(m[1]), _opt(m[2]), "avg"), "avgpool{F} or avgpool{F}-s{S} with whole numbers, e.g. avgpool2"),
+    ("pool", re.compile(rf"pool{_INT}(?:-s{_INT})?", re.ASCII),
+     lambda m: Pool(_int(m[1]), _opt(m[2])), "pool{F} or pool{F}-s{S} with whole numbers, e.g. pool2 or pool3-s2"),
+    ("gap", re.compile("gap"), lambda m: GlobalAvgPool(), ""),
+    ("fc", re.compile(rf"fc(?:-{_INT})?", re.ASCII), lambda m: FC(_opt(m[1])),
+     "fc (one output per class) or fc-{N} with a whole number N, e.g. fc-256"),
+    ("bn", re.compile("bn"), lambda m: BatchNorm(), ""),
+    ("dropout", re.compile(rf"dropout-{_FLOAT}", re.ASCII),
+     lambda m: Dropout(float(m[1])), "dropout-{p} with a number 0 <= p < 1, e.g. dropout-0.5"),
+    ("lrelu", re.compile(rf"lrelu(?:-{_FLOAT})?", re.ASCII),
+     lambda m: LeakyReLU(0.01 if m[1] is None else float(m[1])),
+     "lrelu or lrelu-{a} with a number a >= 0, e.g. lrelu-0.2"),
+    ("maxout", re.compile(rf"maxout-{_INT}", re.ASCII), lambda m: Maxout(_int(m[1])),
+     "maxout-{k} with a whole number k, e.g. maxout-2"),
+    *[(name, re.compile(name), lambda m: Activation(m[0]), "") for name in ACTIVATIONS],
+]
+
+
+def _show(word: str) -> str:
+    return repr(word if len(word) <= 40 else word[:37] + "...")
+
+
+def parse_token(word: str) -> Layer:
+    """One token -> one layer, e.g. ``parse_token("conv3-32") == Conv(3, 32)``."""
+    for _, pattern, make, _ in _FORMS:
+        m = pattern.fullmatch(word)
+        if m:
+            try:
+                return make(m)
+            except BabysitError as err:
+                raise BabysitError(f"in {_show(word)}, {err}") from None
+    if _CONV_LOOSE.fullmatch(word):
+        raise BabysitError(f"{_show(word)}: conv suffixes go in the order -s -p -d -g, each at most once")
+    for kind, _, _, usage in _FORMS:
+        if usage and word.startswith(kind):
+            raise BabysitError(f"{_show(word)} is not a valid {kind} token; write {usage}")
+    hint = f" (tokens are lower case: {_show(word.lower())})" if word != word.lower() else ""
+    raise BabysitError(f"unknown token {_show(word)}{hint}; the known tokens are {KNOWN_TOKENS}")
+
+
+def parse(text: str | Spec) -> Spec:
+    """Parse a spec string (see the module docstring for the grammar); a Spec passes through.
+
+    Raises BabysitError, naming the word and what to write instead, for any mistake.
+    """
+    if isinstance(text, Spec):
+        return text
+    stack: list[tuple[list[Node], int]] = [([], 0)]  # open groups: (their nodes, word number of '[')
+    for n, m in enumerate(_SCAN.finditer(text), start=1):
+        opened, closed, count, word = m.groups()
+        if opened:
+            if len(stack) > MAX_DEPTH:
+                raise BabysitError(f"the spec nests [ ] groups more than {MAX_DEPTH} deep; flatten some of them")
+            stack.append(([], n))
+        elif closed:
+            if len(stack) == 1:
+                raise BabysitError(f"word {n} ']' closes a group that was never opened; add its '[' or drop it")
+            if not count or count == "*":
+                raise BabysitError(f"word {n} ']' must be followed by *N, the repeat count, e.g. [conv3-32 relu]*2")
+            times = _int(count[1:])
+            if times < 1:
+                raise BabysitError(f"word {n} repeats a group *{times} times; a repeat count must be at least 1")
+            body, start = stack.pop()
+            if not body:
+                raise BabysitError(f"the group opened at word {start} is empty; put layers inside it or remove it")
+            stack[-1][0].append(Repeat(tuple(body), times))
+        else:
+            try:
+                stack[-1][0].append(parse_token(word))
+            except BabysitError as err:
+                raise BabysitError(f"word {n}: {err}") from None
+    if len(stack) > 1:
+        raise BabysitError(f"the '[' at word {stack[-1][1]} is never closed; close the group with ]*N")
+    return Spec(tuple(stack[0][0]))
+
+
+# ---- shape arithmetic ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """One flat layer with the volume it receives and the volume it produces."""
+
+    index: int  # position in Spec.layers() and the module name in the built model
+    layer: Layer
+    in_shape: Shape  # (C, H, W) or (N,)
+    out_shape: Shape
+
+    @property
+    def token(self) -> str:
+        return str(self.layer)
+
+
+def volume_str(shape: Shape) -> str:
+    """The notes' way to write a volume: H x W x D, e.g. ``224x224x64``; a flat vector is 1x1xN."""
+    if len(shape) == 3:
+        return f"{shape[1]}x{shape[2]}x{shape[0]}"
+    return f"1x1x{shape[0]}"
+
+
+def _ratio(num: int, s: int) -> str:
+    if num % s == 0:
+        return str(num // s + 1)
+    value = num / s + 1
+    for digits in range(2, 9):
+        text = f"{value:.{digits}f}".rstrip("0").rstrip(".")
+        if "." in text:
+            return text
+    return repr(value)
+
+
+def _slide(where: str, what: str, hw: tuple[int, int], f: int, s: int, p: int, fix: str) -> tuple[int, int]:
+    """(W - F + 2P)/S + 1 for both H and W, refusing sizes that are not whole and positive."""
+    out = []
+    for n in hw:
+        num = n - f + 2 * p
+        if num < 0 or num % s:
+            pad = f"+2*{p}" if p else ""
+            formula = f"({n}-{f}{pad})/{s}+1 = {_ratio(num, s)}"
+            problem = "is not an integer" if num >= 0 else "is less than 1 (the filter is larger than the padded input)"
+            raise BabysitError(f"{where}: {hw[0]}x{hw[1]} input, {what}, stride {s}: {formula} {problem}; {fix}")
+        out.append(num // s + 1)
+    return out[0], out[1]
+
+
+def _out_shape(i: int, layer: Layer, shape: Shape, num_classes: int) -> Shape:
+    where = f"layer {i} '{layer}'"
+    if isinstance(layer, Conv):
+        c, h, w = shape
+        if c % layer.groups:
+            raise BabysitError(f"{where}: {c} input channels cannot be split into {layer.groups} groups; "
+                               f"make the input depth a multiple of G or change G")
+        what = f"{layer.f}x{layer.f} filter"
+        if layer.dilation > 1:
+            what += f" with dilation {layer.dilation} ({layer.f_eff}x{layer.f_eff} effective)"
+        fix = "change the padding or stride of this layer, or the input size"
+        return (layer.k, *_slide(where, what, (h, w), layer.f_eff, layer.stride, layer.pad, fix))
+    if isinstance(layer, Pool):
+        c, h, w = shape
+        fix = "change the pool size or stride, or the input size or earlier padding so that it divides evenly"
+        return (c, *_slide(where, f"{layer.f}x{layer.f} pool", (h, w), layer.f, layer.s, 0, fix))
+    if isinstance(layer, GlobalAvgPool):
+        return (shape[0], 1, 1)
+    if isinstance(layer, FC):
+        return (num_classes if layer.n is None else layer.n,)
+    if isinstance(layer, Maxout):
+        if shape[0] % layer.k:
+            raise BabysitError(f"{where}: a depth of {shape[0]} is not divisible by {layer.k}; "
+                               f"make the previous layer's width a multiple of {layer.k}")
+        return (shape[0] // layer.k, *shape[1:])
+    return shape  # bn, dropout and activations keep the volume
+
+
+def infer_shapes(
+    spec: Spec | str, input_shape: tuple[int, int, int], num_classes: int, *, require_scores: bool = True
+) -> list[LayerInfo]:
+    """Each flat layer's input and output volume for a (C, H, W) input and ``num_classes`` classes.
+
+    CONV: W2 = (W1 - F + 2P)/S + 1 with F the effective size D*(F-1)+1, D2 = K; POOL: W2 =
+    (W1 - F)/S + 1, D2 = D1; FC: N outputs. Raises BabysitError for impossible geometry, and,
+    with ``require_scores``, when the last volume is not one score per class.
+    """
+    spec = parse(spec)
+    if not (len(input_shape) == 3 and all(isinstance(x, int) and x >= 1 for x in input_shape)):
+        raise BabysitError(f"the input shape must be (C, H, W) with positive whole sizes, not {input_shape!r}; "
+                           f"e.g. (3, 32, 32) for CIFAR-10")
+    if not (isinstance(num_classes, int) and num_classes >= 1):
+        raise BabysitError(f"the number of classes must be a whole number >= 1, not {num_classes!r}")
+    shape: Shape = tuple(input_shape)
+    infos = []
+    for i, layer in enumerate(spec.layers()):
+        out = _out_shape(i, layer, shape, num_classes)
+        infos.append(LayerInfo(i, layer, shape, out))
+        shape = out
+    if require_scores and (math.prod(shape) != num_classes or (len(shape) == 3 and shape[1:] != (1, 1))):
+        raise BabysitError(f"the network ends with volume {volume_str(shape)} but there are {num_classes} "
+                           f"classes; end the spec with a plain 'fc', which gets one output per class")
+    return infos
