@@ -70,7 +70,7 @@ def cmd_data_info(args: argparse.Namespace) -> None:
 
 
 def cmd_data_get(args: argparse.Namespace) -> None:
-    from babysit.data.sources import get_dataset
+    from babysit.data.locate import get_dataset
 
     path = get_dataset(args.name, Path(args.dest) if args.dest else None)
     print(f"{args.name} is ready in {path}")
