@@ -2,6 +2,7 @@
 
 from babysit.models.build import MaxoutUnit, build, layer_module
 from babysit.models.init import SCHEMES, init_weights
+from babysit.models.shapes import LayerInfo, infer_shapes, volume_str
 from babysit.models.spec import (
     FC,
     Activation,
@@ -10,17 +11,14 @@ from babysit.models.spec import (
     Dropout,
     GlobalAvgPool,
     Layer,
-    LayerInfo,
     LeakyReLU,
     Maxout,
     Pool,
     Repeat,
     Shape,
     Spec,
-    infer_shapes,
     parse,
     parse_token,
-    volume_str,
 )
 from babysit.models.summary import Row, Summary, format_summary, summary
 

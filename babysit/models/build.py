@@ -14,6 +14,7 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
+from babysit.models.shapes import LayerInfo, infer_shapes
 from babysit.models.spec import (
     FC,
     Activation,
@@ -21,12 +22,10 @@ from babysit.models.spec import (
     Conv,
     Dropout,
     GlobalAvgPool,
-    LayerInfo,
     LeakyReLU,
     Maxout,
     Pool,
     Spec,
-    infer_shapes,
     parse,
 )
 

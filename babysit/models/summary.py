@@ -13,19 +13,17 @@ import math
 from dataclasses import dataclass
 
 from babysit.errors import BabysitError
+from babysit.models.shapes import LayerInfo, infer_shapes, volume_str
 from babysit.models.spec import (
     FC,
     BatchNorm,
     Conv,
     GlobalAvgPool,
-    LayerInfo,
     Maxout,
     Pool,
     Shape,
     Spec,
-    infer_shapes,
     parse,
-    volume_str,
 )
 
 BYTES_PER_NUMBER = 4  # float32

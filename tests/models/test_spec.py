@@ -7,6 +7,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from babysit.errors import BabysitError
+from babysit.models.shapes import infer_shapes, volume_str
 from babysit.models.spec import (
     ACTIVATIONS,
     FC,
@@ -22,9 +23,7 @@ from babysit.models.spec import (
     Pool,
     Repeat,
     Spec,
-    infer_shapes,
     parse,
-    volume_str,
 )
 
 
