@@ -10,6 +10,9 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e '.[dev]'
+	# headless Chromium for the report test (tests/monitor/test_report.py skips without it)
+	command -v chromium >/dev/null 2>&1 || apt-get install -y chromium || \
+		echo "warning: could not install chromium (run as root: apt-get install -y chromium)"
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -26,6 +29,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/loop_overhead.py
+	$(BIN)/python bench/monitor_overhead.py
 
 clean:
 	rm -rf $(VENV) runs

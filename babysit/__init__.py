@@ -9,6 +9,8 @@ The same names the CLI uses::
     print(babysit.format_summary(babysit.summary(cfg.model.spec, (1, 8, 8), 10)))   # `babysit summary`
     result = babysit.train(cfg)                             # `babysit train`
     print(babysit.evaluate_run(result.run.path, "test").accuracy)                   # `babysit eval`
+    babysit.check(cfg); babysit.diagnose(result.run.path); babysit.report(result.run.path)  # `babysit check` ...
+    print(babysit.gradcheck(my_layer, (x,)).format())       # any nn.Module / autograd.Function
 """
 
 from babysit.config import RunConfig, apply_overrides, load_toml
@@ -16,12 +18,15 @@ from babysit.data import Dataset, ImageSet, Preprocessor, Splits, dataset_info, 
 from babysit.errors import BabysitError
 from babysit.experiment import evaluate_run, load_run, make_model, prepare_data, train
 from babysit.models import build, format_summary, init_weights, parse, summary
+from babysit.monitor.commands import check, diagnose, report
+from babysit.monitor.gradcheck import gradcheck
 from babysit.rundir import RunDir
 from babysit.train.loop import Callback, LoopState, TensorData, evaluate, fit
 
 __version__ = "0.1.0"
 
 __all__ = ["BabysitError", "Callback", "Dataset", "ImageSet", "LoopState", "Preprocessor", "RunConfig", "RunDir",
-           "Splits", "TensorData", "apply_overrides", "build", "dataset_info", "evaluate", "evaluate_run", "fit",
+           "Splits", "TensorData", "apply_overrides", "build", "check", "dataset_info", "diagnose", "evaluate",
+           "evaluate_run", "fit", "gradcheck", "report",
            "format_summary", "get_dataset", "init_weights", "load_dataset", "load_run", "load_toml", "make_model",
            "parse", "prepare_data", "split_dataset", "summary", "train"]

@@ -32,13 +32,13 @@ def cmd_train(args: argparse.Namespace) -> None:
     from babysit.experiment import train
 
     if args.resume:
-        if args.config or _overrides(args):
+        if args.config or _overrides(args) or args.tensorboard:
             raise BabysitError("--resume continues a run with its own saved config; drop --config and the "
                                "--section.key options, or start a new run instead.")
         train(C.RunConfig(), resume=args.resume)
         return
     cfg = C.load_toml(args.config) if args.config else C.RunConfig()
-    cfg = C.apply_overrides(cfg, _overrides(args))
+    cfg = C.apply_overrides(cfg, {**({"monitor.tensorboard": "true"} if args.tensorboard else {}), **_overrides(args)})
     train(cfg, out=args.out, name=args.name)
 
 
@@ -76,6 +76,99 @@ def cmd_data_get(args: argparse.Namespace) -> None:
     print(f"{args.name} is ready in {path}")
 
 
+def _config(args: argparse.Namespace, **extra: str) -> C.RunConfig:
+    """--config file, then ``extra`` (from positional arguments), then the --section.key options."""
+    cfg = C.load_toml(args.config) if args.config else C.RunConfig()
+    return C.apply_overrides(cfg, {**extra, **_overrides(args)})
+
+
+def cmd_schedule(args: argparse.Namespace) -> None:
+    from babysit.train.schedules import list_schedules, lr_curve
+
+    if args.name is None:
+        print("schedules: " + ", ".join(list_schedules()) + " (`babysit schedule NAME --plot out.png` draws one)")
+        return
+    cfg = _config(args, **{"schedule.name": args.name})
+    from babysit.train.optim import check_choices
+
+    check_choices(cfg)
+    lrs = lr_curve(cfg.schedule, cfg.optim.lr, cfg.train.epochs, args.steps_per_epoch)
+    for epoch in range(cfg.train.epochs):
+        print(f"epoch {epoch + 1:3d}: lr {lrs[epoch * args.steps_per_epoch]:.6g} at its first step")
+    if args.plot:
+        from babysit.monitor.plots import plot_schedule
+
+        print(f"plot: {plot_schedule(lrs, args.steps_per_epoch, args.plot, title=args.name)}")
+
+
+def cmd_lr_find(args: argparse.Namespace) -> None:
+    import json
+
+    from babysit.tune.lr_find import apply_bounds, format_result, result_json, run_lr_find
+
+    cfg = _config(args)
+    result = run_lr_find(cfg, plot=args.plot)
+    print(format_result(result))
+    if args.plot:
+        Path(args.plot).with_suffix(".json").write_text(json.dumps(result_json(result)) + "\n")
+        print(f"plot: {args.plot} (numbers in {Path(args.plot).with_suffix('.json')})")
+    if args.write_config:
+        Path(args.write_config).write_text(C.dumps_toml(apply_bounds(cfg, result, args.schedule)))
+        print(f"config with the {args.schedule} bounds: {args.write_config} "
+              f"(`babysit train --config {args.write_config}`)")
+
+
+def cmd_init_check(args: argparse.Namespace) -> None:
+    from babysit.models.init import format_init_check, init_check
+
+    try:
+        shape = tuple(int(v) for v in args.input.lower().split("x"))
+    except ValueError:
+        shape = ()
+    if len(shape) != 3 or min(shape) <= 0:
+        raise BabysitError(f"--input must look like CxHxW, e.g. 1x28x28 or 3x32x32; got {args.input!r}.")
+    schemes = tuple(s.strip() for s in args.schemes.split(",") if s.strip())
+    results = init_check(args.spec, (shape[0], shape[1], shape[2]), schemes, args.classes, args.batch_size)
+    print(format_init_check(results))
+    if args.plot:
+        from babysit.monitor.plots import plot_init_check
+
+        print(f"plot: {plot_init_check(results, args.plot)}")
+
+
+def cmd_check(args: argparse.Namespace) -> None:
+    from babysit.monitor.commands import ChecksFailed, check, failed
+
+    _, results = check(_config(args), out=args.out, name=args.name)
+    if failed(results):
+        raise ChecksFailed(f"{len(failed(results))} of {len(results)} sanity checks failed "
+                           f"({', '.join(failed(results))}); the lines above say what to suspect.")
+
+
+def cmd_gradcheck(args: argparse.Namespace) -> None:
+    from babysit.monitor.commands import ChecksFailed, gradcheck_config
+
+    result = gradcheck_config(_config(args), points=args.points, entries=args.entries)
+    print(result.format())
+    if not result.passed:
+        raise ChecksFailed("the gradient check failed: a relative error above 1e-2 means the backward pass is "
+                           "probably wrong for the tensors marked above.")
+
+
+def cmd_diagnose(args: argparse.Namespace) -> None:
+    from babysit.monitor.commands import diagnose
+    from babysit.monitor.findings import format_findings
+
+    print(format_findings(diagnose(args.run)))
+    print(f"written to {Path(args.run) / 'findings.json'}")
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from babysit.monitor.commands import report
+
+    print(f"report: {report(args.run, args.device)}")
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="babysit", description="Train ConvNet image classifiers the way the "
                                      "course notes teach, with the practitioner's checks done for you.")
@@ -87,6 +180,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="RUN", help="continue an interrupted run from its last checkpoint")
     p.add_argument("--out", default="runs", help="folder in which the run directory is made")
     p.add_argument("--name", default="", help="run directory name (default: DATA-DATE-TIME)")
+    p.add_argument("--tensorboard", action="store_true", help="same as --monitor.tensorboard=true")
     _add_config_options(p)
     p.set_defaults(func=cmd_train)
 
@@ -114,6 +208,56 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("name", help="mnist or fashion-mnist")
     p.add_argument("--dest", help="folder to put the files in (default: the user cache)")
     p.set_defaults(func=cmd_data_get)
+
+    p = sub.add_parser("schedule", help="list the learning-rate schedules, or print / plot one")
+    p.add_argument("name", nargs="?", help="schedule name (none: list them)")
+    p.add_argument("--steps-per-epoch", type=int, default=100, help="mini-batches per epoch to draw")
+    p.add_argument("--plot", metavar="PNG", help="draw lr against epoch into this PNG file")
+    p.add_argument("--config", help="TOML file with [section] tables of options")
+    _add_config_options(p)
+    p.set_defaults(func=cmd_schedule)
+
+    p = sub.add_parser("lr-find", help="the LR range test: loss against an exponentially growing lr")
+    p.add_argument("--plot", metavar="PNG", default="lr_find.png", help="where to draw the curve (and its .json)")
+    p.add_argument("--write-config", metavar="TOML", help="write the config with the found bounds applied")
+    p.add_argument("--schedule", default="onecycle", choices=("onecycle", "cyclical"),
+                   help="the schedule --write-config sets up")
+    p.add_argument("--config", help="TOML file with [section] tables of options")
+    _add_config_options(p)
+    p.set_defaults(func=cmd_lr_find)
+
+    p = sub.add_parser("init-check", help="activation std per layer at initialisation, per init scheme")
+    p.add_argument("spec", nargs="?", default="[fc-500 relu]*10 fc",
+                   help="architecture spec (default: the lecture's 10-layer ReLU net)")
+    p.add_argument("--input", default="1x1x1000", help="input volume CxHxW (unit-Gaussian inputs)")
+    p.add_argument("--schemes", default="normal-0.01,xavier,he,orthogonal,lsuv,data", help="comma-separated")
+    p.add_argument("--classes", type=int, default=10, help="number of classes (size of the last fc)")
+    p.add_argument("--batch-size", type=int, default=256, help="inputs drawn")
+    p.add_argument("--plot", metavar="PNG", help="draw std per layer into this PNG file")
+    p.set_defaults(func=cmd_init_check)
+
+    p = sub.add_parser("check", help="sanity checks: initial loss, regularisation, overfit 20 images, zero inputs")
+    p.add_argument("--config", help="TOML file with [section] tables of options")
+    p.add_argument("--out", default="runs", help="folder in which the run directory is made")
+    p.add_argument("--name", default="", help="run directory name (default: DATA-check-DATE-TIME)")
+    _add_config_options(p)
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("gradcheck", help="analytic vs numerical gradient of the model + loss, per tensor")
+    p.add_argument("--config", help="TOML file with [section] tables of options")
+    p.add_argument("--points", type=int, default=4, help="training images in the check (use few)")
+    p.add_argument("--entries", type=int, default=10, help="entries checked per tensor, at random")
+    _add_config_options(p)
+    p.set_defaults(func=cmd_gradcheck)
+
+    p = sub.add_parser("diagnose", help="findings in words from a run's curves and layer statistics")
+    p.add_argument("run", help="run directory")
+    p.set_defaults(func=cmd_diagnose)
+
+    p = sub.add_parser("report", help="write RUN/report.html: curves, layer statistics, filters, confusion")
+    p.add_argument("run", help="run directory")
+    p.add_argument("--device", default="cpu", help="where to score val when the run has no analysis yet")
+    p.set_defaults(func=cmd_report)
     return parser
 
 
@@ -131,6 +275,11 @@ def main(argv: list[str] | None = None) -> int:
     except BabysitError as e:
         print(f"babysit: error: {e}", file=sys.stderr)
         return e.exit_code
+    except OSError as e:  # the file system refused (disk full, read-only, permissions): not a bug, say which file
+        where = f" {e.filename}" if e.filename else ""
+        print(f"babysit: error: cannot access{where} ({e.strerror or e}); check the path, free space and "
+              "permissions, then run again.", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("babysit: interrupted.", file=sys.stderr)
         return 130

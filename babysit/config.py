@@ -33,25 +33,53 @@ class DataConfig:
 @dataclass(frozen=True)
 class ModelConfig:
     spec: str = DEFAULT_SPEC  # architecture in the lecture's pattern; see README "Spec grammar"
-    init: str = "auto"  # auto (He for ReLU family, Xavier for tanh/sigmoid) | he | xavier | normal-STD
+    init: str = "auto"  # auto (He for ReLU, Xavier for tanh/sigmoid), he, xavier, orthogonal, lsuv, data, normal-STD
+    init_bias: float = 0.0  # every conv/fc bias starts at this constant (0, or small like 0.01 so ReLUs fire)
+    init_batch: int = 256  # training images that the lsuv and data init schemes measure
 
 
 @dataclass(frozen=True)
 class OptimConfig:
-    name: str = "sgd"  # update rule; sgd (with optional momentum / nesterov)
+    name: str = "sgd"  # update rule: sgd | adagrad | rmsprop | adam | almost-adam | adamw
     lr: float = 0.05  # learning rate per step, before the schedule
-    momentum: float = 0.9  # mu in v = mu*v - lr*dx; 0 gives vanilla SGD
-    nesterov: bool = False  # Nesterov momentum (look-ahead gradient)
-    weight_decay: float = 5e-4  # lambda of the L2 term lambda/2*||W||^2 added to the loss
+    momentum: float = 0.9  # sgd: mu in v = mu*v - lr*dx; 0 gives vanilla SGD
+    nesterov: bool = False  # sgd: Nesterov momentum (look-ahead gradient)
+    betas: tuple[float, float] = (0.9, 0.999)  # adam, almost-adam, adamw: decay rates beta1, beta2 of m and v
+    decay_rate: float = 0.99  # rmsprop: cache = decay_rate*cache + (1-decay_rate)*dx^2 (torch's alpha)
+    eps: float = 1e-8  # adagrad, rmsprop, adam*: added to sqrt(cache) so the step never divides by zero
+    weight_decay: float = 5e-4  # lambda of the L2 term lambda/2*||W||^2 added to the loss (adamw: decoupled)
+    decoupled: bool = False  # apply weight_decay as w -= lr*lambda*w inside the step, not in the loss (adamw always)
     decay_bias: bool = False  # also apply the L2 term to biases and norm parameters
+    clip_norm: float = 0.0  # clip the gradient's global L2 norm to this before each step; 0 = off
 
 
 @dataclass(frozen=True)
 class ScheduleConfig:
-    name: str = "cosine"  # constant | step | cosine
-    warmup_epochs: float = 1.0  # linear warm-up from 0 to lr over this many epochs
-    step_epochs: int = 20  # step: multiply lr by gamma every this many epochs
-    gamma: float = 0.1  # step: decay factor
+    name: str = "cosine"  # constant step exp inv-time inv-sqrt linear sqrt cosine cyclical onecycle plateau
+    warmup_epochs: float = 1.0  # linear warm-up from 0 over this many epochs, multiplying any schedule
+    unit: str = "epoch"  # what t counts for step, exp, inv-time, inv-sqrt, cyclical: epoch (fractional) | step
+    step_size: float = 20.0  # step: multiply lr by gamma every step_size units (20 epochs; or 50000 steps)
+    gamma: float = 0.1  # step: decay factor (x0.1 every 20 epochs, x0.5 every 5, x0.97 every 1)
+    k: float = 0.1  # exp: lr*e^(-k*t); inv-time: lr/(1+k*t); inv-sqrt: lr/sqrt(1+k*t), per unit
+    min_lr: float = 0.0  # cyclical, onecycle: lower bound (optim.lr is the upper); 0 means optim.lr/25
+    half_cycle: float = 2.0  # cyclical: units from the lower to the upper bound (the CLR paper's stepsize)
+    pct_start: float = 0.3  # onecycle: share of the run spent rising to optim.lr
+    factor: float = 0.5  # plateau: multiply lr by this when the val loss stops improving ...
+    patience: int = 2  # plateau: ... for this many epochs
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    name: str = "softmax"  # softmax (cross-entropy) | svm | squared-hinge | attribute-hinge | bce
+    delta: float = 1.0  # svm, squared-hinge: the margin Delta in max(0, s_j - s_y + Delta)
+    label_smoothing: float = 0.0  # softmax: eps; targets become eps/(k-1) for wrong classes, 1-eps for the right one
+
+
+@dataclass(frozen=True)
+class RegularizeConfig:
+    l1: float = 0.0  # lambda1 of lambda1*sum|W| added to the loss; with optim.weight_decay it is the elastic net
+    max_norm: float = 0.0  # c: after every step each unit's incoming weights are scaled to ||w||_2 <= c; 0 = off
+    layer_weight_decay: str = ""  # per-layer L2 strengths replacing optim.weight_decay: "LAYER=LAMBDA,..." ("0=1e-3")
 
 
 @dataclass(frozen=True)
@@ -67,7 +95,25 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class CheckpointConfig:
-    every: int = 500  # steps between checkpoints; one is also written at every epoch end
+    every: int = 500  # a checkpoint every N steps or at each epoch end, whichever first: a crash loses <= N steps
+
+
+@dataclass(frozen=True)
+class LRFindConfig:
+    start_lr: float = 1e-7  # first learning rate of the range test's exponential ramp
+    end_lr: float = 10.0  # last learning rate of the ramp
+    steps: int = 300  # mini-batches in the ramp, one learning rate each
+    seeds: int = 3  # repeats with different batch orders (train.seed, +1, ...); the plot shows their spread
+    smoothing: float = 0.98  # beta of the loss's exponential moving average (bias-corrected)
+    diverge: float = 4.0  # stop a repeat once the smoothed loss exceeds this many times its best
+
+
+@dataclass(frozen=True)
+class MonitorConfig:
+    checks: bool = True  # sanity checks before training: initial loss, reg raises loss, overfit 20 images, zero inputs
+    stats_every: int = 50  # steps between layer-statistics probes (each costs ~0.7 of a step); 0 = off
+    tensorboard: bool = False  # also write TensorBoard events to RUN/events (tensorboard --logdir RUN/events)
+    report: bool = True  # write RUN/report.html (self-contained) when the run ends
 
 
 @dataclass(frozen=True)
@@ -78,6 +124,10 @@ class RunConfig:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    regularize: RegularizeConfig = field(default_factory=RegularizeConfig)
+    lr_find: LRFindConfig = field(default_factory=LRFindConfig)
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)
 
 
 SECTIONS: tuple[str, ...] = tuple(f.name for f in fields(RunConfig))
@@ -97,6 +147,12 @@ def option_table() -> list[tuple[str, Any, str]]:
 def _coerce(key: str, value: Any, like: Any) -> Any:
     """Convert ``value`` (a TOML value or a command-line string) to the type of the default ``like``."""
     kind = type(like)
+    if kind is tuple:  # a pair of floats (betas): "0.9,0.999" on the command line, [0.9, 0.999] in TOML
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, (list, tuple)) or len(items) != len(like):
+            raise BabysitError(f"{key} needs {len(like)} numbers, got {value!r}; for example "
+                               f"--{key}={','.join(str(v) for v in like)}.")
+        return tuple(_coerce(key, v, w) for v, w in zip(items, like))
     if isinstance(value, str) and kind is not str:
         text = value.strip().lower()
         try:
@@ -137,6 +193,35 @@ def apply_overrides(cfg: RunConfig, overrides: dict[str, Any]) -> RunConfig:
     return out
 
 
+def _toolbox_checks(cfg: RunConfig) -> list[tuple[bool, str]]:
+    """Ranges of the update rules, schedules, losses, regularisers and the LR range test."""
+    o, s, f = cfg.optim, cfg.schedule, cfg.lr_find
+    return [
+        (all(0 <= b < 1 for b in o.betas), f"optim.betas must both be in [0, 1), got {o.betas}; try 0.9,0.999."),
+        (0 <= o.decay_rate < 1, f"optim.decay_rate must be in [0, 1), got {o.decay_rate}; try 0.99."),
+        (o.eps > 0, f"optim.eps must be > 0, got {o.eps}; try 1e-8."),
+        (o.clip_norm >= 0, f"optim.clip_norm must be >= 0 (0 turns clipping off), got {o.clip_norm}."),
+        (s.unit in ("epoch", "step"), f"schedule.unit must be epoch or step, got {s.unit!r}."),
+        (s.step_size > 0, f"schedule.step_size must be > 0, got {s.step_size}."),
+        (s.gamma > 0, f"schedule.gamma must be > 0, got {s.gamma}; e.g. 0.1 or 0.97."),
+        (s.k >= 0, f"schedule.k must be >= 0, got {s.k}."),
+        (0 <= s.min_lr < o.lr, f"schedule.min_lr must be in [0, optim.lr={o.lr}), got {s.min_lr}."),
+        (s.half_cycle > 0, f"schedule.half_cycle must be > 0, got {s.half_cycle}."),
+        (0 < s.pct_start < 1, f"schedule.pct_start must be between 0 and 1, got {s.pct_start}; try 0.3."),
+        (0 < s.factor < 1, f"schedule.factor must be between 0 and 1, got {s.factor}; try 0.5."),
+        (s.patience >= 0, f"schedule.patience must be >= 0 epochs, got {s.patience}."),
+        (cfg.loss.delta >= 0, f"loss.delta must be >= 0, got {cfg.loss.delta}; the notes use 1.0."),
+        (0 <= cfg.loss.label_smoothing < 1, f"loss.label_smoothing must be in [0, 1), got {cfg.loss.label_smoothing}."),
+        (cfg.regularize.l1 >= 0, f"regularize.l1 must be >= 0, got {cfg.regularize.l1}."),
+        (cfg.regularize.max_norm >= 0, f"regularize.max_norm must be >= 0 (0 is off), got {cfg.regularize.max_norm}."),
+        (cfg.model.init_batch > 0, f"model.init_batch must be at least 1, got {cfg.model.init_batch}."),
+        (0 < f.start_lr < f.end_lr, f"lr_find.start_lr must be > 0 and below lr_find.end_lr, got {f.start_lr}."),
+        (f.steps >= 10 and f.seeds >= 1, "lr_find.steps must be at least 10 and lr_find.seeds at least 1."),
+        (0 <= f.smoothing < 1, f"lr_find.smoothing must be in [0, 1), got {f.smoothing}; try 0.98."),
+        (f.diverge > 1, f"lr_find.diverge must be > 1, got {f.diverge}; try 4."),
+    ]
+
+
 def validate(cfg: RunConfig) -> None:
     """Reject values no run can use, with the fix in the message."""
     checks = [
@@ -148,13 +233,16 @@ def validate(cfg: RunConfig) -> None:
         (cfg.train.batch_size > 0, f"train.batch_size must be at least 1, got {cfg.train.batch_size}."),
         (cfg.train.eval_batch_size > 0, f"train.eval_batch_size must be at least 1, got {cfg.train.eval_batch_size}."),
         (cfg.checkpoint.every > 0, f"checkpoint.every must be at least 1 step, got {cfg.checkpoint.every}."),
+        (0 <= cfg.train.seed < 2**32, f"train.seed must be in 0 .. 2**32-1, got {cfg.train.seed}; try --train.seed=0."),
         (0 < cfg.data.val_fraction < 1, f"data.val_fraction must be between 0 and 1, got {cfg.data.val_fraction}."),
         (0 < cfg.data.test_fraction < 1, f"data.test_fraction must be between 0 and 1, got {cfg.data.test_fraction}."),
         (cfg.data.val_fraction + cfg.data.test_fraction < 1, "data.val_fraction + data.test_fraction must be below 1."),
         (cfg.data.channels in (0, 1, 3), f"data.channels must be 0 (keep), 1 or 3, got {cfg.data.channels}."),
         (cfg.data.size >= 0 and cfg.data.limit >= 0, "data.size and data.limit must be >= 0 (0 means keep all)."),
         (cfg.schedule.warmup_epochs >= 0, f"schedule.warmup_epochs must be >= 0, got {cfg.schedule.warmup_epochs}."),
-        (cfg.schedule.step_epochs > 0, f"schedule.step_epochs must be at least 1, got {cfg.schedule.step_epochs}."),
+        *_toolbox_checks(cfg),
+        (cfg.monitor.stats_every >= 0, f"monitor.stats_every must be >= 0 (0 turns the probes off), "
+                                       f"got {cfg.monitor.stats_every}."),
     ]
     for ok, message in checks:
         if not ok:

@@ -18,16 +18,19 @@ import torch
 from torch import nn
 
 from babysit import config as C
-from babysit.data.preprocess import Preprocessor
+from babysit.data.preprocess import KINDS, Preprocessor
 from babysit.data.sources import Dataset, load_dataset
 from babysit.data.split import Splits, split_dataset
 from babysit.errors import BabysitError
 from babysit.models.build import build
-from babysit.models.init import init_weights
+from babysit.models.init import init_weights, needs_data
+from babysit.models.shapes import infer_shapes
 from babysit.models.spec import parse
+from babysit.monitor.session import RunMonitor
 from babysit.rundir import RunDir, atomic_write_text
-from babysit.train.checkpoint import load_checkpoint, save_checkpoint
-from babysit.train.loop import LoopState, TensorData, evaluate, fit
+from babysit.train.checkpoint import load_checkpoint, save_checkpoint, seed_all
+from babysit.train.loop import LoopState, TensorData, check_batch_size, evaluate, fit
+from babysit.train.optim import check_choices
 
 
 @dataclass
@@ -69,17 +72,44 @@ def prepare_data(cfg: C.RunConfig) -> tuple[Dataset, Splits]:
 
 
 def make_model(cfg: C.RunConfig, input_shape: tuple[int, int, int], num_classes: int,
-               seed: int | None = None) -> nn.Module:
-    """Build the spec for this input and initialise it (seeded)."""
-    torch.manual_seed(cfg.train.seed if seed is None else seed)
+               seed: int | None = None, batch: torch.Tensor | None = None) -> nn.Module:
+    """Build the spec for this input and initialise it (seeded); ``batch`` (preprocessed training
+    images) is what the data-dependent init schemes (lsuv, data) measure."""
+    seed_all(cfg.train.seed if seed is None else seed)  # torch, numpy and random: a resumed run matches
     model = build(parse(cfg.model.spec), input_shape, num_classes)
-    init_weights(model, cfg.model.init)
+    init_weights(model, cfg.model.init, batch=batch, bias=cfg.model.init_bias)
     return model
 
 
 def _load_preprocessor(run: RunDir) -> Preprocessor:
-    stats, meta = load_checkpoint(run.path / "preprocess.safetensors")
+    path = run.path / "preprocess.safetensors"
+    stats, meta = load_checkpoint(path)
+    if meta.get("kind") not in KINDS or not {"mean", "std"} <= stats.keys():
+        raise BabysitError(f"{path} does not hold preprocessing statistics; put back the run's own file.")
     return Preprocessor.from_state_dict(meta["kind"], stats)
+
+
+def _check_before_writing(cfg: C.RunConfig, splits: Splits) -> None:
+    """Mistakes that would otherwise surface after the run directory is made: geometry, preprocessing, batch."""
+    infer_shapes(cfg.model.spec, splits.train.input_shape, len(splits.classes))
+    if cfg.data.preprocess not in KINDS:
+        raise BabysitError(f"unknown preprocessing {cfg.data.preprocess!r}; choose one of {', '.join(KINDS)}.")
+    check_batch_size(cfg.train.batch_size, len(splits.train))
+
+
+def _first_files(run: RunDir, cfg: C.RunConfig, ds: Dataset, splits: Splits) -> Preprocessor:
+    """Write spec.txt, meta.json and the preprocessing statistics unless a killed start already did."""
+    if not (run.path / "spec.txt").exists():
+        atomic_write_text(run.path / "spec.txt", str(parse(cfg.model.spec)) + "\n")
+    if (run.path / "meta.json").exists():
+        _check_split(run, splits)
+    else:
+        run.write_json("meta.json", _provenance(cfg, ds, splits))
+    if (run.path / "preprocess.safetensors").exists():
+        return _load_preprocessor(run)
+    pre = Preprocessor.fit(splits.train.x, cfg.data.preprocess)
+    save_checkpoint(run.path / "preprocess.safetensors", pre.state_dict(), {"kind": pre.kind})
+    return pre
 
 
 def _check_split(run: RunDir, splits: Splits) -> None:
@@ -108,36 +138,38 @@ def train(cfg: C.RunConfig, out: str | Path = "runs", name: str = "", resume: st
     """Run (or resume) one training run; writes a run directory under ``out`` and returns the result."""
     started = time.perf_counter()
     if resume is not None:
-        run = RunDir.open(resume)
+        run = RunDir.open(resume, write=True)
         cfg = C.load_toml(run.config)
     C.validate(cfg)
     device = resolve_device(cfg.train.device)
     ds, splits = prepare_data(cfg)
     parse(cfg.model.spec)  # a bad spec fails before anything is written
+    check_choices(cfg)  # so does an unknown optimiser, schedule, loss or init name
+    _check_before_writing(cfg, splits)
     if resume is None:
         run = RunDir.create(Path(out) / (name or f"{ds.name.replace('/', '_')}-{datetime.now():%Y%m%d-%H%M%S}"))
-        atomic_write_text(run.config, C.dumps_toml(cfg))
-        atomic_write_text(run.path / "spec.txt", str(parse(cfg.model.spec)) + "\n")
-        run.write_json("meta.json", _provenance(cfg, ds, splits))
+        with run.removed_on_error():  # a failed start (disk full) leaves no half-made run behind
+            atomic_write_text(run.config, C.dumps_toml(cfg))
+            pre = _first_files(run, cfg, ds, splits)
     else:
-        _check_split(run, splits)
-    if resume is None:
-        pre = Preprocessor.fit(splits.train.x, cfg.data.preprocess)
-        save_checkpoint(run.path / "preprocess.safetensors", pre.state_dict(), {"kind": pre.kind})
-    else:
-        pre = _load_preprocessor(run)
-    model = make_model(cfg, splits.train.input_shape, len(splits.classes)).to(device)
+        pre = _first_files(run, cfg, ds, splits)
+    init_batch = pre(splits.train.x[: cfg.model.init_batch]) if needs_data(cfg.model.init) else None
+    model = make_model(cfg, splits.train.input_shape, len(splits.classes), batch=init_batch).to(device)
     print(f"run {run.path}: {ds.name} {len(splits.train)}/{len(splits.val)}/{len(splits.test)} train/val/test, "
           f"{sum(p.numel() for p in model.parameters()):,} params, device {device}", flush=True)
     data = TensorData(pre(splits.train.x.to(device)), splits.train.y.to(device),
                       pre(splits.val.x.to(device)), splits.val.y.to(device))
-    state = fit(model, data, cfg, run, resume=resume is not None)
+    monitor = RunMonitor(cfg, run)  # sanity checks, layer probes, findings, report (cfg.monitor)
+    monitor.before_fit(model, data, len(splits.classes), resume=resume is not None)
+    with monitor.watching():  # a divergence becomes the "LR too high" finding before it propagates
+        state = fit(model, data, cfg, run, callbacks=monitor.callbacks(), resume=resume is not None)
     _, test_acc, _ = evaluate(model, pre(splits.test.x.to(device)), splits.test.y.to(device), cfg.train.eval_batch_size)
     seconds = time.perf_counter() - started
     run.write_json("result.json", {"best_val_acc": state.best_val_acc, "best_epoch": state.best_epoch,
                                    "test_acc": test_acc, "seconds": seconds})
     print(f"best val {state.best_val_acc:.4f} (epoch {state.best_epoch}), test {test_acc:.4f}, "
           f"{seconds:.1f} s; run directory {run.path}", flush=True)
+    monitor.after_fit(model, data, splits.val.x, splits.classes)
     return TrainResult(run, model, state, test_acc, seconds)
 
 

@@ -11,38 +11,66 @@ Layout::
     RUN/checkpoints/last.safetensors  everything needed to resume (weights, optimiser, RNG, position)
     RUN/checkpoints/best.safetensors  the weights with the best validation accuracy
 
-Every file except the history is written atomically (temporary file, fsync, rename).
+Crash safety. Every file except the history is written atomically: a temporary file in the same
+folder (named ``.<name>.<pid>.<random>.tmp``), fsynced, renamed over the old file, and the folder
+fsynced; a kill at any moment leaves the old file or the new one, never a mix. A write that fails
+(disk full, read-only folder) removes its temporary file and raises a :class:`BabysitError`.
+Temporary files orphaned by a SIGKILL are removed when the run is next opened for writing.
+history.jsonl is only ever appended to; a torn last line (a kill mid-append) is ignored on read
+and cut off before the next append.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from babysit.errors import BabysitError
 
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)  # read the process umask once: temporary files are created 0600, renamed files should not be
+
+
+def write_error(path: Path, e: OSError) -> BabysitError:
+    """The one sentence for a file babysit could not write (disk full, read-only, not a folder)."""
+    why = e.strerror or type(e).__name__
+    return BabysitError(f"cannot write {path} ({why}); free disk space or pick a writable --out, then run again "
+                        "(an interrupted run continues with `babysit train --resume RUN`).")
+
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that a crash leaves either the old file or the new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    """Write ``data`` to ``path`` so that a crash leaves either the old file or the new one.
+
+    Temporary file in the same folder, ``fsync``, ``os.replace``, then ``fsync`` of the folder so
+    the rename itself survives a power cut. On any error the temporary file is removed.
+    """
+    tmp: str | None = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), 0o666 & ~_UMASK)
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
+        tmp = None
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError as e:
+        raise write_error(path, e) from None
     finally:
-        os.close(dir_fd)
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -50,7 +78,7 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def read_history(path: Path) -> list[dict[str, Any]]:
-    """Read history.jsonl; a torn last line (a kill mid-write) is ignored.
+    """Read history.jsonl; a torn last line (a kill mid-write) and any other unreadable line are ignored.
 
     A ``{"kind": "resume", "step": S}`` record drops the earlier records of steps after ``S``:
     those steps were lost with the crash and are logged again by the resumed run.
@@ -58,15 +86,53 @@ def read_history(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     records: list[dict[str, Any]] = []
-    for line in path.read_text().splitlines():
+    for line in path.read_bytes().decode(errors="replace").splitlines():
         try:
             rec = json.loads(line)
         except json.JSONDecodeError:
             continue
-        if rec.get("kind") == "resume":
+        if not isinstance(rec, dict):
+            continue
+        if rec.get("kind") == "resume" and isinstance(rec.get("step"), int):
             records = [r for r in records if r.get("step", 0) <= rec["step"]]
         records.append(rec)
     return records
+
+
+def _cut_torn_tail(path: Path) -> None:
+    """Drop an unfinished last line (no trailing newline) so the next append starts a fresh line."""
+    try:
+        with open(path, "rb+") as f:
+            size = f.seek(0, os.SEEK_END)
+            if size == 0:
+                return
+            f.seek(size - 1)
+            if f.read(1) == b"\n":
+                return
+            keep = 0
+            pos = size
+            while pos > 0:  # scan back in blocks for the last newline
+                step = min(4096, pos)
+                pos -= step
+                f.seek(pos)
+                block = f.read(step)
+                i = block.rfind(b"\n")
+                if i >= 0:
+                    keep = pos + i + 1
+                    break
+            f.truncate(keep)
+    except FileNotFoundError:
+        return
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class RunDir:
@@ -74,29 +140,51 @@ class RunDir:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        self._history_checked = False
+        self._undo: Path | None = None  # the topmost folder create() made
+        self._before: set[str] | None = None  # entries of the run folder before create(), when it existed
 
     @classmethod
     def create(cls, path: str | Path) -> RunDir:
+        """Make a new run directory (its parents too); refuses one that already holds a run."""
         p = Path(path)
-        if p.exists() and not p.is_dir():
-            raise BabysitError(f"run directory {str(p)!r} is a file; choose another --out or --name.")
+        blocker = next((q for q in (p, *p.parents) if q.exists() and not q.is_dir()), None)
+        if blocker is not None:
+            raise BabysitError(f"{str(blocker)!r} is a file, so run directory {str(p)!r} cannot be made there; "
+                               "choose another --out or --name.")
         if (p / "config.toml").exists():
             raise BabysitError(f"run directory {str(p)!r} already holds a run; resume it with "
                                f"`babysit train --resume {p}` or choose another --name.")
+        before = {q.name for q in p.iterdir()} if p.is_dir() else None
+        made = [q for q in (p, *p.parents) if not q.exists()]
+        run = cls(p)
+        run._undo = made[-1] if made else None
+        run._before = before
         try:
             (p / "checkpoints").mkdir(parents=True, exist_ok=True)
+            probe = p / f".write-test.{os.getpid()}.probe.tmp"  # removed as an orphan if killed here
+            probe.write_bytes(b"")
+            probe.unlink()
         except OSError as e:
-            raise BabysitError(f"cannot create run directory {str(p)!r} ({e.strerror}); "
+            run.remove_partial()
+            raise BabysitError(f"cannot create run directory {str(p)!r} ({e.strerror or e}); "
                                "choose a writable --out.") from None
-        return cls(p)
+        return run
 
     @classmethod
-    def open(cls, path: str | Path) -> RunDir:
+    def open(cls, path: str | Path, write: bool = False) -> RunDir:
+        """An existing run. With ``write`` (resuming) temporary files orphaned by a killed run are removed."""
         p = Path(path)
         if not (p / "config.toml").is_file():
+            if p.is_dir() and (p / "checkpoints").is_dir():
+                raise BabysitError(f"{str(p)!r} has no config.toml: the run was stopped before it saved its "
+                                   "config; start it again with its original options.")
             raise BabysitError(f"{str(p)!r} is not a babysit run directory (no config.toml); "
                                "pass the folder that `babysit train` printed.")
-        return cls(p)
+        run = cls(p)
+        if write:
+            run.remove_orphans()
+        return run
 
     config = property(lambda self: self.path / "config.toml")
     history = property(lambda self: self.path / "history.jsonl")
@@ -104,9 +192,50 @@ class RunDir:
     last = property(lambda self: self.path / "checkpoints" / "last.safetensors")
     best = property(lambda self: self.path / "checkpoints" / "best.safetensors")
 
+    def remove_orphans(self) -> list[Path]:
+        """Delete temporary files left by a writer that no longer runs; returns what was removed."""
+        removed = []
+        for tmp in self.path.rglob(".*.tmp"):
+            if tmp.is_file():
+                parts = tmp.name.rsplit(".", 3)  # ['.name', pid, random, 'tmp']
+                pid = int(parts[1]) if len(parts) == 4 and parts[1].isdigit() else None
+                if pid is None or pid == os.getpid() or not _pid_alive(pid):
+                    tmp.unlink(missing_ok=True)
+                    removed.append(tmp)
+        return removed
+
+    @contextmanager
+    def removed_on_error(self) -> Iterator[RunDir]:
+        """Undo :meth:`create` if the block fails, so a failed start (disk full) leaves nothing behind."""
+        try:
+            yield self
+        except BaseException:
+            self.remove_partial()
+            raise
+
+    def remove_partial(self) -> None:
+        """Remove the folders :meth:`create` made, or in a folder that existed, the entries added since."""
+        if self._undo is not None:
+            shutil.rmtree(self._undo, ignore_errors=True)
+        elif self._before is not None and self.path.is_dir():
+            for q in self.path.iterdir():
+                if q.name in self._before:
+                    continue
+                if q.is_dir():
+                    shutil.rmtree(q, ignore_errors=True)
+                else:
+                    q.unlink(missing_ok=True)
+
     def append_history(self, record: dict[str, Any]) -> None:
-        with open(self.history, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        """Append one JSON line; the first append of this process cuts a torn line left by a crash."""
+        try:
+            if not self._history_checked:
+                _cut_torn_tail(self.history)
+                self._history_checked = True
+            with open(self.history, "a") as f:
+                f.write(json.dumps(record) + "\n")
+        except OSError as e:
+            raise write_error(self.history, e) from None
 
     def read_history(self) -> list[dict[str, Any]]:
         return read_history(self.history)
@@ -115,4 +244,9 @@ class RunDir:
         atomic_write_text(self.path / name, json.dumps(obj, indent=2) + "\n")
 
     def read_json(self, name: str) -> Any:
-        return json.loads((self.path / name).read_text())
+        path = self.path / name
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError):
+            raise BabysitError(f"{path} is missing or damaged; resume the run with "
+                               f"`babysit train --resume {self.path}` to write it again.") from None

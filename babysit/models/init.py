@@ -1,33 +1,45 @@
 """Weight initialisation, as in the notes' "Weight Initialization" section.
 
-Schemes (biases always start at zero; batch-norm layers keep gamma = 1, beta = 0):
+Schemes (biases start at the constant ``bias``, zero by default; batch-norm layers keep gamma = 1,
+beta = 0):
 
 - ``he``: ``W = randn(n) * sqrt(2.0 / n)``, n = fan-in (He et al. 2015, for ReLU networks);
   leaky ReLU with slope a uses ``sqrt(2 / ((1 + a^2) n))``.
-- ``xavier``: ``W = randn(n) / sqrt(n)`` ("calibrating the variances with 1/sqrt(n)").
-- ``normal-STD``: small random numbers ``W = STD * randn(...)``, e.g. ``normal-0.01``.
+- ``xavier``: ``W = randn(n) / sqrt(n)`` ("calibrating the variances with 1/sqrt(n)", Glorot).
+- ``normal-STD``: small random numbers ``W = STD * randn(...)``, e.g. ``normal-0.01``, ``normal-0.001``.
+- ``orthogonal``: each layer's weight, seen as a (fan-out, fan-in) matrix, is a random orthogonal
+  matrix times the gain of its activation (sqrt(2) for ReLU, 1 otherwise) (Saxe et al. 2013).
+- ``lsuv``: orthogonal, then layer by layer W /= sqrt(Var(layer output)) on a data batch until the
+  output variance is within 0.1 of 1 (Mishkin & Matas 2015, "All you need is a good init").
+- ``data``: He/Xavier Gaussian, then layer by layer each output unit k is normalised on a data
+  batch: W_k /= std_k and its bias set so the unit's mean output is ``bias`` (Kraehenbuehl et al. 2015).
 - ``auto``: per conv/fc layer, from the activation that follows it in the spec: He for relu,
   lrelu, elu and maxout; Xavier for tanh, sigmoid and no activation (the final fc that gives the
   scores, or a linear layer). A model without a ``spec`` attribute is treated as ReLU throughout
-  with a Xavier last layer.
+  with a Xavier last layer. ``orthogonal`` takes its gain from the same rule.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
+import torch
 from torch import nn
 
 from babysit.errors import BabysitError
+from babysit.models.build import MaxoutUnit, build
 from babysit.models.spec import Activation, Layer, LeakyReLU, Maxout, parse
 
-SCHEMES = ("auto", "he", "xavier", "normal-STD")
+SCHEMES = ("auto", "he", "xavier", "normal-STD", "orthogonal", "lsuv", "data")
+DATA_SCHEMES = ("lsuv", "data")  # these measure a batch of (preprocessed) training images
 _WEIGHTED = (nn.Conv2d, nn.Linear)
+_ACTIVATIONS = (nn.ReLU, nn.Tanh, nn.Sigmoid, nn.ELU, nn.LeakyReLU, MaxoutUnit)
 
 
 def _std_for(scheme: str) -> float | None:
     """The fixed std of a ``normal-STD`` scheme, None for the other known schemes."""
-    if scheme in ("auto", "he", "xavier"):
+    if scheme in SCHEMES and scheme != "normal-STD":
         return None
     if scheme.startswith("normal-"):
         try:
@@ -38,6 +50,16 @@ def _std_for(scheme: str) -> float | None:
             return std
         raise BabysitError(f"init scheme {scheme!r} needs a positive number after 'normal-', e.g. normal-0.01")
     raise BabysitError(f"unknown init scheme {scheme!r}; the known schemes are {', '.join(SCHEMES)} (e.g. normal-0.01)")
+
+
+def check_scheme(scheme: str) -> None:
+    """Raise the one-sentence error for an unknown scheme name."""
+    _std_for(scheme)
+
+
+def needs_data(scheme: str) -> bool:
+    """Whether ``scheme`` measures a data batch (lsuv, data)."""
+    return scheme in DATA_SCHEMES
 
 
 def _auto_rule(layers: tuple[Layer, ...], i: int) -> tuple[str, float]:
@@ -63,33 +85,159 @@ def _weighted(module: nn.Module) -> Weighted:
 
 
 def _rules(model: nn.Module, scheme: str) -> list[tuple[Weighted, str, float]]:
+    """(module, "he" | "xavier" | scheme, leaky slope) per conv/fc layer, in forward order."""
+    by_activation = scheme in ("auto", "orthogonal", "lsuv", "data")
     spec = getattr(model, "spec", None)
     if isinstance(spec, str):
         layers = parse(spec).layers()
         weighted = [(_weighted(model.get_submodule(str(i))), i) for i, layer in enumerate(layers) if layer.has_weights]
-        if scheme == "auto":
+        if by_activation:
             return [(module, *_auto_rule(layers, i)) for module, i in weighted]
         return [(module, scheme, 0.0) for module, _ in weighted]
     modules = [m for m in model.modules() if isinstance(m, _WEIGHTED)]
-    if scheme == "auto":
+    if by_activation:
         return [(m, "xavier" if j == len(modules) - 1 else "he", 0.0) for j, m in enumerate(modules)]
     return [(m, scheme, 0.0) for m in modules]
 
 
-def init_weights(model: nn.Module, scheme: str = "auto") -> None:
-    """Initialise every conv/fc weight of ``model`` in place by ``scheme``; biases to zero.
+def init_weights(model: nn.Module, scheme: str = "auto", batch: torch.Tensor | None = None,
+                 bias: float = 0.0) -> None:
+    """Initialise every conv/fc weight of ``model`` in place by ``scheme``; biases to the constant ``bias``.
 
     ``he``: std = sqrt(2/n); ``xavier``: std = 1/sqrt(n) (n = fan-in); ``normal-STD``: std = STD;
-    ``auto``: He or Xavier per layer from the activation that follows it (see the module doc).
+    ``orthogonal``: gain * orthogonal; ``auto``: He or Xavier per layer from the activation that
+    follows it; ``lsuv`` and ``data`` also need ``batch``, inputs (N, C, H, W) as the model sees them.
     """
     std = _std_for(scheme)
-    for module, rule, slope in _rules(model, scheme):
-        weight, bias = module.weight, module.bias
+    if needs_data(scheme) and batch is None:
+        raise BabysitError(f"init scheme {scheme!r} measures a batch of training images; pass batch= to "
+                           "init_weights (babysit train uses model.init_batch images).")
+    rules = _rules(model, scheme)
+    for module, rule, slope in rules:
+        weight = module.weight
         if std is not None:
             nn.init.normal_(weight, 0.0, std)
+        elif scheme in ("orthogonal", "lsuv"):
+            nn.init.orthogonal_(weight, gain=math.sqrt(2 / (1 + slope**2)) if rule == "he" else 1.0)
         elif rule == "he":
             nn.init.kaiming_normal_(weight, a=slope, mode="fan_in", nonlinearity="leaky_relu")
         else:
             nn.init.kaiming_normal_(weight, mode="fan_in", nonlinearity="linear")  # std 1/sqrt(fan_in)
-        if bias is not None:
-            nn.init.zeros_(bias)
+        if module.bias is not None:
+            nn.init.constant_(module.bias, bias)
+    if scheme == "lsuv" and batch is not None:
+        lsuv_(model, [m for m, _, _ in rules], batch)
+    elif scheme == "data" and batch is not None:
+        data_init_(model, [m for m, _, _ in rules], batch, mean=bias)
+
+
+class _Captured(Exception):
+    """Raised by the capture hook to stop the forward pass once the layer of interest has run."""
+
+
+@torch.no_grad()
+def _output_of(model: nn.Module, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The output of ``module`` when ``model`` runs on ``x`` (the rest of the network is skipped)."""
+    box: list[torch.Tensor] = []
+
+    def hook(_m: nn.Module, _inp: object, out: torch.Tensor) -> None:
+        box.append(out)
+        raise _Captured
+
+    handle = module.register_forward_hook(hook)
+    try:
+        model(x)
+    except _Captured:
+        pass
+    finally:
+        handle.remove()
+    return box[0]
+
+
+@torch.no_grad()
+def lsuv_(model: nn.Module, modules: list[Weighted], batch: torch.Tensor, tol: float = 0.1,
+          max_iter: int = 10) -> None:
+    """Layer-sequential unit variance: per layer, W /= sqrt(Var(out)) until |Var(out) - 1| < tol."""
+    was_training = model.training
+    model.eval()  # dropout off: measure the network as it computes, not one thinned sample
+    for module in modules:
+        for _ in range(max_iter):
+            var = _output_of(model, module, batch).var().item()
+            if abs(var - 1) < tol or var == 0 or not math.isfinite(var):
+                break
+            module.weight.div_(math.sqrt(var))
+    model.train(was_training)
+
+
+@torch.no_grad()
+def data_init_(model: nn.Module, modules: list[Weighted], batch: torch.Tensor, mean: float = 0.0) -> None:
+    """Data-dependent init: per layer and output unit k, W_k /= std_k and b_k <- mean - (mu_k - b_k)/std_k,
+    so that on ``batch`` every unit has output mean ``mean`` and std 1."""
+    was_training = model.training
+    model.eval()
+    for module in modules:
+        out = _output_of(model, module, batch)
+        dims = [d for d in range(out.ndim) if d != 1]  # all but the unit (channel) axis
+        mu, std = out.mean(dims), out.std(dims).clamp_min(1e-8)  # (K,)
+        module.weight.div_(std.view(-1, *[1] * (module.weight.ndim - 1)))
+        if module.bias is not None:
+            module.bias.copy_(mean - (mu - module.bias) / std)
+    model.train(was_training)
+
+
+@dataclass(frozen=True)
+class ActivationStat:
+    """Mean and std of one layer's output over a batch."""
+
+    layer: str  # module name ("3" is layer 3 of the spec)
+    kind: str  # module type, e.g. ReLU
+    mean: float
+    std: float
+
+
+@torch.no_grad()
+def activation_stats(model: nn.Module, x: torch.Tensor) -> list[ActivationStat]:
+    """Mean and std of each nonlinearity's output on ``x`` in eval mode (conv/fc outputs if there are none)."""
+    named: list[tuple[str, nn.Module]] = [(n, m) for n, m in model.named_modules() if isinstance(m, _ACTIVATIONS)]
+    if not named:
+        named = [(n, m) for n, m in model.named_modules() if isinstance(m, _WEIGHTED)]
+    stats: list[ActivationStat] = []
+    hooks = [m.register_forward_hook(
+        lambda mod, _inp, out, name=n: stats.append(
+            ActivationStat(name, type(mod).__name__, out.mean().item(), out.std().item())))
+        for n, m in named]
+    was_training = model.training
+    model.eval()
+    try:
+        model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    return stats
+
+
+def init_check(spec: str, input_shape: tuple[int, int, int], schemes: tuple[str, ...] = ("normal-0.01", "he", "lsuv"),
+               num_classes: int = 10, batch_size: int = 256, seed: int = 0) -> dict[str, list[ActivationStat]]:
+    """The lecture's picture as numbers: per scheme, each activation layer's mean and std when the
+    network ``spec``, freshly initialised, sees unit-Gaussian inputs."""
+    x = torch.randn(batch_size, *input_shape, generator=torch.Generator().manual_seed(seed))
+    results = {}
+    for scheme in schemes:
+        torch.manual_seed(seed)
+        model = build(spec, input_shape, num_classes)
+        init_weights(model, scheme, batch=x)
+        results[scheme] = activation_stats(model, x)
+    return results
+
+
+def format_init_check(results: dict[str, list[ActivationStat]]) -> str:
+    """A table: one row per activation layer, the output std under each scheme."""
+    schemes = list(results)
+    first = results[schemes[0]]
+    width = max(12, *(len(s) + 2 for s in schemes))
+    lines = ["layer".ljust(14) + "".join(f"std {s}".rjust(width + 4) for s in schemes)]
+    for i, stat in enumerate(first):
+        row = f"{stat.layer} {stat.kind}"[:13].ljust(14)
+        lines.append(row + "".join(f"{results[s][i].std:.3e}".rjust(width + 4) for s in schemes))
+    return "\n".join(lines)

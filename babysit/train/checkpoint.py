@@ -32,21 +32,75 @@ def save_checkpoint(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str
 
 
 def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Read a checkpoint written by :func:`save_checkpoint`: (tensors, meta)."""
+    """Read a checkpoint written by :func:`save_checkpoint`: (tensors, meta).
+
+    Only safetensors and JSON are parsed, so a crafted file (a pickle, a ``torch.save`` archive)
+    is refused as "not a babysit checkpoint" and never executed.
+    """
     if not path.is_file():
-        raise BabysitError(f"checkpoint {str(path)!r} does not exist; the run has not saved one yet, start it afresh.")
-    data = path.read_bytes()
+        raise BabysitError(f"checkpoint {str(path)!r} does not exist; the run stopped before saving it, so resume "
+                           "it with `babysit train --resume RUN` or train it afresh.")
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise BabysitError(f"cannot read checkpoint {str(path)!r} ({e.strerror}); check its permissions.") from None
     try:
         tensors = st_load(data)
-        header_len = int.from_bytes(data[:8], "little")
-        header = json.loads(data[8 : 8 + header_len])
-        meta = json.loads(header.get("__metadata__", {}).get("babysit", "null"))
-    except (SafetensorError, ValueError, UnicodeDecodeError):
-        raise BabysitError(f"checkpoint {str(path)!r} is damaged or not a babysit checkpoint; "
-                           "delete it to fall back on an earlier one, or start the run afresh.") from None
+        meta = _header_meta(data)
+    except (SafetensorError, ValueError, UnicodeDecodeError, RecursionError):
+        raise BabysitError(f"checkpoint {str(path)!r} is damaged (truncated or overwritten) or not a babysit "
+                           "checkpoint; put back the run's own file or start the run afresh.") from None
     if not isinstance(meta, dict):
-        raise BabysitError(f"{str(path)!r} is a safetensors file but not a babysit checkpoint (no metadata).")
+        raise BabysitError(f"{str(path)!r} is a safetensors file but not a babysit checkpoint (no metadata); "
+                           "put back the run's own file or start the run afresh.")
     return tensors, meta
+
+
+def _header_meta(data: bytes) -> Any:
+    """The JSON ``meta`` stored in a safetensors header (``__metadata__["babysit"]``), or None."""
+    header_len = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + header_len])
+    meta = header.get("__metadata__") if isinstance(header, dict) else None
+    raw = meta.get("babysit") if isinstance(meta, dict) else None
+    return json.loads(raw) if isinstance(raw, str) else None
+
+
+def checkpoint_step(path: Path) -> int | None:
+    """The step a checkpoint was saved at, read from its header only; None when there is none."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+            meta = _header_meta(head + f.read(min(int.from_bytes(head, "little"), 100_000_000)))
+    except (OSError, ValueError, UnicodeDecodeError, RecursionError):
+        return None
+    step = meta.get("step") if isinstance(meta, dict) else None
+    return step if isinstance(step, int) else None
+
+
+def all_finite(tensors: dict[str, torch.Tensor]) -> bool:
+    """True when no floating-point tensor holds NaN or Inf."""
+    return all(bool(torch.isfinite(t).all()) for t in tensors.values() if t.is_floating_point())
+
+
+def config_changes(saved: dict[str, Any], now: dict[str, Any], free: tuple[str, ...] = ()) -> list[str]:
+    """``"key: old -> new"`` for every config key whose value differs between two nested config dicts.
+
+    Keys (``"train.epochs"``) or whole sections (``"monitor"``) in ``free`` may change; keys that exist
+    in only one of the two are skipped (a checkpoint written before an option was added).
+    """
+    now = json.loads(json.dumps(now, default=str))  # compare as stored: tuples become lists
+    changes = []
+    for sec, values in now.items():
+        old_sec = saved.get(sec)
+        if not isinstance(old_sec, dict) or not isinstance(values, dict):
+            continue
+        for key, value in values.items():
+            name = f"{sec}.{key}"
+            if name in free or sec in free or key not in old_sec:
+                continue
+            if old_sec[key] != value:
+                changes.append(f"{name}: {old_sec[key]!r} -> {value!r}")
+    return changes
 
 
 def flatten_state(prefix: str, state: Any, tensors: dict[str, torch.Tensor]) -> Any:
@@ -72,13 +126,20 @@ def unflatten_state(skeleton: Any, tensors: dict[str, torch.Tensor]) -> Any:
     return skeleton
 
 
+def seed_all(seed: int) -> None:
+    """Seed torch (CPU and CUDA), numpy and python's ``random`` from one number."""
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
+
+
 def rng_state(tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
     """Capture torch (CPU and CUDA), numpy and python RNG states."""
     tensors["rng.torch"] = torch.get_rng_state()
     if torch.cuda.is_available():
         for i, s in enumerate(torch.cuda.get_rng_state_all()):
             tensors[f"rng.cuda.{i}"] = s
-    np_state = np.random.get_state()
+    np_state: Any = np.random.get_state(legacy=True)  # ('MT19937', keys, pos, has_gauss, cached)
     tensors["rng.numpy"] = torch.from_numpy(np_state[1].astype(np.int64))
     py = random.getstate()
     return {"numpy": [np_state[0], int(np_state[2]), int(np_state[3]), float(np_state[4])],
@@ -86,12 +147,16 @@ def rng_state(tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
 
 
 def set_rng_state(meta: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
-    """Restore what :func:`rng_state` captured."""
-    torch.set_rng_state(tensors["rng.torch"])
-    cuda = [tensors[k] for k in sorted(k for k in tensors if k.startswith("rng.cuda."))]
-    if cuda and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(cuda)
-    name, pos, has_gauss, cached = meta["numpy"]
-    np.random.set_state((name, tensors["rng.numpy"].numpy().astype(np.uint32), pos, has_gauss, cached))
-    version, internal, gauss = meta["python"]
-    random.setstate((version, tuple(internal), gauss))
+    """Restore what :func:`rng_state` captured; a damaged record is a BabysitError."""
+    try:
+        torch.set_rng_state(tensors["rng.torch"])
+        cuda = [tensors[k] for k in sorted(k for k in tensors if k.startswith("rng.cuda."))]
+        if cuda and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(cuda)
+        name, pos, has_gauss, cached = meta["numpy"]
+        np.random.set_state((name, tensors["rng.numpy"].numpy().astype(np.uint32), pos, has_gauss, cached))
+        version, internal, gauss = meta["python"]
+        random.setstate((version, tuple(internal), gauss))
+    except (KeyError, TypeError, ValueError, RuntimeError):
+        raise BabysitError("the checkpoint's random-number state is damaged, so the run cannot continue exactly; "
+                           "start the run afresh.") from None

@@ -14,7 +14,7 @@ import math
 import signal
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 import torch
@@ -26,6 +26,9 @@ from babysit.config import RunConfig
 from babysit.errors import BabysitError
 from babysit.rundir import RunDir
 from babysit.train.checkpoint import (
+    all_finite,
+    checkpoint_step,
+    config_changes,
     flatten_state,
     load_checkpoint,
     rng_state,
@@ -33,8 +36,10 @@ from babysit.train.checkpoint import (
     set_rng_state,
     unflatten_state,
 )
-from babysit.train.optim import decayed_parameters, l2_penalty, make_optimizer
-from babysit.train.schedules import lr_at
+from babysit.train.losses import LossFn, make_loss
+from babysit.train.optim import clip_gradients, describe_groups, make_optimizer
+from babysit.train.regularize import Regularizer
+from babysit.train.schedules import LRSchedule
 
 
 @dataclass
@@ -66,6 +71,7 @@ class LoopState:
     history: list[dict[str, Any]] = field(default_factory=list)  # epoch records
     best_state: dict[str, torch.Tensor] | None = None  # best-val weights, kept here when there is no run dir
     stop: bool = False
+    schedule: LRSchedule | None = None  # lr of each step; holds reduce-on-plateau's state (checkpointed)
 
 
 class Callback(Protocol):
@@ -106,20 +112,30 @@ def epoch_permutation(n: int, seed: int, epoch: int, device: torch.device) -> to
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-             batch_size: int = 1000) -> tuple[float, float, torch.Tensor]:
-    """Mean cross-entropy, accuracy and predicted labels of ``model`` on (x, y), in eval mode."""
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000,
+             loss_fn: LossFn | None = None) -> tuple[float, float, torch.Tensor]:
+    """Mean loss (cross-entropy unless ``loss_fn``), accuracy and predicted labels of ``model`` on (x, y),
+    in eval mode."""
     was_training = model.training
     model.eval()
     total, preds = 0.0, []
     for i in range(0, len(x), batch_size):
         scores = model(x[i : i + batch_size])
-        total += F.cross_entropy(scores, y[i : i + batch_size], reduction="sum").item()
+        yb = y[i : i + batch_size]
+        total += (F.cross_entropy(scores, yb, reduction="sum").item() if loss_fn is None
+                  else loss_fn(scores, yb).item() * len(yb))
         preds.append(scores.argmax(1))
     model.train(was_training)
     pred = torch.cat(preds) if preds else torch.empty(0, dtype=torch.long)
     n = max(len(x), 1)
     return total / n, (pred == y).float().mean().item() if len(x) else 0.0, pred
+
+
+def check_batch_size(batch_size: int, n: int) -> None:
+    """A mini-batch cannot be larger than the training split."""
+    if batch_size > n:
+        raise BabysitError(f"train.batch_size={batch_size} is larger than the {n} training images; "
+                           f"use --train.batch_size={min(64, n)} or fewer.")
 
 
 def fit(model: nn.Module, data: TensorData, cfg: RunConfig, run: RunDir | None = None,
@@ -132,12 +148,12 @@ def fit(model: nn.Module, data: TensorData, cfg: RunConfig, run: RunDir | None =
     callbacks = list(callbacks or [])
     t = cfg.train
     n = len(data.x_train)
-    if t.batch_size > n:
-        raise BabysitError(f"train.batch_size={t.batch_size} is larger than the {n} training images; "
-                           f"use --train.batch_size={min(64, n)} or fewer.")
-    decay, _ = decayed_parameters(model, cfg.optim.decay_bias)
-    state = LoopState(model, make_optimizer(model, cfg.optim), cfg, steps_per_epoch=math.ceil(n / t.batch_size))
-    total_steps = t.epochs * state.steps_per_epoch
+    check_batch_size(t.batch_size, n)
+    criterion, reg = make_loss(cfg.loss), Regularizer.from_config(model, cfg)
+    steps_per_epoch = math.ceil(n / t.batch_size)
+    schedule = LRSchedule(cfg.optim.lr, cfg.schedule, steps_per_epoch, t.epochs * steps_per_epoch)
+    state = LoopState(model, make_optimizer(model, cfg), cfg, steps_per_epoch, schedule=schedule)
+    print(describe_groups(state.optimizer, cfg), flush=True)
     if resume:
         _restore(state, run, callbacks)
     train_eval = slice(0, min(t.train_eval_size, n))
@@ -154,18 +170,18 @@ def fit(model: nn.Module, data: TensorData, cfg: RunConfig, run: RunDir | None =
             while state.batch < state.steps_per_epoch and not state.stop:
                 idx = perm[state.batch * t.batch_size : (state.batch + 1) * t.batch_size]
                 xb, yb = data.x_train[idx], data.y_train[idx]
-                state.lr = lr_at(state.step, cfg.optim.lr, cfg.schedule, state.steps_per_epoch, total_steps)
+                state.lr = schedule.lr(state.step)
                 for group in state.optimizer.param_groups:
                     group["lr"] = state.lr
                 scores = model(xb)  # (B, classes)
-                loss = F.cross_entropy(scores, yb) + l2_penalty(decay, cfg.optim.weight_decay)
+                loss = criterion(scores, yb) + reg.penalty()  # data loss + L2 / L1 terms
                 state.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                state.optimizer.step()
                 state.loss = loss.item()
-                if not math.isfinite(state.loss):
-                    raise Diverged(f"the loss became {state.loss} at step {state.step + 1} (lr {state.lr:.3g}); "
-                                   "the learning rate is probably too high: try --optim.lr ten times smaller.")
+                _check_finite(state, run)  # before the step, so NaN never reaches the weights
+                clip_gradients(model.parameters(), cfg.optim.clip_norm)  # no-op when clip_norm is 0
+                state.optimizer.step()
+                reg.project()  # max-norm constraint, when set
                 state.step += 1
                 state.batch += 1
                 state.loss_sum += state.loss
@@ -182,10 +198,13 @@ def fit(model: nn.Module, data: TensorData, cfg: RunConfig, run: RunDir | None =
                     _save(state, run, callbacks)
             bar.close()
             _end_epoch(state, data, train_eval, time.perf_counter() - started, run)
+            schedule.epoch_end(state.history[-1]["val_loss"])  # reduce-on-plateau looks at the val loss
             _call(callbacks, "on_epoch_end", state)
             state.epoch, state.batch, state.loss_sum = state.epoch + 1, 0, 0.0
             if run is not None:
                 _save(state, run, callbacks)
+            if stopper.signum is not None:  # a signal during the epoch-end evaluation; just saved
+                raise Interrupted(_interrupt_message(stopper.signum, run), stopper.signum)
     _call(callbacks, "on_fit_end", state)
     if run is not None and run.best.exists():
         best, _ = load_checkpoint(run.best)
@@ -199,7 +218,8 @@ def _end_epoch(state: LoopState, data: TensorData, train_eval: slice, seconds: f
     """Score, print the lecture's epoch line, record it, keep the best weights."""
     t = state.cfg.train
     _, train_acc, _ = evaluate(state.model, data.x_train[train_eval], data.y_train[train_eval], t.eval_batch_size)
-    val_loss, val_acc, _ = evaluate(state.model, data.x_val, data.y_val, t.eval_batch_size)
+    val_loss, val_acc, _ = evaluate(state.model, data.x_val, data.y_val, t.eval_batch_size,
+                                    make_loss(state.cfg.loss, train=False))
     cost = state.loss_sum / max(state.batch, 1)
     print(f"Finished epoch {state.epoch + 1} / {t.epochs}: cost {cost:.6f}, train: {train_acc:.6f}, "
           f"val {val_acc:.6f}, lr {state.lr:.6e}", flush=True)
@@ -222,11 +242,14 @@ def _save(state: LoopState, run: RunDir | None, callbacks: list[Any]) -> None:
     if run is None:
         return
     tensors = {f"model.{k}": v for k, v in state.model.state_dict().items()}
+    if not all_finite(tensors):  # never replace the last good checkpoint with NaN weights
+        raise Diverged(_diverged_message("the weights became NaN or Inf", state.step, state, run))
     meta: dict[str, Any] = {
         "epoch": state.epoch, "batch": state.batch, "step": state.step, "loss_sum": state.loss_sum,
         "lr": state.lr, "best_val_acc": state.best_val_acc, "best_epoch": state.best_epoch,
-        "history": state.history, "spec": state.cfg.model.spec,
+        "history": state.history, "spec": state.cfg.model.spec, "config": asdict(state.cfg),
         "optimizer": flatten_state("optim", state.optimizer.state_dict(), tensors),
+        "schedule": state.schedule.state_dict() if state.schedule is not None else None,
         "callbacks": [flatten_state(f"cb{i}", cb.state_dict(), tensors) if hasattr(cb, "state_dict") else None
                       for i, cb in enumerate(callbacks)],
     }
@@ -234,34 +257,73 @@ def _save(state: LoopState, run: RunDir | None, callbacks: list[Any]) -> None:
     save_checkpoint(run.last, tensors, meta)
 
 
+# Options a resumed run may change in config.toml: none of them alters the weights (epochs stretches the schedule).
+RESUME_FREE_KEYS = ("train.epochs", "train.progress", "train.device", "train.eval_batch_size",
+                    "train.train_eval_size", "checkpoint.every", "monitor")
+
+
 def _restore(state: LoopState, run: RunDir | None, callbacks: list[Any]) -> None:
-    """Inverse of :func:`_save`; errors in words when the checkpoint does not fit this model."""
+    """Inverse of :func:`_save`; errors in words when the checkpoint does not fit this model or config."""
     if run is None:
         raise BabysitError("resume needs a run directory.")
+    if not run.last.exists():  # killed before its first checkpoint: start over in the same directory
+        print(f"{run.path} has no checkpoint yet; training it from the start.", flush=True)
+        run.append_history({"kind": "resume", "step": 0, "epoch": 1})
+        return
     tensors, meta = load_checkpoint(run.last)
-    if meta.get("spec") != state.cfg.model.spec:
-        raise BabysitError(f"checkpoint {run.last} was saved for spec {meta.get('spec')!r}, not "
-                           f"{state.cfg.model.spec!r}; resume with the run's own config.")
+    if not {"optimizer", "rng", "step"} <= meta.keys():
+        raise BabysitError(f"{run.last} holds weights only (no optimiser state or position), so the run cannot "
+                           "resume from it; put back this run's own last checkpoint or start the run afresh.")
+    saved = meta.get("config")
+    changes = config_changes(saved, asdict(state.cfg), RESUME_FREE_KEYS) if isinstance(saved, dict) else []
+    if not changes and meta.get("spec") != state.cfg.model.spec:
+        changes = [f"model.spec: {meta.get('spec')!r} -> {state.cfg.model.spec!r}"]
+    if changes:
+        raise BabysitError(f"checkpoint {run.last} was saved with another config than {run.config} "
+                           f"({'; '.join(changes)}); undo the edit (or put back this run's own checkpoint) to "
+                           "resume, or start a new run with the new config.")
     weights = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
     try:
         state.model.load_state_dict(weights)
         state.optimizer.load_state_dict(unflatten_state(meta["optimizer"], tensors))
-    except (RuntimeError, KeyError, ValueError) as e:
+        for cb, cb_state in zip(callbacks, meta.get("callbacks", [])):
+            if cb_state is not None and hasattr(cb, "load_state_dict"):
+                cb.load_state_dict(unflatten_state(cb_state, tensors))
+        for key in ("epoch", "batch", "step", "loss_sum", "lr", "best_val_acc", "best_epoch", "history"):
+            setattr(state, key, meta[key])
+        if state.schedule is not None and meta.get("schedule") is not None:
+            state.schedule.load_state_dict(meta["schedule"])
+    except (RuntimeError, KeyError, ValueError, TypeError) as e:
         raise BabysitError(f"checkpoint {run.last} does not match this model ({str(e).splitlines()[0]}); "
-                           "resume with the run's own config.") from None
-    for cb, saved in zip(callbacks, meta.get("callbacks", [])):
-        if saved is not None and hasattr(cb, "load_state_dict"):
-            cb.load_state_dict(unflatten_state(saved, tensors))
-    for key in ("epoch", "batch", "step", "loss_sum", "lr", "best_val_acc", "best_epoch", "history"):
-        setattr(state, key, meta[key])
-    set_rng_state(meta["rng"], tensors)
+                           "put back this run's own checkpoint or start the run afresh.") from None
+    set_rng_state(meta["rng"] if isinstance(meta.get("rng"), dict) else {}, tensors)
     run.append_history({"kind": "resume", "step": state.step, "epoch": state.epoch + 1})
+
+
+def _check_finite(state: LoopState, run: RunDir | None) -> None:
+    """Stop with :class:`Diverged` when the loss or the gradient is NaN or Inf, before the update."""
+    grads = [p.grad for p in state.model.parameters() if p.grad is not None]
+    grad_norm = torch.nn.utils.get_total_norm(grads).item() if grads else 0.0
+    if math.isfinite(state.loss) and math.isfinite(grad_norm):
+        return
+    what = (f"the loss became {state.loss}" if not math.isfinite(state.loss)
+            else f"the gradient norm became {grad_norm} (loss {state.loss:.4g})")
+    raise Diverged(_diverged_message(what, state.step + 1, state, run))
+
+
+def _diverged_message(what: str, step: int, state: LoopState, run: RunDir | None) -> str:
+    saved = checkpoint_step(run.last) if run is not None else None
+    kept = (f"the last good checkpoint, step {saved}, is kept in {run.last}" if run is not None and saved is not None
+            else "no checkpoint was saved before it")
+    return (f"{what} at step {step} (lr {state.lr:.3g}); the learning rate is probably too high: start a new run "
+            f"with --optim.lr ten times smaller ({kept}).")
 
 
 def _interrupt_message(signum: int, run: RunDir | None) -> str:
     name = signal.Signals(signum).name
-    where = f"; resume with `babysit train --resume {run.path}`" if run is not None else ""
-    return f"stopped by {name} after saving a checkpoint{where}."
+    if run is None:
+        return f"stopped by {name}; without a run directory nothing was saved."
+    return f"stopped by {name} after saving a checkpoint; resume with `babysit train --resume {run.path}`."
 
 
 class _SignalFlag:

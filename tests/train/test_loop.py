@@ -109,6 +109,34 @@ def test_resume_equals_uninterrupted(tmp_path):
     assert steps == list(range(1, 3 * 13 + 1))
 
 
+@pytest.mark.parametrize("over", [
+    {"optim.name": "adam", "optim.lr": 0.01, "schedule.name": "onecycle"},
+    # lr so small that the val loss stalls (< 1e-4 relative): with patience 0 every epoch after the first reduces
+    {"optim.name": "rmsprop", "optim.lr": 1e-7, "schedule.name": "plateau", "schedule.patience": 0,
+     "schedule.factor": 0.5, "regularize.max_norm": 1.0, "loss.name": "svm", "optim.clip_norm": 1.0},
+])
+def test_resume_equals_uninterrupted_with_adaptive_rules_and_schedules(tmp_path, over):
+    """Adam's moments, the one-cycle position and reduce-on-plateau's state all survive a resume."""
+    data = digits_data(n_train=200, n_val=100)  # 7 steps per epoch
+    c = cfg(**{"train.epochs": 3, "checkpoint.every": 4, **over})
+    whole = small_model(dropout=0.3)
+    torch.manual_seed(1)
+    full = fit(whole, data, c, RunDir.create(tmp_path / "whole"))
+    run = RunDir.create(tmp_path / "cut")
+    cut = small_model(dropout=0.3)
+    torch.manual_seed(1)
+    with pytest.raises(KeyboardInterrupt):
+        fit(cut, data, c, run, callbacks=[StopAfter(18)])  # mid-epoch 3
+    resumed = small_model(seed=5, dropout=0.3)
+    state = fit(resumed, data, c, run, resume=True)
+    for (k, va), vb in zip(whole.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(va, vb), k
+    assert [r["lr"] for r in state.history] == [r["lr"] for r in full.history]
+    if over["schedule.name"] == "plateau":  # reduced after epoch 2 (before the cut) and after epoch 3
+        assert [r["lr"] for r in state.history] == pytest.approx([1e-7, 1e-7, 0.5e-7])
+        assert state.schedule.plateau.scale == 0.25
+
+
 def test_nan_loss_stops_with_exit_code_3():
     data = digits_data()
     with pytest.raises(Diverged) as e:

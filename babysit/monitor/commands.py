@@ -1,0 +1,128 @@
+"""The monitor's run-level entry points, one per command: ``babysit check``, ``gradcheck``,
+``diagnose`` and ``report``. Each is a plain function a user can call from Python.
+
+They prepare data and models the way ``babysit train`` does, through babysit.experiment, which is
+imported inside the functions: experiment itself imports this package to babysit its runs.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from babysit import config as C
+from babysit.errors import BabysitError
+from babysit.monitor.diagnose import diagnose_run
+from babysit.monitor.findings import Finding
+from babysit.monitor.gradcheck import GradcheckResult, gradcheck
+from babysit.monitor.report import write_report
+from babysit.monitor.sanity import CheckResult, format_checks, run_checks
+from babysit.monitor.session import write_checks
+from babysit.monitor.valstats import read_val_analysis, val_analysis, write_val_analysis
+from babysit.rundir import RunDir, atomic_write_text
+from babysit.train.loop import TensorData
+from babysit.train.losses import LossFn, make_loss
+from babysit.train.regularize import l2_penalty
+
+GRADCHECK_MAX_WEIGHT_DECAY = 1e-3
+"""The gradient check keeps the run's L2 term but caps lambda here, so it cannot overwhelm the data
+term (the notes: "don't let the regularization overwhelm the data")."""
+
+
+class ChecksFailed(BabysitError):
+    """A sanity check or the gradient check failed (exit 1; the lines above say which and why)."""
+
+    exit_code = 1
+
+
+def _prepared(cfg: C.RunConfig) -> tuple[nn.Module, TensorData, int]:
+    """The run's fresh model and preprocessed splits, exactly as ``babysit train`` would start them."""
+    from babysit.data.preprocess import Preprocessor
+    from babysit.experiment import make_model, prepare_data, resolve_device
+    from babysit.models.init import needs_data
+
+    C.validate(cfg)
+    device = resolve_device(cfg.train.device)
+    _, splits = prepare_data(cfg)
+    pre = Preprocessor.fit(splits.train.x, cfg.data.preprocess)
+    init_batch = pre(splits.train.x[: cfg.model.init_batch]) if needs_data(cfg.model.init) else None
+    model = make_model(cfg, splits.train.input_shape, len(splits.classes), batch=init_batch).to(device)
+    data = TensorData(pre(splits.train.x.to(device)), splits.train.y.to(device),
+                      pre(splits.val.x.to(device)), splits.val.y.to(device))
+    return model, data, len(splits.classes)
+
+
+def check(cfg: C.RunConfig, out: str | Path = "runs", name: str = "") -> tuple[RunDir, list[CheckResult]]:
+    """``babysit check``: the four sanity checks for ``cfg``; writes RUN/config.toml, spec.txt, checks.json."""
+    model, data, classes = _prepared(cfg)
+    run = RunDir.create(Path(out) / (name or f"{cfg.data.name.replace('/', '_')}-check-{datetime.now():%Y%m%d-%H%M%S}"))
+    atomic_write_text(run.config, C.dumps_toml(cfg))
+    atomic_write_text(run.path / "spec.txt", cfg.model.spec + "\n")
+    results = run_checks(model, data, cfg, classes)
+    print(format_checks(results), flush=True)
+    write_checks(run, results)
+    print(f"recorded in {run.path / 'checks.json'}", flush=True)
+    return run, results
+
+
+class ModelLoss(nn.Module):
+    """loss(model(x), y) + lambda/2 * ||W||^2 as one module, so gradcheck sees the model's parameters."""
+
+    def __init__(self, model: nn.Module, loss: LossFn, weight_decay: float) -> None:
+        super().__init__()
+        self.model, self.loss, self.weight_decay = model, loss, weight_decay
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        weights = [p for p in self.model.parameters() if p.ndim > 1]
+        return self.loss(self.model(x), y) + l2_penalty(weights, self.weight_decay).to(x)
+
+
+def gradcheck_config(cfg: C.RunConfig, points: int = 4, entries: int = 10) -> GradcheckResult:
+    """``babysit gradcheck``: the run's model + loss + (small) L2 on ``points`` training images, float64."""
+    if points < 1 or entries < 1:
+        raise BabysitError(f"--points and --entries must be at least 1, got {points} and {entries}.")
+    model, data, _ = _prepared(cfg)
+    loss = make_loss(cfg.loss, train=True)
+    wrapped = ModelLoss(model, loss, min(cfg.optim.weight_decay, GRADCHECK_MAX_WEIGHT_DECAY))
+    result = gradcheck(wrapped, (data.x_train[:points], data.y_train[:points]), entries=entries, seed=cfg.train.seed)
+    for t in result.tensors:
+        t.name = t.name.removeprefix("model.")
+    return result
+
+
+def diagnose(run: str | Path) -> list[Finding]:
+    """``babysit diagnose RUN``: the findings of a run directory, also written to RUN/findings.json."""
+    return diagnose_run(RunDir.open(run).path)
+
+
+def report(run: str | Path, device: str = "cpu") -> Path:
+    """``babysit report RUN``: write RUN/report.html. A run that stopped before its validation analysis
+    gets one now from its best (or last) checkpoint."""
+    path = RunDir.open(run).path
+    summary, _ = read_val_analysis(path)
+    if summary is None and ((path / "checkpoints" / "best.safetensors").exists()
+                            or (path / "checkpoints" / "last.safetensors").exists()):
+        _analyse_val(path, device)
+    diagnose_run(path)
+    return write_report(path)
+
+
+def _analyse_val(path: Path, device: str) -> None:
+    from babysit.experiment import load_run
+
+    try:
+        _, cfg, model, pre, splits = load_run(path, device)
+    except BabysitError:
+        return  # the report says the analysis is missing
+    dev = next(model.parameters()).device
+    summary, examples = val_analysis(model, pre(splits.val.x.to(dev)), splits.val.y.to(dev), splits.val.x,
+                                     splits.classes, cfg.train.eval_batch_size)
+    write_val_analysis(path, summary, examples)
+
+
+def failed(results: list[Any]) -> list[str]:
+    return [r.name for r in results if not r.passed]

@@ -1,0 +1,131 @@
+"""Diagnosis rules over the layer statistics (the probes' records): update/weight ratio per layer, dead
+ReLUs, saturated tanh/sigmoid units, vanishing or exploding gradients across depth.
+
+Same contract as the rules in :mod:`babysit.monitor.diagnose`, which runs them; thresholds below.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from babysit.monitor.findings import Evidence, Finding, median
+
+MIN_PROBES = 3
+"""Layer-statistics rules need at least this many probe records."""
+UPDATE_RATIO_LOW = 1e-4
+"""Median update/weight ratio of a layer below this: its learning rate is too low (target ~1e-3)."""
+UPDATE_RATIO_HIGH = 1e-2
+"""Median update/weight ratio of a layer above this: its learning rate is too high."""
+DEAD_RELU_MAX = 0.4
+"""More than 40% of a ReLU layer's units never positive over a probed batch: dead ReLUs."""
+SATURATION_MAX = 0.25
+"""More than a quarter of a tanh/sigmoid layer's outputs beyond |0.99|: saturated units."""
+VANISHING_RATIO = 1e-2
+"""First weighted layer's relative gradient ||dW||/||W|| below 1/100 of the last one's: vanishing."""
+EXPLODING_RATIO = 1e2
+"""... above 100 times the last one's: exploding gradients."""
+
+
+def _per_layer(records: list[dict[str, Any]], stat: str, kinds: tuple[str, ...]) -> dict[str, float]:
+    """Median of ``stat`` per layer of the given kinds over ``records``, in layer order."""
+    values: dict[str, list[float]] = {}
+    for r in records:
+        for name, s in r.get("layers", {}).items():
+            if s.get("kind") in kinds and isinstance(s.get(stat), (int, float)):
+                values.setdefault(name, []).append(float(s[stat]))
+    return {n: median(v) for n, v in values.items()}
+
+
+def update_ratio(ev: Evidence, found: set[str]) -> list[Finding]:
+    """Per-layer update/weight ratio outside UPDATE_RATIO_LOW..UPDATE_RATIO_HIGH (median, full-LR probes)."""
+    records = ev.full_lr_layers()
+    if "lr_too_high" in found or len(records) < MIN_PROBES:
+        return []
+    ratios = _per_layer(records, "update_ratio", ("conv", "fc"))
+    out = []
+    lr = ev.lr()
+    for side, bad in (("low", {n: r for n, r in ratios.items() if r < UPDATE_RATIO_LOW}),
+                      ("high", {n: r for n, r in ratios.items() if r > UPDATE_RATIO_HIGH})):
+        if not bad:
+            continue
+        listed = ", ".join(f"layer {n}: {r:.1e}" for n, r in bad.items())
+        every = len(bad) == len(ratios)
+        factor = 1e-3 / median(list(bad.values()))
+        if every:
+            action = (f"{'raise' if side == 'low' else 'lower'} the learning rate about "
+                      f"{max(factor, 1 / factor):.2g}x (--optim.lr={lr * factor:.2g})")
+        else:
+            action = ("only these layers are off: check their initialisation, or give them their own learning rate "
+                      "(parameter groups)")
+        out.append(Finding(f"update_ratio_{side}", "warning",
+                           f"update/weight ratio too {side} — LR too {side} for "
+                           f"{'every layer' if every else 'some layers'}",
+                           f"median ||dW||/||W|| per step {listed} (want ~1e-3, between {UPDATE_RATIO_LOW:g} and "
+                           f"{UPDATE_RATIO_HIGH:g})", f"the learning rate is too {side} for "
+                           f"{'the network' if every else 'these layers'}", action, {"ratios": bad}))
+    return out
+
+
+def _tail(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return records[-max(1, len(records) // 3):]
+
+
+def dead_relu(ev: Evidence, found: set[str]) -> list[Finding]:
+    """Many ReLU units never positive over a probed batch (last third of the probes)."""
+    if "lr_too_high" in found:  # a consequence of the explosion, not a cause of its own
+        return []
+    dead = {n: d for n, d in _per_layer(_tail(ev.layers), "dead", ("relu",)).items() if d > DEAD_RELU_MAX}
+    if not dead:
+        return []
+    listed = ", ".join(f"layer {n}: {d:.0%}" for n, d in dead.items())
+    return [Finding("dead_relu", "warning", "dead ReLUs",
+                    f"units never positive over a whole batch: {listed} (threshold {DEAD_RELU_MAX:.0%})",
+                    "a too-high learning rate knocked units into the flat side for good, or a bad initialisation",
+                    "lower the learning rate, use He init, a small positive bias (--model.init_bias=0.01) "
+                    "or leaky ReLU (lrelu)", {"dead": dead})]
+
+
+def saturation(ev: Evidence, found: set[str]) -> list[Finding]:
+    """tanh/sigmoid outputs stuck near +-1 (or 0/1)."""
+    if "lr_too_high" in found:  # a consequence of the explosion, not a cause of its own
+        return []
+    fractions = _per_layer(_tail(ev.layers), "saturated", ("tanh", "sigmoid"))
+    sat = {n: s for n, s in fractions.items() if s > SATURATION_MAX}
+    if not sat:
+        return []
+    listed = ", ".join(f"layer {n}: {s:.0%}" for n, s in sat.items())
+    return [Finding("saturation", "warning", "saturated tanh/sigmoid units",
+                    f"outputs beyond |{0.99}|: {listed} (threshold {SATURATION_MAX:.0%})",
+                    "the pre-activations are too large (weights initialised too big, or the learning rate too high), "
+                    "so these units pass almost no gradient", "use Xavier init (--model.init=xavier), batch norm "
+                    "before the activation, a lower learning rate, or ReLU", {"saturated": sat})]
+
+
+def gradients_across_depth(ev: Evidence, found: set[str]) -> list[Finding]:
+    """Relative gradient ||dW||/||W|| of the first weighted layer vs the last (median over the probes)."""
+    if "lr_too_high" in found:  # a consequence of the explosion, not a cause of its own
+        return []
+    ratios = []
+    first_last: tuple[str, str] = ("", "")
+    for r in ev.layers[len(ev.layers) // 2:] or ev.layers:
+        rel = [(n, s["grad_norm"] / s["w_norm"]) for n, s in r.get("layers", {}).items()
+               if s.get("kind") in ("conv", "fc") and s.get("grad_norm") is not None and s.get("w_norm")]
+        if len(rel) >= 2 and rel[-1][1] > 0:
+            ratios.append(rel[0][1] / rel[-1][1])
+            first_last = (rel[0][0], rel[-1][0])
+    if not ratios:
+        return []
+    q = median(ratios)
+    first, last = first_last
+    numbers = {"ratio": q, "first": first, "last": last}
+    if q < VANISHING_RATIO:
+        return [Finding("vanishing_gradients", "warning", "vanishing gradients across depth",
+                        f"layer {first}'s relative gradient ||dW||/||W|| is {q:.1e} times layer {last}'s",
+                        "the gradient shrinks on its way back (saturating activations, too-small init, too deep a "
+                        "plain stack)", "He/Xavier init, ReLU instead of sigmoid/tanh, batch norm (bn)", numbers)]
+    if q > EXPLODING_RATIO:
+        return [Finding("exploding_gradients", "warning", "exploding gradients across depth",
+                        f"layer {first}'s relative gradient ||dW||/||W|| is {q:.1e} times layer {last}'s",
+                        "the gradient grows on its way back (too-large init)",
+                        "smaller init (He/Xavier), batch norm, or gradient clipping (--optim.clip_norm=1)", numbers)]
+    return []

@@ -1,0 +1,229 @@
+"""Figures as PNG files: learning-rate schedules, the LR range test, activation statistics per layer.
+
+Uses matplotlib's object API (``Figure`` + Agg canvas), so no display and no global pyplot state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+if TYPE_CHECKING:
+    from babysit.models.init import ActivationStat
+    from babysit.tune.lr_find import LRFindResult
+
+
+def _save(fig: Figure, path: str | Path) -> Path:
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    FigureCanvasAgg(fig)
+    fig.savefig(out, dpi=120, bbox_inches="tight")
+    return out
+
+
+def plot_schedule(lrs: Sequence[float], steps_per_epoch: int, path: str | Path, title: str = "") -> Path:
+    """Learning rate against epoch (x = step / steps_per_epoch)."""
+    fig = Figure(figsize=(6, 3.5))
+    ax = fig.add_subplot()
+    ax.plot(np.arange(len(lrs)) / steps_per_epoch, lrs)
+    ax.set(xlabel="epoch", ylabel="learning rate", title=title)
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def plot_lr_find(result: LRFindResult, path: str | Path) -> Path:
+    """Smoothed loss against lr (log x): the mean over seeds, the min..max band, and the suggestions."""
+    curves = np.full((len(result.smoothed), len(result.lrs)), np.nan)
+    for i, curve in enumerate(result.smoothed):
+        curves[i, : len(curve)] = curve
+    lrs = np.asarray(result.lrs)
+    seen = ~np.all(np.isnan(curves), axis=0)
+    common = min(len(c) for c in result.smoothed)  # every seed still running up to here
+    fig = Figure(figsize=(6.5, 4))
+    ax = fig.add_subplot()
+    ax.fill_between(lrs[:common], curves[:, :common].min(0), curves[:, :common].max(0), alpha=0.3,
+                    label=f"min..max over {len(result.smoothed)} seeds")
+    ax.plot(lrs[:common], curves[:, :common].mean(0), color="C0", label="smoothed loss (mean)")
+    for curve in result.smoothed:  # each seed's own tail, up to where it stopped
+        ax.plot(lrs[common - 1 : len(curve)], curve[common - 1 :], color="C0", lw=0.7, alpha=0.6)
+    ax.axvline(result.suggestion, color="C2", ls="--", label=f"steepest descent {result.suggestion:.2g}")
+    ax.axvline(result.min_loss_lr / 10, color="C3", ls=":", label=f"min-loss lr / 10 {result.min_loss_lr / 10:.2g}")
+    ax.set_xscale("log")
+    top = np.nanmax(curves[:, seen][:, : max(1, seen.sum() // 3)])  # the early loss sets the useful height
+    ax.set_ylim(max(0.0, np.nanmin(curves) * 0.9), top * 1.3)
+    ax.set(xlabel="learning rate (log scale)", ylabel="loss", title="LR range test")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_init_check(results: dict[str, list[ActivationStat]], path: str | Path) -> Path:
+    """The lecture's picture: std of each activation layer's output, one line per init scheme (log y)."""
+    fig = Figure(figsize=(6.5, 4))
+    ax = fig.add_subplot()
+    for scheme, stats in results.items():
+        ax.plot(range(1, len(stats) + 1), [max(s.std, 1e-30) for s in stats], marker="o", label=scheme)
+    ax.set_yscale("log")
+    ax.set(xlabel="activation layer", ylabel="std of activations", title="activations at initialisation")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+# -- report figures (babysit/monitor/report.py): each returns a Figure; png() encodes it ----------------
+
+
+def png(fig: Figure, dpi: int = 100) -> bytes:
+    """Encode a figure as PNG bytes (for embedding in the HTML report)."""
+    import io
+
+    FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    return buf.getvalue()
+
+
+def loss_figure(steps: Sequence[int], losses: Sequence[float], smoothed: Sequence[float], log: bool = False,
+                epoch_steps: Sequence[int] = ()) -> Figure:
+    """Training loss per step: raw (thin) and smoothed (EMA), epoch boundaries dotted."""
+    fig = Figure(figsize=(7, 3.6))
+    ax = fig.add_subplot()
+    ax.plot(steps, losses, lw=0.6, alpha=0.45, color="C0", label="loss per mini-batch")
+    ax.plot(steps, smoothed, lw=1.8, color="C1", label="smoothed (EMA)")
+    for s in epoch_steps:
+        ax.axvline(s, color="grey", lw=0.5, ls=":")
+    if log:
+        ax.set_yscale("log")
+    ax.set(xlabel="step", ylabel="loss" + (" (log scale)" if log else ""), title="training loss")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def accuracy_figure(epochs: Sequence[int], train: Sequence[float], val: Sequence[float]) -> Figure:
+    """Train and val accuracy per epoch, the gap between them shaded."""
+    fig = Figure(figsize=(7, 3.6))
+    ax = fig.add_subplot()
+    ax.plot(epochs, train, marker="o", label="train")
+    ax.plot(epochs, val, marker="o", label="val")
+    ax.fill_between(epochs, train, val, color="C3", alpha=0.15, label="gap")
+    ax.set(xlabel="epoch", ylabel="accuracy", title="train / val accuracy")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def lr_figure(steps: Sequence[int], lrs: Sequence[float]) -> Figure:
+    fig = Figure(figsize=(7, 2.6))
+    ax = fig.add_subplot()
+    ax.plot(steps, lrs)
+    ax.set(xlabel="step", ylabel="learning rate", title="learning rate")
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def layer_stat_figure(series: Mapping[str, tuple[Sequence[int], Sequence[float | None]]], ylabel: str, title: str,
+                      log: bool = False, band: tuple[float, float] | None = None,
+                      target: float | None = None) -> Figure:
+    """One line per layer over steps; optional shaded band and target line (the update/weight ratio's)."""
+    fig = Figure(figsize=(7, 3.4))
+    ax = fig.add_subplot()
+    if band is not None:
+        ax.axhspan(*band, color="C2", alpha=0.1, label=f"{band[0]:g} .. {band[1]:g}")
+    if target is not None:
+        ax.axhline(target, color="C2", ls="--", lw=1, label=f"target {target:g}")
+    for name, (xs, ys) in series.items():
+        pts = [(x, y) for x, y in zip(xs, ys) if y is not None and (not log or y > 0)]
+        if pts:
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=".", label=f"layer {name}")
+    if log:
+        ax.set_yscale("log")
+    ax.set(xlabel="step", ylabel=ylabel, title=title)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7, ncol=2)
+    return fig
+
+
+def histograms_figure(first: dict, last: dict, kinds: dict[str, str]) -> Figure:
+    """Per layer (rows): activation and gradient histograms (columns), first probe in grey, last in colour.
+
+    ``first``/``last`` map layer name -> {"act": [lo, hi, counts], "grad": [...]}.
+    """
+    from matplotlib.ticker import MaxNLocator
+
+    names = list(last)
+    rows = max(1, len(names))
+    fig = Figure(figsize=(8, 1.1 * rows + 0.4))
+    fig.subplots_adjust(left=0.03, right=0.99, top=1 - 0.25 / (1.1 * rows + 0.4), bottom=0.3 / (1.1 * rows + 0.4),
+                        hspace=0.9, wspace=0.08)  # fixed spacing: tight_layout costs seconds on 20+ axes
+    axes = fig.subplots(rows, 2, squeeze=False)
+    for row, name in enumerate(names):
+        for col, part in enumerate(("act", "grad")):
+            ax = axes[row][col]
+            for snap, colour, label in ((first, "grey", "first"), (last, "C0", "last")):
+                h = snap.get(name, {}).get(part)
+                if h:
+                    lo, hi, counts = h
+                    edges = np.linspace(lo, hi, len(counts) + 1)
+                    ax.stairs(np.asarray(counts) / max(1, sum(counts)), edges, fill=colour != "grey", alpha=0.6,
+                              color=colour, label=label)
+            ax.xaxis.set_major_locator(MaxNLocator(5))
+            ax.tick_params(labelsize=6, length=2, pad=1)
+            ax.set_yticks([])
+            ax.set_title(f"layer {name} ({kinds.get(name, '')}) {'activations' if part == 'act' else 'gradients'}",
+                         fontsize=7, pad=2)
+    axes[0][1].legend(fontsize=6)
+    return fig
+
+
+def confusion_figure(confusion: Sequence[Sequence[int]], classes: Sequence[str], per_class: Sequence[float]) -> Figure:
+    """The val confusion matrix (rows true, columns predicted) and per-class accuracy."""
+    k = len(classes)
+    fig = Figure(figsize=(9, 4 + 0.15 * k))
+    ax, bx = fig.subplots(1, 2, gridspec_kw={"width_ratios": [3, 2]})
+    m = np.asarray(confusion)
+    ax.imshow(m, cmap="Blues")
+    if k <= 20:
+        for i in range(k):
+            for j in range(k):
+                ax.text(j, i, str(m[i, j]), ha="center", va="center", fontsize=7,
+                        color="white" if m[i, j] > m.max() / 2 else "black")
+    names = [c[:10] for c in classes]
+    ax.set_xticks(range(k), names, rotation=90, fontsize=7)
+    ax.set_yticks(range(k), names, fontsize=7)
+    ax.set(xlabel="predicted", ylabel="true", title="confusion matrix (val)")
+    bx.barh(range(k), per_class, color="C0")
+    bx.set_yticks(range(k), names, fontsize=7)
+    bx.invert_yaxis()
+    bx.set_xlim(0, 1)
+    bx.set(xlabel="accuracy", title="per-class accuracy (val)")
+    bx.grid(alpha=0.3, axis="x")
+    fig.tight_layout()
+    return fig
+
+
+def confused_pairs_figure(pairs: Sequence[dict], examples: dict[str, np.ndarray], classes: Sequence[str]) -> Figure:
+    """One row per most-confused pair (true -> predicted): its count and example val images."""
+    cols = max([len(examples.get(f"pair{i}", [])) for i in range(len(pairs))] + [1])
+    fig = Figure(figsize=(1.2 * cols + 2.2, 1.25 * max(1, len(pairs))))
+    axes = fig.subplots(max(1, len(pairs)), cols, squeeze=False)
+    for i, pair in enumerate(pairs):
+        imgs = examples.get(f"pair{i}", np.zeros((0, 1, 1, 1), np.uint8))
+        for j in range(cols):
+            ax = axes[i][j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if j < len(imgs):
+                img = imgs[j]
+                ax.imshow(img[0] if img.shape[0] == 1 else img.transpose(1, 2, 0), cmap="gray", vmin=0, vmax=255)
+            else:
+                ax.axis("off")
+        axes[i][0].set_ylabel(f"{classes[pair['true']][:10]} -> {classes[pair['pred']][:10]}\n({pair['count']}x)",
+                              fontsize=7, rotation=0, ha="right", va="center")
+    fig.tight_layout()
+    return fig

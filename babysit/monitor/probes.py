@@ -1,0 +1,324 @@
+"""Live layer statistics: a :class:`LayerProbes` callback for fit(), cheap enough to leave on.
+
+Every ``every`` steps one training step is probed. Hooks are attached for that step only:
+
+- per layer output y (conv, fc, activations, batch norm): mean and std; for ReLU the fraction of
+  dead units (never positive over the batch; a conv unit is a channel, since its filter is what
+  dies); for tanh/sigmoid the saturated fraction (|y| > 0.99, for sigmoid |2y - 1| > 0.98);
+  the RMS of the gradient dL/dy flowing back into it; histograms of y and dL/dy
+- per weighted layer: ||W||, ||dL/dW|| and the update/weight ratio ||W_after - W_before|| / ||W_before||
+  of that very step (the notes want it near 1e-3)
+- the first layer's filters (or, for a first fc layer, its weights as image templates) as a PNG
+
+Records go to ``stats/`` in the run directory, bounded in size whatever the run length (see
+:mod:`babysit.monitor.store`), and to TensorBoard when a logger is given.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+from babysit.config import MonitorConfig
+from babysit.monitor.store import (
+    FILTERS_FILE,
+    FILTERS_INITIAL_FILE,
+    HISTOGRAMS_FILE,
+    LAYERS_FILE,
+    Thinned,
+    read_json_records,
+)
+from babysit.rundir import RunDir, atomic_write_bytes
+from babysit.train.loop import LoopState
+
+RECORDS_CAPACITY = 256
+"""Probe records kept in stats/layers.json."""
+HISTOGRAMS_CAPACITY = 16
+"""Histogram snapshots kept in stats/histograms.json."""
+HISTOGRAM_BINS = 32
+HISTOGRAM_SAMPLE = 1 << 14
+"""Values per tensor that a histogram counts (evenly strided); its shape needs no more, the cost does."""
+SATURATION = 0.99
+"""|tanh| above this (|2*sigmoid - 1| above 2*this - 1) counts as saturated."""
+
+_KINDS: tuple[tuple[type[nn.Module], str], ...] = (
+    (nn.Conv2d, "conv"), (nn.Linear, "fc"), (nn.ReLU, "relu"), (nn.LeakyReLU, "lrelu"), (nn.ELU, "elu"),
+    (nn.Tanh, "tanh"), (nn.Sigmoid, "sigmoid"), (nn.BatchNorm1d, "bn"), (nn.BatchNorm2d, "bn"))
+WEIGHTED = ("conv", "fc")
+
+
+def layer_kind(module: nn.Module) -> str:
+    """conv | fc | relu | lrelu | elu | tanh | sigmoid | bn, or the class name in lower case."""
+    for cls, kind in _KINDS:
+        if isinstance(module, cls):
+            return kind
+    return type(module).__name__.lower()
+
+
+def probe_layers(model: nn.Module) -> list[tuple[str, nn.Module, str]]:
+    """(name, module, kind) of the layers worth probing: the spec's numbered layers (or, for any other
+    model, its leaf modules) that are conv, fc, an activation or batch norm."""
+    named = [(n, m) for n, m in model.named_children() if n.isdigit()]
+    if not named:
+        named = [(n, m) for n, m in model.named_modules() if n and not any(True for _ in m.children())]
+    kinds = {k for _, k in _KINDS} | {"maxoutunit"}
+    return [(n, m, layer_kind(m)) for n, m in named if layer_kind(m) in kinds]
+
+
+def histogram(t: torch.Tensor, bins: int = HISTOGRAM_BINS,
+              sample: int = HISTOGRAM_SAMPLE) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(lo, hi, counts) of ``t`` over its [min, max] in ``bins`` equal bins, without leaving the device.
+
+    The range is the whole tensor's; the counts come from at most ``sample`` evenly strided values.
+    """
+    flat = t.detach().reshape(-1)
+    lo, hi = torch.aminmax(flat)
+    part = flat[:: max(1, -(-flat.numel() // sample))].float()
+    idx = ((part - lo) / (hi - lo).clamp_min(1e-12) * bins).long().clamp_(0, bins - 1)
+    return lo, hi, torch.bincount(idx, minlength=bins)
+
+
+def _activation_stats(kind: str, a: torch.Tensor) -> dict[str, torch.Tensor]:
+    stats = {"act_mean": a.mean(), "act_std": a.std() if a.numel() > 1 else a.new_zeros(())}
+    if kind == "relu":
+        positive = a > 0
+        alive = positive.flatten(2).any(2).any(0) if a.dim() > 2 else positive.any(0)  # per channel / feature
+        stats["dead"] = 1 - alive.float().mean()
+    elif kind == "tanh":
+        stats["saturated"] = (a.abs() > SATURATION).float().mean()
+    elif kind == "sigmoid":
+        stats["saturated"] = ((a - 0.5).abs() > SATURATION - 0.5).float().mean()
+    return stats
+
+
+class LayerSink(Protocol):
+    """Where probe results go besides stats/ (the TensorBoard logger)."""
+
+    def log_layers(self, record: dict[str, Any], hist: dict[str, Any] | None) -> None: ...
+    def log_image(self, tag: str, image: np.ndarray, step: int) -> None: ...
+
+
+class LayerProbes:
+    """Callback: layer statistics every ``every`` steps, kept in ``run``'s stats/ and sent to ``sink``."""
+
+    def __init__(self, every: int = MonitorConfig().stats_every, run: RunDir | None = None,
+                 sink: LayerSink | None = None, live: bool = True) -> None:
+        self.every, self.run, self.sink, self.live = every, run, sink, live
+        self.enabled = True  # see set_enabled
+        self.records = Thinned(RECORDS_CAPACITY)
+        self.histograms = Thinned(HISTOGRAMS_CAPACITY)
+        self.layers: list[tuple[str, nn.Module, str]] = []
+        self.latest: dict[str, Any] | None = None
+        self._hooks: list[Any] = []
+        self._stats: dict[str, dict[str, torch.Tensor]] = {}
+        self._hist: dict[str, dict[str, tuple[torch.Tensor, ...]]] = {}
+        self._before: dict[str, torch.Tensor] = {}
+        self._want_hist = False
+        self._step = 0
+        self._printed = -1
+
+    # -- fit() hooks ---------------------------------------------------------------------------
+    def on_fit_start(self, state: LoopState) -> None:
+        self.layers = probe_layers(state.model)
+        self._step = state.step
+        if self.run is not None and not (self.run.path / FILTERS_INITIAL_FILE).exists():
+            self._write_filters(state, FILTERS_INITIAL_FILE)
+        if self.enabled:
+            self._arm(state)  # the first step after (re)start shows the statistics at initialisation
+
+    def on_batch_end(self, state: LoopState) -> None:
+        self._step = state.step
+        if self._hooks:
+            self._collect(state)
+        if self.enabled and (state.step + 1) % self.every == 0:
+            self._arm(state)
+
+    def set_enabled(self, on: bool) -> None:
+        """Turn probing on or off between steps (bench/monitor_overhead.py alternates it per epoch)."""
+        self.enabled = on
+        if not on:
+            self._disarm()
+            self._before = {}
+
+    def on_epoch_end(self, state: LoopState) -> None:
+        if self.run is not None and self.enabled:
+            self._write_filters(state, FILTERS_FILE)
+        if self.live and self.latest is not None and self.latest["step"] != self._printed:
+            self._printed = self.latest["step"]  # one line per new probe, not a repeat of an old one
+            print(format_live(self.latest), flush=True)
+
+    def on_fit_end(self, state: LoopState) -> None:
+        self._disarm()
+        self.flush()
+
+    def state_dict(self) -> dict[str, Any]:
+        """Counters only; the records themselves are flushed to stats/ now (a checkpoint is being written)."""
+        self.flush()
+        return {"step": self._step, "records": self.records.state(), "histograms": self.histograms.state()}
+
+    def load_state_dict(self, sd: dict[str, Any]) -> None:
+        step = int(sd["step"])
+        path = self.run.path if self.run is not None else None
+        self.records.restore(sd["records"], read_json_records(path / LAYERS_FILE) if path else [], step)
+        self.histograms.restore(sd["histograms"], read_json_records(path / HISTOGRAMS_FILE) if path else [], step)
+        self.latest = self.records.items[-1] if self.records.items else None
+
+    def flush(self) -> None:
+        if self.run is None:
+            return
+        meta = {"every": self.every, "layers": [[n, k] for n, _, k in self.layers]}
+        self.records.dump(self.run.path / LAYERS_FILE, meta)
+        self.histograms.dump(self.run.path / HISTOGRAMS_FILE, {"bins": HISTOGRAM_BINS})
+
+    # -- probing -------------------------------------------------------------------------------
+    def _arm(self, state: LoopState) -> None:
+        self._disarm()
+        self._stats, self._hist = {}, {}
+        self._want_hist = self.histograms.wants_next()
+        for name, module, kind in self.layers:
+            self._hooks.append(module.register_forward_hook(self._forward_hook(name, kind)))
+            w = getattr(module, "weight", None)
+            if kind in WEIGHTED and isinstance(w, torch.Tensor):
+                self._before[name] = w.detach().clone()
+
+    def _disarm(self) -> None:
+        for h in self._hooks:
+            h.remove()
+        self._hooks = []
+
+    def _forward_hook(self, name: str, kind: str) -> Any:
+        def hook(module: nn.Module, inputs: Any, out: Any) -> None:
+            if not module.training or name in self._stats or not isinstance(out, torch.Tensor):
+                return
+            a = out.detach()
+            self._stats[name] = _activation_stats(kind, a)
+            if self._want_hist:
+                self._hist[name] = {"act": histogram(a)}
+            if out.requires_grad:
+                out.register_hook(self._grad_hook(name))
+        return hook
+
+    def _grad_hook(self, name: str) -> Any:
+        def hook(g: torch.Tensor) -> None:
+            self._stats[name]["grad_rms"] = g.detach().pow(2).mean().sqrt()
+            if self._want_hist:
+                self._hist[name]["grad"] = histogram(g)
+        return hook
+
+    def _collect(self, state: LoopState) -> None:
+        """Turn the hooked tensors into numbers (one device sync), store them, disarm."""
+        self._disarm()
+        for name, module, _ in self.layers:
+            if name in self._before and name in self._stats:
+                weight = _weight(module)
+                w, w0 = weight.detach(), self._before[name]
+                s = self._stats[name]
+                s["w_norm"] = torch.linalg.vector_norm(w)
+                s["update_ratio"] = torch.linalg.vector_norm(w - w0) / torch.linalg.vector_norm(w0).clamp_min(1e-30)
+                if weight.grad is not None:
+                    s["grad_norm"] = torch.linalg.vector_norm(weight.grad.detach())
+        self._before = {}
+        keys = [(n, k) for n in self._stats for k in self._stats[n]]
+        if not keys:
+            return
+        values = torch.stack([self._stats[n][k].float() for n, k in keys]).tolist()
+        layers: dict[str, dict[str, Any]] = {n: {"kind": kind} for n, _, kind in self.layers if n in self._stats}
+        for (n, k), v in zip(keys, values):
+            layers[n][k] = v if math.isfinite(v) else None
+        record = {"step": state.step, "epoch": state.epoch + 1, "lr": state.lr, "layers": layers}
+        hist = self._histogram_record(state.step) if self._want_hist else None
+        self.latest = record
+        kept = self.records.offer(record)
+        if hist is not None:
+            self.histograms.offer(hist)
+        if self.sink is not None and (kept or hist is not None):
+            self.sink.log_layers(record, hist)
+        self._stats, self._hist = {}, {}
+
+    def _histogram_record(self, step: int) -> dict[str, Any]:
+        out: dict[str, Any] = {"step": step, "layers": {}}
+        for name, parts in self._hist.items():
+            out["layers"][name] = {part: [float(lo), float(hi), counts.tolist()]
+                                   for part, (lo, hi, counts) in parts.items()}
+        return out
+
+    def _write_filters(self, state: LoopState, rel: str) -> None:
+        image = first_layer_image(state.model)
+        if image is None or self.run is None:
+            return
+        atomic_write_bytes(self.run.path / rel, png_bytes(image))
+        if self.sink is not None and rel == FILTERS_FILE:
+            self.sink.log_image("filters/first_layer", image, state.step)
+
+
+def _weight(module: nn.Module) -> torch.Tensor:
+    w = getattr(module, "weight", None)
+    assert isinstance(w, torch.Tensor), f"{type(module).__name__} has no weight tensor"
+    return w
+
+
+def format_live(record: dict[str, Any]) -> str:
+    """The live line: update/weight per weighted layer, dead ReLUs and saturation per activation."""
+    parts = []
+    ratios = [f"{n}:{s['update_ratio']:.1e}" for n, s in record["layers"].items() if s.get("update_ratio") is not None]
+    if ratios:
+        parts.append("update/weight " + " ".join(ratios))
+    dead = [f"{n}:{s['dead']:.0%}" for n, s in record["layers"].items() if s.get("dead") is not None]
+    if dead:
+        parts.append("dead ReLU " + " ".join(dead))
+    sat = [f"{n}:{s['saturated']:.0%}" for n, s in record["layers"].items() if s.get("saturated") is not None]
+    if sat:
+        parts.append("saturated " + " ".join(sat))
+    return f"  layers @ step {record['step']}: " + " | ".join(parts)
+
+
+def first_layer_image(model: nn.Module) -> np.ndarray | None:
+    """The first weighted layer's filters as one uint8 image (H, W, 3) grid, each filter scaled to 0..255.
+
+    Conv filters (K, C, F, F) show as RGB when C is 3 and grey otherwise (channel 0); a first fc layer
+    whose inputs are the image shows each unit's weights as a C x H x W template (the linear classifier's).
+    """
+    for _, module, kind in probe_layers(model):
+        if kind not in WEIGHTED:
+            continue
+        w = _weight(module).detach().float().cpu()
+        if kind == "fc":
+            shape = getattr(model, "input_shape", None)
+            if shape is None or math.prod(shape) != w.shape[1]:
+                return None
+            w = w.reshape(w.shape[0], *shape)
+        return _grid(w)
+    return None
+
+
+def _grid(w: torch.Tensor, cell: int = 32, pad: int = 2) -> np.ndarray:
+    k, c = w.shape[:2]
+    w = w[:, :3] if c == 3 else w[:, :1].expand(-1, 3, -1, -1)
+    lo = w.flatten(1).min(1).values[:, None, None, None]
+    hi = w.flatten(1).max(1).values[:, None, None, None]
+    tiles = ((w - lo) / (hi - lo).clamp_min(1e-12) * 255).round().to(torch.uint8)  # (K, 3, F, F)
+    scale = max(1, cell // max(w.shape[2:]))
+    tiles = tiles.repeat_interleave(scale, 2).repeat_interleave(scale, 3)
+    cols = math.ceil(math.sqrt(k))
+    rows = math.ceil(k / cols)
+    th, tw = tiles.shape[2:]
+    grid = np.full((rows * (th + pad) + pad, cols * (tw + pad) + pad, 3), 255, np.uint8)
+    for i in range(k):
+        r, col = divmod(i, cols)
+        y, x = pad + r * (th + pad), pad + col * (tw + pad)
+        grid[y : y + th, x : x + tw] = tiles[i].permute(1, 2, 0).numpy()
+    return grid
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    """Encode a uint8 (H, W, 3) array as PNG."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG")
+    return buf.getvalue()

@@ -1,0 +1,206 @@
+"""``babysit report RUN`` -> RUN/report.html: one self-contained page (images embedded, no network).
+
+Findings at the top, then: run summary and config, sanity checks, loss curve (raw + smoothed, with a
+log-scale switch), train/val accuracy with the gap shaded, the learning rate, update/weight ratio per
+layer, dead/saturated units, activation and gradient histograms per layer, first-layer filters,
+confusion matrix and per-class accuracy on val, and the most-confused pairs with example images.
+Everything is read from the run directory; sections whose data the run lacks say so.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+from typing import Any
+
+from babysit.monitor.diagnose import UPDATE_RATIO_HIGH, UPDATE_RATIO_LOW, diagnose_run, read_findings
+from babysit.monitor.findings import Finding, ema
+from babysit.monitor.store import FILTERS_FILE, FILTERS_INITIAL_FILE, read_histograms, read_layer_records
+from babysit.monitor.valstats import read_val_analysis
+from babysit.rundir import RunDir, atomic_write_text, read_history
+
+CSS = """
+body{font-family:-apple-system,'Segoe UI',Helvetica,Arial,sans-serif;max-width:1050px;margin:24px auto;padding:0 16px;
+color:#222;background:#fff}
+h1{font-size:1.5em}h2{font-size:1.2em;border-bottom:1px solid #ddd;padding-bottom:4px;margin-top:2em}
+table{border-collapse:collapse;font-size:.9em}td,th{border:1px solid #ddd;padding:3px 8px;text-align:left}
+.finding{border-left:5px solid #999;padding:6px 12px;margin:8px 0;background:#f7f7f7}
+.error{border-color:#c0392b;background:#fdecea}.warning{border-color:#e67e22;background:#fef5e7}
+.info{border-color:#2980b9;background:#eaf2f8}.ok{border-color:#27ae60;background:#eafaf1}
+.pass{color:#1e8449;font-weight:bold}.fail{color:#c0392b;font-weight:bold}
+img{max-width:100%}pre{background:#f4f4f4;padding:8px;overflow-x:auto;font-size:.85em}
+.muted{color:#777}.filters{display:flex;gap:24px;flex-wrap:wrap}.filters figure{margin:0}
+#logy:checked ~ .lin{display:none}#logy:not(:checked) ~ .log{display:none}
+"""
+
+
+def _img(data: bytes, alt: str) -> str:
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(data).decode()}">'
+
+
+def _fig(fig: Any, alt: str) -> str:
+    from babysit.monitor.plots import png
+
+    return _img(png(fig), alt)
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text()) if path.is_file() else None
+    except json.JSONDecodeError:
+        return None
+
+
+def _findings_html(findings: list[Finding]) -> str:
+    if not findings:
+        return '<div class="finding ok">No findings: the curves and layer statistics look healthy.</div>'
+    return "".join(
+        f'<div class="finding {html.escape(f.severity)}"><b>{html.escape(f.title)}</b><br>'
+        f"saw: {html.escape(f.observation)}<br>why: {html.escape(f.cause)}<br>next: {html.escape(f.action)}</div>"
+        for f in findings)
+
+
+def _summary_html(run: Path, meta: dict[str, Any], result: dict[str, Any], epochs: list[dict[str, Any]]) -> str:
+    rows = [("data", f"{meta.get('data', '?')} ({meta.get('source', '')})"),
+            ("classes", len(meta.get("classes", []))),
+            ("input", "x".join(map(str, meta.get("input_shape", [])))),
+            ("train / val / test", " / ".join(map(str, meta.get("split_sizes", [])))),
+            ("epochs run", len(epochs)),
+            ("best val accuracy", f"{result['best_val_acc']:.4f} (epoch {result['best_epoch']})" if result else "-"),
+            ("test accuracy", f"{result['test_acc']:.4f}" if result else "- (the run did not finish)"),
+            ("wall time", f"{result['seconds']:.1f} s" if result else "-"),
+            ("seed", meta.get("seed", "?")), ("torch", meta.get("torch", "?")),
+            ("git commit", meta.get("git_commit") or "-"), ("created", meta.get("created", "?"))]
+    body = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows)
+    spec = (run / "spec.txt").read_text().strip() if (run / "spec.txt").is_file() else "?"
+    config = (run / "config.toml").read_text() if (run / "config.toml").is_file() else ""
+    return (f"<table>{body}</table><p>spec: <code>{html.escape(spec)}</code></p>"
+            f"<details><summary>resolved config</summary><pre>{html.escape(config)}</pre></details>")
+
+
+def _checks_html(checks: list[dict[str, Any]]) -> str:
+    if not checks:
+        return '<p class="muted">No sanity checks were recorded (monitor.checks was off, or the run was resumed).</p>'
+    rows = "".join(
+        f"<tr><td class=\"{'pass' if c['passed'] else 'fail'}\">{'PASS' if c['passed'] else 'FAIL'}</td>"
+        f"<td>{html.escape(c['title'])}</td><td>{html.escape(c['summary'])}</td>"
+        f"<td>{html.escape(c.get('advice') or '')}</td></tr>" for c in checks)
+    return f"<table><tr><th></th><th>check</th><th>numbers</th><th>suspect</th></tr>{rows}</table>"
+
+
+def _curves_html(steps: list[dict[str, Any]], epochs: list[dict[str, Any]]) -> str:
+    from babysit.monitor.plots import accuracy_figure, loss_figure, lr_figure
+
+    if not steps:
+        return '<p class="muted">No steps recorded.</p>'
+    xs = [int(r["step"]) for r in steps]
+    losses = [float(r["loss"]) for r in steps]
+    smoothed = ema(losses, 0.9 if len(losses) < 500 else 0.98)
+    bounds = [int(e["step"]) for e in epochs]
+    parts = ["<h2>Loss</h2>", '<input type="checkbox" id="logy"><label for="logy"> log-scale y axis</label>',
+             f'<div class="lin">{_fig(loss_figure(xs, losses, smoothed, False, bounds), "loss curve")}</div>']
+    positive = all(v > 0 for v in losses)
+    parts.append(f'<div class="log">{_fig(loss_figure(xs, losses, smoothed, True, bounds), "loss curve, log y")}</div>'
+                 if positive else '<div class="log muted">The loss has values <= 0: no log scale.</div>')
+    acc = [e for e in epochs if e.get("train_acc") is not None and e.get("val_acc") is not None]
+    if acc:
+        parts += ["<h2>Train / val accuracy</h2>", _fig(accuracy_figure(
+            [e["epoch"] for e in acc], [e["train_acc"] for e in acc], [e["val_acc"] for e in acc]), "accuracy")]
+    parts += ["<h2>Learning rate</h2>", _fig(lr_figure(xs, [float(r["lr"]) for r in steps]), "learning rate")]
+    return "".join(parts)
+
+
+def _series(records: list[dict[str, Any]], stat: str, kinds: tuple[str, ...]) -> dict[str, tuple[list[int], list[Any]]]:
+    out: dict[str, tuple[list[int], list[Any]]] = {}
+    for r in records:
+        for name, s in r["layers"].items():
+            if s.get("kind") in kinds and stat in s:
+                xs, ys = out.setdefault(name, ([], []))
+                xs.append(r["step"])
+                ys.append(s[stat])
+    return out
+
+
+def _layers_html(run: Path) -> str:
+    from babysit.monitor.plots import histograms_figure, layer_stat_figure
+
+    records = read_layer_records(run)
+    if not records:
+        return '<p class="muted">No layer statistics (monitor.stats_every was 0, or the run stopped first).</p>'
+    parts = [_fig(layer_stat_figure(_series(records, "update_ratio", ("conv", "fc")), "||dW|| / ||W||",
+                                    "update / weight ratio per layer (want ~1e-3)", log=True,
+                                    band=(UPDATE_RATIO_LOW, UPDATE_RATIO_HIGH), target=1e-3), "update/weight ratio")]
+    parts.append(_fig(layer_stat_figure(_series(records, "act_std", ("conv", "fc", "relu", "lrelu", "elu", "tanh",
+                                                                     "sigmoid", "bn")), "std",
+                                        "activation std per layer", log=True), "activation std"))
+    for stat, kinds, title in (("dead", ("relu",), "dead ReLU fraction (never positive over the probed batch)"),
+                               ("saturated", ("tanh", "sigmoid"), "saturated fraction (|y| > 0.99)")):
+        series = _series(records, stat, kinds)
+        if series:
+            parts.append(_fig(layer_stat_figure(series, "fraction", title), title))
+    parts.append(_fig(layer_stat_figure(_series(records, "grad_norm", ("conv", "fc")), "||dL/dW||",
+                                        "weight-gradient norm per layer", log=True), "gradient norm"))
+    hists = read_histograms(run)
+    if hists:
+        layer_kinds = {n: s.get("kind", "") for n, s in records[-1]["layers"].items()}
+        parts += [f"<h2>Activation / gradient histograms</h2><p class='muted'>grey: step {hists[0]['step']}, "
+                  f"colour: step {hists[-1]['step']}</p>",
+                  _fig(histograms_figure(hists[0]["layers"], hists[-1]["layers"], layer_kinds), "histograms")]
+    return "".join(parts)
+
+
+def _filters_html(run: Path) -> str:
+    cells = [f"<figure>{_img((run / rel).read_bytes(), label)}<figcaption>{label}</figcaption></figure>"
+             for rel, label in ((FILTERS_INITIAL_FILE, "at initialisation"), (FILTERS_FILE, "at the end"))
+             if (run / rel).is_file()]
+    if not cells:
+        return ('<p class="muted">No first-layer image (layer statistics were off, or the first layer is not '
+                "image-shaped).</p>")
+    return (f'<div class="filters">{"".join(cells)}</div><p class="muted">Noisy filters suggest an unconverged '
+            "network, "
+            "a badly set learning rate or too little regularisation; smooth, diverse ones that training goes well.</p>")
+
+
+def _val_html(run: Path) -> str:
+    from babysit.monitor.plots import confused_pairs_figure, confusion_figure
+
+    summary, examples = read_val_analysis(run)
+    if summary is None:
+        return '<p class="muted">No validation analysis (the run did not finish).</p>'
+    classes = summary["classes"]
+    parts = [f"<p>val accuracy {summary['accuracy']:.4f} with the best weights.</p>",
+             _fig(confusion_figure(summary["confusion"], classes, summary["per_class_acc"]), "confusion matrix")]
+    if summary["pairs"]:
+        parts += ["<h2>Most-confused pairs (true -> predicted)</h2>",
+                  _fig(confused_pairs_figure(summary["pairs"], examples, classes), "most confused pairs")]
+    return "".join(parts)
+
+
+def render_report(path: str | Path) -> str:
+    """The report of run directory ``path`` as one HTML string."""
+    run = RunDir.open(path).path
+    history = read_history(run / "history.jsonl")
+    steps = [r for r in history if r.get("kind") == "step"]
+    epochs = [r for r in history if r.get("kind") == "epoch"]
+    meta = _read_json(run / "meta.json") or {}
+    result = _read_json(run / "result.json")
+    checks = (_read_json(run / "checks.json") or {}).get("checks", [])
+    if not (run / "findings.json").is_file():
+        diagnose_run(run)
+    title = f"babysit report: {run.name}"
+    sections = [f"<h1>{html.escape(title)}</h1>", "<h2>Findings</h2>", _findings_html(read_findings(run)),
+                "<h2>Run</h2>", _summary_html(run, meta, result, epochs),
+                "<h2>Sanity checks</h2>", _checks_html(checks),
+                _curves_html(steps, epochs), "<h2>Layer statistics</h2>", _layers_html(run),
+                "<h2>First-layer filters</h2>", _filters_html(run), "<h2>Validation</h2>", _val_html(run)]
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+            f'<style>{CSS}</style></head><body>{"".join(sections)}</body></html>\n')
+
+
+def write_report(path: str | Path) -> Path:
+    """Write RUN/report.html (atomically) and return its path."""
+    out = Path(path) / "report.html"
+    atomic_write_text(out, render_report(path))
+    return out

@@ -1,0 +1,115 @@
+"""What ``babysit train`` adds around fit(): checks before, probes and guards during, findings after.
+
+experiment.train() makes one :class:`RunMonitor` and calls, in order::
+
+    monitor.before_fit(model, data, num_classes, resume)   # sanity checks -> checks.json (new runs)
+    with monitor.watching():                                # Diverged -> "LR too high" finding, report
+        fit(..., callbacks=monitor.callbacks())             # guard, layer probes, live findings, TensorBoard
+    monitor.after_fit(model, data, raw_val_images, classes) # confusion, findings.json, report.html
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any
+
+import torch
+from torch import nn
+
+from babysit.config import RunConfig
+from babysit.monitor.diagnose import diagnose_run
+from babysit.monitor.findings import Finding, format_findings
+from babysit.monitor.probes import LayerProbes
+from babysit.monitor.sanity import CheckResult, format_checks, run_checks
+from babysit.monitor.tensorboard import EVENTS_DIR, TensorBoardLogger
+from babysit.monitor.valstats import val_analysis, write_val_analysis
+from babysit.monitor.watch import DivergenceGuard, LiveDiagnosis, divergence_record
+from babysit.rundir import RunDir
+from babysit.train.loop import Diverged, TensorData
+
+
+def write_checks(run: RunDir, results: list[CheckResult]) -> None:
+    """RUN/checks.json: every check with its verdict and numbers."""
+    run.write_json("checks.json", {"created": datetime.now().isoformat(timespec="seconds"),
+                                   "passed": all(r.passed for r in results),
+                                   "checks": [r.to_dict() for r in results]})
+
+
+class RunMonitor:
+    """The babysitting of one run, configured by ``cfg.monitor``."""
+
+    def __init__(self, cfg: RunConfig, run: RunDir) -> None:
+        self.cfg, self.run = cfg, run
+        self.probes: LayerProbes | None = None
+        self.tensorboard: TensorBoardLogger | None = None
+        self.checks: list[CheckResult] = []
+
+    def before_fit(self, model: nn.Module, data: TensorData, num_classes: int, resume: bool = False) -> None:
+        """Run the sanity checks on a new run (a resumed run had them already)."""
+        if resume or not self.cfg.monitor.checks:
+            return
+        self.checks = run_checks(model, data, self.cfg, num_classes)
+        print(format_checks(self.checks), flush=True)
+        write_checks(self.run, self.checks)
+
+    def callbacks(self) -> list[Any]:
+        """The callbacks for fit(), always in the same order (resume restores their state by position)."""
+        m = self.cfg.monitor
+        cbs: list[Any] = [DivergenceGuard(self.run)]
+        if m.tensorboard:
+            self.tensorboard = TensorBoardLogger(self.run.path / EVENTS_DIR)
+            cbs.append(self.tensorboard)
+        if m.stats_every > 0:
+            self.probes = LayerProbes(m.stats_every, self.run, self.tensorboard)
+            cbs += [self.probes, LiveDiagnosis(self.probes)]
+        return cbs
+
+    @contextmanager
+    def watching(self) -> Iterator[None]:
+        """Turn a divergence into the "LR too high" finding (findings.json, report) before it propagates."""
+        try:
+            yield
+        except Diverged as e:
+            self._diverged(e)
+            raise
+
+    def _diverged(self, e: Diverged) -> None:
+        history = self.run.read_history()
+        if not history or history[-1].get("kind") != "diverged":  # a NaN caught by the loop itself
+            steps = [r for r in history if r.get("kind") == "step"]
+            loss = re.search(r"loss became (\S+)", str(e))
+            lr = re.search(r"\(lr ([-+.e0-9]+)\)", str(e))
+            self.run.append_history(divergence_record(
+                steps[-1]["step"] + 1 if steps else 1, loss.group(1) if loss else "non-finite",
+                float(lr.group(1)) if lr else steps[-1]["lr"] if steps else self.cfg.optim.lr, self.run, str(e)))
+        if self.probes is not None:
+            self.probes.flush()
+        if self.tensorboard is not None:
+            self.tensorboard.close()
+        self._conclude()
+
+    def after_fit(self, model: nn.Module, data: TensorData, raw_val: torch.Tensor, classes: list[str]) -> list[Finding]:
+        """Confusion on val, the findings (printed and in findings.json), the report."""
+        batch = self.cfg.train.eval_batch_size
+        summary, examples = val_analysis(model, data.x_val, data.y_val, raw_val, classes, batch)
+        write_val_analysis(self.run.path, summary, examples)
+        return self._conclude()
+
+    def _conclude(self) -> list[Finding]:
+        findings = diagnose_run(self.run.path)
+        print(format_findings(findings), flush=True)
+        if self.cfg.monitor.report:
+            from babysit.monitor.report import write_report
+
+            print(f"report: {write_report(self.run.path)}", flush=True)
+        return findings
+
+
+def checks_json(run: RunDir) -> list[dict[str, Any]]:
+    """The checks a run recorded ([] when none)."""
+    p = run.path / "checks.json"
+    return json.loads(p.read_text()).get("checks", []) if p.is_file() else []

@@ -1,0 +1,112 @@
+"""Data losses of the notes, averaged over the mini-batch: L = 1/N sum_i L_i.
+
+``scores`` are the class scores f (N, K). ``y`` holds class indices (N,) for the single-label
+losses; the multi-label losses (attribute hinge, binary cross-entropy) also take a target matrix
+(N, K) and read class indices as one-vs-all targets (the right class on, every other class off).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+
+import torch
+import torch.nn.functional as F
+
+from babysit.config import LossConfig
+from babysit.errors import BabysitError
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+LOSSES: dict[str, Callable[[LossConfig], LossFn]] = {}
+
+
+def loss(name: str) -> Callable[[Callable[[LossConfig], LossFn]], Callable[[LossConfig], LossFn]]:
+    """Register a loss under the name users type in ``--loss.name``."""
+    def register(fn: Callable[[LossConfig], LossFn]) -> Callable[[LossConfig], LossFn]:
+        LOSSES[name] = fn
+        return fn
+    return register
+
+
+def list_losses() -> list[str]:
+    """The names ``--loss.name`` accepts."""
+    return list(LOSSES)
+
+
+def softmax_loss(scores: torch.Tensor, y: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
+    """Softmax cross-entropy L_i = -log(e^{f_y} / sum_j e^{f_j}), with the notes' label smoothing.
+
+    With smoothing eps the target distribution q puts 1 - eps on the right class and eps/(k-1) on
+    each of the k-1 others: L_i = -sum_j q_j log p_j. (torch's ``label_smoothing=e`` spreads e/k
+    over all k classes instead; the two agree when eps = e*(k-1)/k.)
+    """
+    if label_smoothing == 0:
+        return F.cross_entropy(scores, y)
+    k = scores.shape[1]
+    logp = F.log_softmax(scores, dim=1)  # (N, K)
+    q = torch.full_like(logp, label_smoothing / (k - 1))
+    q.scatter_(1, y[:, None], 1.0 - label_smoothing)
+    return -(q * logp).sum(1).mean()
+
+
+def svm_loss(scores: torch.Tensor, y: torch.Tensor, delta: float = 1.0, squared: bool = False) -> torch.Tensor:
+    """Multiclass SVM (Weston-Watkins) L_i = sum_{j != y_i} max(0, s_j - s_{y_i} + delta).
+
+    ``squared`` gives the squared hinge sum_{j != y_i} max(0, s_j - s_{y_i} + delta)^2.
+    """
+    correct = scores.gather(1, y[:, None])  # (N, 1)
+    margins = (scores - correct + delta).clamp_min(0)  # (N, K)
+    margins = margins.scatter(1, y[:, None], 0.0)  # the j = y_i term is left out
+    return (margins.pow(2) if squared else margins).sum(1).mean()
+
+
+def _signs(scores: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Targets in {-1, +1} (N, K): from class indices (one-vs-all), or from a 0/1 or -1/+1 matrix."""
+    if y.ndim == 1:
+        return F.one_hot(y, scores.shape[1]).to(scores.dtype) * 2 - 1
+    y = y.to(scores.dtype)
+    return y * 2 - 1 if bool((y >= 0).all()) else y
+
+
+def attribute_hinge_loss(scores: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Attribute (multi-label) hinge L_i = sum_j max(0, 1 - y_ij f_j), y_ij in {-1, +1}."""
+    return (1 - _signs(scores, y) * scores).clamp_min(0).sum(1).mean()
+
+
+def bce_loss(scores: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy per attribute, L_i = -sum_j [y_ij log s(f_j) + (1 - y_ij) log(1 - s(f_j))],
+    s the sigmoid, y_ij in {0, 1}."""
+    target = (_signs(scores, y) + 1) / 2
+    return F.binary_cross_entropy_with_logits(scores, target, reduction="none").sum(1).mean()
+
+
+@loss("softmax")
+def _softmax(cfg: LossConfig) -> LossFn:
+    return partial(softmax_loss, label_smoothing=cfg.label_smoothing)
+
+
+@loss("svm")
+def _svm(cfg: LossConfig) -> LossFn:
+    return partial(svm_loss, delta=cfg.delta)
+
+
+@loss("squared-hinge")
+def _squared_hinge(cfg: LossConfig) -> LossFn:
+    return partial(svm_loss, delta=cfg.delta, squared=True)
+
+
+@loss("attribute-hinge")
+def _attribute_hinge(cfg: LossConfig) -> LossFn:
+    return attribute_hinge_loss
+
+
+@loss("bce")
+def _bce(cfg: LossConfig) -> LossFn:
+    return bce_loss
+
+
+def make_loss(cfg: LossConfig, train: bool = True) -> LossFn:
+    """The configured data loss; ``train=False`` drops label smoothing (what validation reports)."""
+    if cfg.name not in LOSSES:
+        raise BabysitError(f"unknown loss.name {cfg.name!r}; choose one of {', '.join(LOSSES)}.")
+    return LOSSES[cfg.name](cfg if train else LossConfig(cfg.name, cfg.delta, 0.0))

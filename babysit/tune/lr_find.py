@@ -1,0 +1,233 @@
+"""The learning-rate range test (Smith 2015, step 1 of cyclical learning rates).
+
+Train from the model's current weights for ``steps`` mini-batches while the learning rate grows
+exponentially from ``start_lr`` to ``end_lr``: lr_i = start * (end/start)^(i/(steps-1)). The loss
+is smoothed by a bias-corrected exponential moving average (avg = b*avg + (1-b)*loss, smoothed =
+avg / (1 - b^(i+1))) and a repeat stops once the smoothed loss exceeds ``diverge`` times its best.
+Repeated over ``seeds`` batch orders. Reported:
+
+- the suggestion: the lr where the smoothed loss falls fastest against log(lr) ("look for the
+  strongest downward slope"), before its minimum;
+- the lr of the smoothed minimum, and that lr / 10 (a safe top speed);
+- bounds for cyclical / one-cycle (see :attr:`LRFindResult.bounds`): upper = the min-loss lr, where
+  the loss stops falling (Smith's maximum; the smoothed curve lags, so the raw loss is already turning
+  up there, the stop points lie about 2-3x higher), lower = upper / 10 (Smith 2018).
+
+Afterwards the model (weights, buffers, gradients, train/eval mode), the optimiser and every RNG are
+exactly as they were.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from babysit.config import RunConfig, validate
+from babysit.errors import BabysitError
+from babysit.train.checkpoint import rng_state, set_rng_state
+from babysit.train.loop import TensorData, epoch_permutation
+from babysit.train.losses import make_loss
+from babysit.train.optim import check_choices, clip_gradients, make_optimizer
+from babysit.train.regularize import Regularizer
+
+
+@dataclass(frozen=True)
+class LRFindResult:
+    """What the range test measured; one entry per seed in the per-seed lists."""
+
+    lrs: list[float]  # the ramp: the lr of mini-batch i
+    losses: list[list[float]]  # raw mini-batch losses per seed (shorter when a repeat stopped early)
+    smoothed: list[list[float]]  # their smoothed curves
+    steepest: list[float]  # per seed: lr of the steepest descent of the smoothed loss
+    min_loss: list[float]  # per seed: lr of the smoothed loss's minimum
+
+    @property
+    def suggestion(self) -> float:
+        """The median over seeds of the steepest-descent lr."""
+        return float(np.median(self.steepest))
+
+    @property
+    def min_loss_lr(self) -> float:
+        """The median over seeds of the lr at the smallest smoothed loss."""
+        return float(np.median(self.min_loss))
+
+    @property
+    def bounds(self) -> tuple[float, float]:
+        """(lower, upper) for cyclical / onecycle: upper = min-loss lr, lower = upper / 10."""
+        upper = self.min_loss_lr
+        return upper / 10, upper
+
+
+def smooth(losses: list[float], beta: float) -> list[float]:
+    """Bias-corrected exponential moving average: avg_i = b*avg_{i-1} + (1-b)*loss_i, out_i = avg_i/(1-b^(i+1))."""
+    out, avg = [], 0.0
+    for i, value in enumerate(losses):
+        avg = beta * avg + (1 - beta) * value
+        out.append(avg / (1 - beta ** (i + 1)))
+    return out
+
+
+def steepest_lr(lrs: list[float], smoothed: list[float], skip: int | None = None) -> float:
+    """The lr where d(smoothed)/d(log lr) is most negative, looking only before the minimum and
+    after the first ``skip`` points (default a tenth of the ramp: the average is still settling there)."""
+    skip = len(lrs) // 10 if skip is None else skip
+    stop = int(np.argmin(smoothed)) + 1
+    start = min(skip, max(0, stop - 3))
+    if stop - start < 3:
+        return lrs[max(0, stop - 1)]
+    slope = np.gradient(np.asarray(smoothed[start:stop]), np.log(np.asarray(lrs[start:stop])))
+    return lrs[start + int(np.argmin(slope))]
+
+
+class _Snapshot:
+    """Model weights, buffers, gradients and mode, the optimiser's state and all RNG states."""
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer | None) -> None:
+        self.weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        self.grads = [None if p.grad is None else p.grad.detach().clone() for p in model.parameters()]
+        self.training = model.training
+        self.optimizer = copy.deepcopy(optimizer.state_dict()) if optimizer is not None else None
+        self.rng_tensors: dict[str, torch.Tensor] = {}
+        self.rng_meta = rng_state(self.rng_tensors)
+
+    @torch.no_grad()
+    def restore(self, model: nn.Module, optimizer: torch.optim.Optimizer | None, rng: bool = True) -> None:
+        model.load_state_dict(self.weights)
+        for p, g in zip(model.parameters(), self.grads):
+            p.grad = None if g is None else g.clone()
+        model.train(self.training)
+        if optimizer is not None and self.optimizer is not None:
+            optimizer.load_state_dict(copy.deepcopy(self.optimizer))
+        if rng:
+            set_rng_state(self.rng_meta, self.rng_tensors)
+
+
+def _ramp(model: nn.Module, optimizer: torch.optim.Optimizer, data: TensorData, cfg: RunConfig,
+          lrs: list[float], seed: int) -> list[float]:
+    """One repeat: a mini-batch per lr, in the training loop's order for ``seed``; returns the raw losses."""
+    f, bs = cfg.lr_find, cfg.train.batch_size
+    criterion, reg = make_loss(cfg.loss), Regularizer.from_config(model, cfg)
+    n = len(data.x_train)
+    per_epoch = math.ceil(n / bs)
+    torch.manual_seed(seed)  # dropout masks
+    model.train()
+    losses: list[float] = []
+    avg, best = 0.0, math.inf
+    perm = epoch_permutation(n, seed, 0, data.x_train.device)
+    for i, lr in enumerate(lrs):
+        epoch, b = divmod(i, per_epoch)
+        if b == 0 and epoch > 0:
+            perm = epoch_permutation(n, seed, epoch, data.x_train.device)
+        idx = perm[b * bs : (b + 1) * bs]
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        loss = criterion(model(data.x_train[idx]), data.y_train[idx]) + reg.penalty()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        value = loss.item()
+        if not math.isfinite(value):
+            break
+        clip_gradients(model.parameters(), cfg.optim.clip_norm)
+        optimizer.step()
+        reg.project()
+        losses.append(value)
+        avg = f.smoothing * avg + (1 - f.smoothing) * value
+        smoothed = avg / (1 - f.smoothing ** (i + 1))
+        best = min(best, smoothed)
+        if smoothed > f.diverge * best:
+            break
+    return losses
+
+
+def lr_range_test(model: nn.Module, data: TensorData, cfg: RunConfig,
+                  optimizer: torch.optim.Optimizer | None = None) -> LRFindResult:
+    """Run the LR range test of ``cfg.lr_find`` with the run's update rule, loss and regularisation.
+
+    Every repeat starts from the model's current weights (and ``optimizer``'s state, when given;
+    otherwise a fresh optimiser from ``cfg.optim``). Everything is restored afterwards.
+    """
+    f = cfg.lr_find
+    if cfg.train.batch_size > len(data.x_train):
+        raise BabysitError(f"train.batch_size={cfg.train.batch_size} is larger than the {len(data.x_train)} "
+                           "training images; use a smaller --train.batch_size.")
+    lrs = [float(v) for v in np.geomspace(f.start_lr, f.end_lr, f.steps)]
+    snapshot = _Snapshot(model, optimizer)
+    losses, smoothed, steepest, min_loss = [], [], [], []
+    try:
+        for r in range(f.seeds):
+            snapshot.restore(model, optimizer, rng=False)
+            opt = optimizer if optimizer is not None else make_optimizer(model, cfg)
+            raw = _ramp(model, opt, data, cfg, lrs, cfg.train.seed + r)
+            if len(raw) < 2:
+                raise BabysitError(f"the loss was not finite from the first steps at lr {f.start_lr:g}; "
+                                   "lower --lr_find.start_lr or check the data and the model.")
+            curve = smooth(raw, f.smoothing)
+            losses.append(raw)
+            smoothed.append(curve)
+            steepest.append(steepest_lr(lrs, curve))
+            min_loss.append(lrs[int(np.argmin(curve))])
+    finally:
+        snapshot.restore(model, optimizer)
+    return LRFindResult(lrs, losses, smoothed, steepest, min_loss)
+
+
+def apply_bounds(cfg: RunConfig, result: LRFindResult, schedule: str = "onecycle") -> RunConfig:
+    """``cfg`` with the range test's bounds for a cyclical or one-cycle run (no separate warm-up)."""
+    if schedule not in ("onecycle", "cyclical"):
+        raise BabysitError(f"lr-find bounds feed the onecycle and cyclical schedules, not {schedule!r}.")
+    lower, upper = result.bounds
+    out = replace(cfg, optim=replace(cfg.optim, lr=upper),
+                  schedule=replace(cfg.schedule, name=schedule, min_lr=lower, warmup_epochs=0.0))
+    validate(out)
+    return out
+
+
+def format_result(result: LRFindResult) -> str:
+    """What the CLI prints: per seed and the summary with the options to use."""
+    lines = []
+    for i, (raw, st, ml) in enumerate(zip(result.losses, result.steepest, result.min_loss)):
+        end = f"stopped at lr {result.lrs[len(raw) - 1]:.3g}" if len(raw) < len(result.lrs) else "ran the whole ramp"
+        lines.append(f"seed {i}: {len(raw)} mini-batches ({end}); steepest descent at lr {st:.3g}, "
+                     f"smoothed minimum at lr {ml:.3g}")
+    lower, upper = result.bounds
+    lines += [f"suggested lr (steepest descent, median over seeds): {result.suggestion:.3g} "
+              f"[{min(result.steepest):.3g} .. {max(result.steepest):.3g}]",
+              f"min-loss lr / 10: {result.min_loss_lr / 10:.3g}",
+              f"cyclical / onecycle bounds: --optim.lr={upper:.3g} --schedule.min_lr={lower:.3g}"]
+    return "\n".join(lines)
+
+
+def run_lr_find(cfg: RunConfig, plot: str | Path | None = None) -> LRFindResult:
+    """The whole range test as ``babysit lr-find`` runs it: data, preprocessing, model, test, plot."""
+    from babysit.data.preprocess import Preprocessor
+    from babysit.experiment import make_model, prepare_data, resolve_device
+    from babysit.models.init import needs_data
+    from babysit.monitor.plots import plot_lr_find
+
+    validate(cfg)
+    check_choices(cfg)
+    device = resolve_device(cfg.train.device)
+    _, splits = prepare_data(cfg)
+    pre = Preprocessor.fit(splits.train.x, cfg.data.preprocess)
+    batch = pre(splits.train.x[: cfg.model.init_batch]) if needs_data(cfg.model.init) else None
+    model = make_model(cfg, splits.train.input_shape, len(splits.classes), batch=batch).to(device)
+    data = TensorData(pre(splits.train.x.to(device)), splits.train.y.to(device),
+                      pre(splits.val.x.to(device)), splits.val.y.to(device))
+    result = lr_range_test(model, data, cfg)
+    if plot is not None:
+        plot_lr_find(result, plot)
+    return result
+
+
+def result_json(result: LRFindResult) -> dict[str, Any]:
+    """The result as JSON-able data (written next to the plot)."""
+    return {"lrs": result.lrs, "losses": result.losses, "smoothed": result.smoothed, "steepest": result.steepest,
+            "min_loss": result.min_loss, "suggestion": result.suggestion, "min_loss_lr": result.min_loss_lr,
+            "bounds": list(result.bounds)}

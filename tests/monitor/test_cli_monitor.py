@@ -1,0 +1,79 @@
+"""The monitor's commands end to end on the bundled digits: train's checks, live line and findings;
+the notes' LR 1e6 and 1e-6 runs; check, gradcheck, diagnose and report."""
+
+import json
+
+from babysit.rundir import read_history
+from tests.monitor.conftest import TINY_RUN, run_main
+
+
+def test_train_shows_checks_live_line_and_findings(trained_run):
+    run, out = trained_run
+    assert "sanity checks (4/4 passed):" in out and "PASS  initial loss: loss " in out
+    assert "PASS  overfit a tiny sample: 20 examples" in out
+    assert "  layers @ step " in out and "update/weight 0:" in out
+    assert out.index("sanity checks") < out.index("Finished epoch 1") < out.index("findings")
+    assert f"report: {run / 'report.html'}" in out
+    for name in ("checks.json", "findings.json", "report.html", "stats/layers.json", "stats/histograms.json",
+                 "stats/filters.png", "stats/confusion.json", "stats/confused.npz"):
+        assert (run / name).is_file(), name
+    assert any(p.name.startswith("events.out.tfevents") for p in (run / "events").iterdir())
+    checks = json.loads((run / "checks.json").read_text())
+    assert checks["passed"] and len(checks["checks"]) == 4
+
+
+def test_lr_1e6_stops_within_a_few_steps_with_lr_too_high(tmp_path):
+    code, out, err = run_main(["train", *TINY_RUN, "--optim.lr=1e6", "--monitor.checks=false",
+                               "--monitor.report=false", "--out", str(tmp_path), "--name", "hi"])
+    assert code == 3 and err.startswith("babysit: error: ") and "Traceback" not in err
+    assert "loss exploded — LR too high" in out
+    history = read_history(tmp_path / "hi" / "history.jsonl")
+    assert len([r for r in history if r["kind"] == "step"]) <= 5
+    assert history[-1]["kind"] == "diverged"
+    findings = json.loads((tmp_path / "hi" / "findings.json").read_text())["findings"]
+    assert findings[0]["rule"] == "lr_too_high" and "--optim.lr=100000" in findings[0]["action"]
+
+
+def test_a_nan_caught_by_the_loop_also_becomes_the_lr_too_high_finding(tmp_path):
+    code, out, err = run_main(["train", *TINY_RUN, "--optim.lr=1e30", "--schedule.warmup_epochs=0",
+                               "--monitor.checks=false", "--monitor.report=false", "--out", str(tmp_path),
+                               "--name", "x"])
+    assert code == 3 and "loss exploded — LR too high" in out and "the loss became nan at step 2" in out
+    assert "Traceback" not in err
+    assert read_history(tmp_path / "x" / "history.jsonl")[-1]["loss"] == "nan"
+
+
+def test_lr_1e_6_ends_with_loss_barely_changes(tmp_path):
+    code, out, _ = run_main(["train", *TINY_RUN, "--optim.lr=1e-6", "--monitor.checks=false",
+                             "--monitor.report=false", "--out", str(tmp_path), "--name", "lo"])
+    assert code == 0
+    assert "loss barely changes — LR too low" in out.split("findings")[-1]
+
+
+def test_check_command_exit_1_names_the_failing_checks(tmp_path):
+    code, out, err = run_main(["check", "--data.limit=300", "--model.spec=conv3-8 relu pool2 fc", "--optim.lr=1e-6",
+                               "--out", str(tmp_path), "--name", "c"])
+    assert code == 1 and "FAIL  overfit a tiny sample" in out and "learning rate too low" in out
+    assert "sanity checks failed (overfit_tiny, zero_input_check)" in err
+    saved = json.loads((tmp_path / "c" / "checks.json").read_text())
+    assert not saved["passed"] and [c["passed"] for c in saved["checks"]] == [True, True, False, False]
+
+
+def test_gradcheck_command(tmp_path):
+    code, out, _ = run_main(["gradcheck", "--data.limit=100", "--model.spec=conv3-4 tanh pool2 fc", "--points=2",
+                             "--entries=4"])
+    assert code == 0 and "PASS: worst relative error" in out and "0.weight" in out
+
+
+def test_diagnose_and_report_commands(trained_run):
+    run, _ = trained_run
+    code, out, _ = run_main(["diagnose", str(run)])
+    assert code == 0 and out.startswith("findings") and "findings.json" in out
+    code, out, _ = run_main(["report", str(run)])
+    assert code == 0 and out.strip() == f"report: {run / 'report.html'}"
+
+
+def test_resume_refuses_tensorboard_flag(trained_run):
+    run, _ = trained_run
+    code, _, err = run_main(["train", "--resume", str(run), "--tensorboard"])
+    assert code == 2 and "--resume continues a run with its own saved config" in err

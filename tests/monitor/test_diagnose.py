@@ -1,0 +1,168 @@
+"""Each diagnosis rule on a constructed history that must trigger it and one that must not."""
+
+import json
+import math
+import random
+
+import pytest
+
+from babysit.monitor import diagnose as D
+from babysit.monitor.findings import Evidence, format_findings
+
+
+def steps(losses, lr=0.01):
+    return [{"kind": "step", "step": i + 1, "epoch": 1, "loss": v, "lr": lr} for i, v in enumerate(losses)]
+
+
+def epochs(train, val):
+    return [{"kind": "epoch", "epoch": i + 1, "step": 10 * (i + 1), "train_acc": t, "val_acc": v, "cost": 1.0}
+            for i, (t, v) in enumerate(zip(train, val))]
+
+
+def healthy_losses(n=300, noise=0.02, seed=0):
+    rng = random.Random(seed)
+    return [2.3 * math.exp(-i / 40) + 0.05 + rng.gauss(0, noise) for i in range(n)]
+
+
+def ev(losses=None, train=None, val=None, layers=None, config=None, **kw):
+    history = steps(losses or []) + epochs(train or [], val or [])
+    return Evidence.from_history(history, layers=layers or [], config=config or {"optim": {"lr": 0.01}}, **kw)
+
+
+def rules(evidence):
+    return {f.rule for f in D.diagnose(evidence)}
+
+
+def layer_records(stat_by_layer, n=6, lr=0.01):
+    """``n`` probe records with the same per-layer stats: {name: {"kind": ..., stat: value}}."""
+    return [{"step": 10 * (i + 1), "epoch": 1, "lr": lr, "layers": stat_by_layer} for i in range(n)]
+
+
+def test_healthy_run_has_no_findings():
+    e = ev(healthy_losses(), [0.6, 0.96, 0.97], [0.6, 0.95, 0.95])
+    assert D.diagnose(e) == []
+    assert "none" in format_findings([])
+
+
+def test_nan_loss_is_lr_too_high_and_stops_everything_else():
+    history = steps([2.3, 2.31]) + [{"kind": "diverged", "step": 3, "loss": "nan", "lr": 1e6, "checkpoint": None}]
+    found = D.diagnose(Evidence.from_history(history, config={"optim": {"lr": 0.01}}))
+    assert [f.rule for f in found] == ["lr_too_high"] and found[0].severity == "error"
+    assert "nan at step 3" in found[0].observation and "--optim.lr=0.001" in found[0].action
+
+
+def test_loss_above_three_times_initial_is_lr_too_high():
+    assert "lr_too_high" in rules(ev([2.3, 2.5, 7.2] + [2.0] * 30))
+    assert "lr_too_high" not in rules(ev([2.3, 2.5, 6.8] + [2.0] * 30))
+
+
+def test_the_notes_flat_loss_is_lr_too_low():
+    notes = [2.302576, 2.302582, 2.302558, 2.302519, 2.302517, 2.302518, 2.302466, 2.302452, 2.302459, 2.302420]
+    losses = [v for v in notes for _ in range(5)]
+    found = D.diagnose(ev(losses, config={"optim": {"lr": 1e-6, "weight_decay": 1e-6}}))
+    flat = [f for f in found if f.rule == "loss_flat"]
+    assert flat and flat[0].title == "loss barely changes — LR too low" and "--optim.lr=1e-05" in flat[0].action
+    assert "loss_flat" not in rules(ev(healthy_losses()))
+
+
+def test_flat_loss_with_strong_regularisation_blames_regularisation():
+    found = D.diagnose(ev([2.3] * 50, config={"optim": {"lr": 0.01, "weight_decay": 0.1}}))
+    assert any(f.title == "loss barely changes — regularisation too high" for f in found)
+
+
+def test_rising_loss():
+    assert "loss_rising" in rules(ev([2.3 + 0.01 * i for i in range(50)]))
+
+
+def test_linear_decrease_is_lr_too_low():
+    assert "loss_linear" in rules(ev([2.3 - 0.001 * i for i in range(300)]))
+    assert "loss_linear" not in rules(ev(healthy_losses(noise=0.0)))
+
+
+def test_noisy_curve_asks_for_a_bigger_batch():
+    found = D.diagnose(ev(healthy_losses(noise=0.8), config={"optim": {"lr": 0.01}, "train": {"batch_size": 8}}))
+    noisy = [f for f in found if f.rule == "noisy"]
+    assert noisy and "--train.batch_size=32" in noisy[0].action
+    assert "noisy" not in rules(ev(healthy_losses(noise=0.05)))
+
+
+def test_big_gap_is_overfitting_and_no_gap_low_accuracy_is_underfitting():
+    assert "overfitting" in rules(ev(train=[0.8, 0.95, 0.99], val=[0.7, 0.75, 0.76]))
+    assert "overfitting" not in rules(ev(train=[0.8, 0.95, 0.97], val=[0.8, 0.93, 0.95]))
+    assert "underfitting" in rules(ev(train=[0.4, 0.5, 0.55], val=[0.4, 0.5, 0.55]))
+    assert "underfitting" not in rules(ev(train=[0.8, 0.95, 0.97], val=[0.8, 0.93, 0.95]))
+    # a flat loss already explains low accuracy: no "add capacity" advice on top
+    assert "underfitting" not in rules(ev([2.3] * 50, train=[0.19, 0.19], val=[0.19, 0.19]))
+    grads = layer_records({"0": {"kind": "fc", "grad_norm": 1e-6, "w_norm": 1.0},
+                           "2": {"kind": "fc", "grad_norm": 0.1, "w_norm": 1.0}})
+    assert "underfitting" not in rules(ev(train=[0.4, 0.5], val=[0.4, 0.5], layers=grads))
+
+
+def test_chance_accuracy_is_not_learning_rather_than_underfitting():
+    found = rules(ev(train=[0.1, 0.11], val=[0.1, 0.1], num_classes=10))
+    assert "not_learning" in found and "underfitting" not in found
+
+
+def test_val_still_rising_means_train_longer():
+    found = D.diagnose(ev(train=[0.5, 0.7, 0.8, 0.9], val=[0.5, 0.7, 0.8, 0.88], config={"train": {"epochs": 4}}))
+    assert any(f.rule == "still_improving" and "--train.epochs=8" in f.action for f in found)
+    assert "still_improving" not in rules(ev(train=[0.5, 0.9, 0.91, 0.91], val=[0.5, 0.9, 0.91, 0.905]))
+
+
+def test_update_ratio_outside_the_band_names_the_layers():
+    low = layer_records({"0": {"kind": "conv", "update_ratio": 1e-6}, "3": {"kind": "fc", "update_ratio": 2e-6}})
+    found = [f for f in D.diagnose(ev(layers=low)) if f.rule == "update_ratio_low"]
+    assert found and "layer 0: 1.0e-06" in found[0].observation and "raise the learning rate" in found[0].action
+    high = layer_records({"0": {"kind": "conv", "update_ratio": 1e-3}, "3": {"kind": "fc", "update_ratio": 0.1}})
+    found = [f for f in D.diagnose(ev(layers=high)) if f.rule == "update_ratio_high"]
+    assert found and "layer 3" in found[0].observation and "layer 0" not in found[0].observation
+    good = layer_records({"0": {"kind": "conv", "update_ratio": 1e-3}, "3": {"kind": "fc", "update_ratio": 3e-3}})
+    assert not {"update_ratio_low", "update_ratio_high"} & rules(ev(layers=good))
+
+
+def test_update_ratio_ignores_warm_up_and_annealed_steps():
+    warm = layer_records({"0": {"kind": "conv", "update_ratio": 1e-7}}, n=5, lr=1e-5)
+    full = layer_records({"0": {"kind": "conv", "update_ratio": 1e-3}}, n=5, lr=0.1)
+    assert "update_ratio_low" not in rules(ev(layers=warm + full))
+
+
+def test_dead_relus():
+    assert "dead_relu" in rules(ev(layers=layer_records({"1": {"kind": "relu", "dead": 0.7}})))
+    assert "dead_relu" not in rules(ev(layers=layer_records({"1": {"kind": "relu", "dead": 0.1}})))
+
+
+def test_saturated_tanh():
+    assert "saturation" in rules(ev(layers=layer_records({"1": {"kind": "tanh", "saturated": 0.6}})))
+    assert "saturation" not in rules(ev(layers=layer_records({"1": {"kind": "tanh", "saturated": 0.01}})))
+
+
+@pytest.mark.parametrize("first_grad,rule", [(1e-6, "vanishing_gradients"), (1e3, "exploding_gradients")])
+def test_gradients_across_depth(first_grad, rule):
+    def rec(g0):
+        return layer_records({"0": {"kind": "conv", "grad_norm": g0, "w_norm": 1.0},
+                              "5": {"kind": "fc", "grad_norm": 0.1, "w_norm": 1.0}})
+    assert rule in rules(ev(layers=rec(first_grad)))
+    assert rule not in rules(ev(layers=rec(0.05)))
+
+
+def test_failed_sanity_checks_become_findings():
+    check = {"name": "overfit_tiny", "title": "overfit a tiny sample", "passed": False, "summary": "acc 40%",
+             "advice": "learning rate too low", "numbers": {}}
+    assert "check_overfit_tiny" in rules(ev(checks=[check]))
+    assert "check_overfit_tiny" not in rules(ev(checks=[{**check, "passed": True}]))
+
+
+def test_best_on_border():
+    f = D.best_on_border("lr", 1.1e-6, 1e-6, 1e-1)
+    assert f is not None and "lower edge" in f.observation and "1e-07" in f.action
+    assert D.best_on_border("lr", 1e-3, 1e-6, 1e-1) is None
+    assert D.best_on_border("weight_decay", 0.95, 0.0, 1.0, log=False) is not None
+
+
+def test_diagnose_run_writes_findings_json(tmp_path):
+    (tmp_path / "config.toml").write_text("[optim]\nlr = 1e-06\n")
+    (tmp_path / "history.jsonl").write_text("".join(json.dumps(r) + "\n" for r in steps([2.3026] * 40, lr=1e-6)))
+    found = D.diagnose_run(tmp_path)
+    saved = json.loads((tmp_path / "findings.json").read_text())["findings"]
+    assert [f["rule"] for f in saved] == [f.rule for f in found] == ["loss_flat"]
+    assert D.read_findings(tmp_path) == found

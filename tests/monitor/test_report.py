@@ -1,0 +1,51 @@
+"""report.html: self-contained, every section present, and it loads cleanly in headless Chromium."""
+
+import re
+
+import pytest
+
+from babysit.monitor.htmlcheck import check_html, find_chromium
+from babysit.monitor.report import render_report
+
+
+def test_report_is_self_contained_with_every_section(trained_run):
+    run, _ = trained_run
+    page = (run / "report.html").read_text()
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page)  # nothing fetched from the network
+    images = re.findall(r'<img alt="([^"]*)" src="data:image/png;base64,', page)
+    for alt in ("loss curve", "loss curve, log y", "accuracy", "learning rate", "update/weight ratio", "histograms",
+                "at initialisation", "at the end", "confusion matrix", "most confused pairs"):
+        assert alt in images, alt
+    assert page.index("<h2>Findings</h2>") < page.index("<h2>Run</h2>") < page.index("<h2>Sanity checks</h2>")
+    assert page.count('class="pass"') == 4
+    assert "conv3-8 relu pool2 fc" in page and "[monitor]" in page  # spec and resolved config
+
+
+def test_report_of_a_run_that_barely_started_says_what_is_missing(tmp_path):
+    (tmp_path / "config.toml").write_text("[optim]\nlr = 0.1\n")
+    (tmp_path / "history.jsonl").write_text('{"kind": "step", "step": 1, "epoch": 1, "loss": 2.3, "lr": 0.1}\n')
+    page = render_report(tmp_path)
+    assert "No layer statistics" in page and "No validation analysis" in page and "No sanity checks" in page
+
+
+chromium = pytest.mark.skipif(find_chromium() is None, reason="chromium is not installed and "
+                              "`apt-get install -y chromium` (what `make test` runs) was not possible here")
+
+
+@chromium
+def test_report_loads_in_headless_chromium_without_console_errors(trained_run, tmp_path):
+    run, _ = trained_run
+    result = check_html(run / "report.html", tmp_path / "shot.png")
+    assert result.console == [], result.console
+    assert (tmp_path / "shot.png").is_file() and result.distinct_colours > 50  # not blank: text and figures
+
+
+@chromium
+def test_the_chromium_check_can_fail(tmp_path):
+    page = tmp_path / "broken.html"
+    page.write_text("<html><body><p>x</p><script>console.error('boom'); notDefined();</script></body></html>")
+    result = check_html(page)
+    assert not result.ok and any("boom" in line for line in result.console)
+    blank = tmp_path / "blank.html"
+    blank.write_text("<html><body style='background:#fff'></body></html>")
+    assert check_html(blank).distinct_colours == 1

@@ -1,0 +1,114 @@
+"""The LR range test: the ramp, the early stop, the suggestions, and exact restoration afterwards."""
+
+import json
+import math
+import random
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from babysit.cli import main
+from babysit.config import RunConfig, apply_overrides, load_toml
+from babysit.train.optim import make_optimizer
+from babysit.tune.lr_find import LRFindResult, apply_bounds, format_result, lr_range_test, smooth, steepest_lr
+from tests.train.test_loop import digits_data
+
+DATA = digits_data(n_train=256, n_val=64)
+
+
+def small_net() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                         nn.Dropout(0.3), nn.Linear(8 * 16, 10))
+
+
+def cfg(**over) -> RunConfig:
+    base = {"lr_find.steps": 40, "lr_find.seeds": 2, "lr_find.start_lr": 1e-4, "lr_find.end_lr": 10.0,
+            "train.batch_size": 32}
+    base.update(over)
+    return apply_overrides(RunConfig(), base)
+
+
+def test_model_optimizer_and_rng_are_restored_exactly():
+    model = small_net()
+    c = cfg()
+    opt = make_optimizer(model, c)
+    for _ in range(3):  # give the optimiser momentum buffers and the BN layer running statistics
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(DATA.x_train[:32]), DATA.y_train[:32]).backward()
+        opt.step()
+    model.eval()
+    weights = {k: v.clone() for k, v in model.state_dict().items()}
+    grads = [p.grad.clone() for p in model.parameters()]
+    buffers = [s["momentum_buffer"].clone() for s in opt.state.values()]
+    lr_before = opt.param_groups[0]["lr"]
+    torch.manual_seed(123)
+    np.random.seed(5)
+    random.seed(7)
+    expected = (torch.rand(3), np.random.rand(), random.random())
+    torch.manual_seed(123)
+    np.random.seed(5)
+    random.seed(7)
+
+    result = lr_range_test(model, DATA, c, optimizer=opt)
+
+    assert len(result.losses) == 2
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, weights[k]), k  # weights and BN buffers identical
+    assert all(torch.equal(p.grad, g) for p, g in zip(model.parameters(), grads))
+    assert not model.training  # the mode it was in
+    assert opt.param_groups[0]["lr"] == lr_before
+    assert len(opt.state) == len(buffers)
+    assert all(torch.equal(s["momentum_buffer"], b) for s, b in zip(opt.state.values(), buffers))
+    got = (torch.rand(3), np.random.rand(), random.random())
+    assert torch.equal(got[0], expected[0]) and got[1:] == expected[1:]
+
+
+def test_the_ramp_the_curves_and_the_early_stop():
+    c = cfg(**{"lr_find.steps": 60, "lr_find.end_lr": 1e4})  # far too large at the end: must stop early
+    result = lr_range_test(small_net(), DATA, c)
+    assert (result.lrs[0], result.lrs[-1]) == pytest.approx((1e-4, 1e4))
+    ratios = np.diff(np.log(result.lrs))
+    np.testing.assert_allclose(ratios, ratios[0])  # exponential
+    for raw, curve in zip(result.losses, result.smoothed):
+        assert len(raw) < 60  # stopped once the smoothed loss passed 4x its best
+        assert curve == pytest.approx(smooth(raw, 0.98))
+        assert curve[-1] > 4 * min(curve) and all(v <= 4 * min(curve[: i + 1]) for i, v in enumerate(curve[:-1]))
+    assert result.losses[0] != result.losses[1]  # two seeds, two batch orders
+    assert 1e-4 < result.suggestion < result.min_loss_lr < 1e4
+
+
+def test_smoothing_and_steepest_descent_by_hand():
+    assert smooth([1.0, 2.0], 0.5) == pytest.approx([1.0, (0.25 + 1.0) / 0.75])  # bias-corrected average
+    lrs = list(np.geomspace(1e-5, 1, 101))
+    loss = [2 - math.tanh(math.log10(lr) + 2.5) + (0.01 * (math.log10(lr) + 1) ** 2 * 100 if lr > 0.1 else 0)
+            for lr in lrs]  # falls fastest at 10^-2.5, smallest near 10^-1
+    assert steepest_lr(lrs, loss, skip=5) == pytest.approx(10**-2.5, rel=0.15)
+
+
+def test_bounds_feed_onecycle_and_the_report():
+    result = LRFindResult([1e-3, 1e-2, 1e-1, 1.0], [[2.0, 1.5, 1.0, 9.0]] * 3, [[2.0, 1.5, 1.0, 9.0]] * 3,
+                          [0.01, 0.02, 0.03], [0.1, 0.2, 0.4])
+    assert result.suggestion == 0.02 and result.min_loss_lr == 0.2 and result.bounds == pytest.approx((0.02, 0.2))
+    tuned = apply_bounds(RunConfig(), result)
+    assert (tuned.schedule.name, tuned.optim.lr, tuned.schedule.min_lr) == ("onecycle", 0.2, pytest.approx(0.02))
+    assert apply_bounds(RunConfig(), result, "cyclical").schedule.name == "cyclical"
+    text = format_result(result)
+    assert "suggested lr (steepest descent, median over seeds): 0.02 [0.01 .. 0.03]" in text
+    assert "min-loss lr / 10: 0.02" in text and "--optim.lr=0.2 --schedule.min_lr=0.02" in text
+
+
+def test_cli_lr_find_writes_plot_numbers_and_a_config(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    args = ["lr-find", "--data.limit=300", "--model.spec=conv3-8 relu pool2 fc", "--lr_find.steps=30",
+            "--lr_find.seeds=2", "--lr_find.start_lr=1e-4", "--plot", "lr.png", "--write-config", "tuned.toml"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert out.count("seed ") == 2 and "cyclical / onecycle bounds: --optim.lr=" in out
+    assert (tmp_path / "lr.png").read_bytes()[:4] == b"\x89PNG"
+    numbers = json.loads((tmp_path / "lr.json").read_text())
+    assert len(numbers["lrs"]) == 30 and len(numbers["smoothed"]) == 2
+    tuned = load_toml(tmp_path / "tuned.toml")
+    assert tuned.schedule.name == "onecycle" and tuned.optim.lr == pytest.approx(numbers["bounds"][1])
