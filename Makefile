@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e '.[dev]'
 	# headless Chromium for the report test (tests/monitor/test_report.py skips without it)
-	command -v chromium >/dev/null 2>&1 || apt-get install -y chromium || \
+	command -v chromium >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) || \
 		echo "warning: could not install chromium (run as root: apt-get install -y chromium)"
 	touch $(STAMP)
 
@@ -25,7 +25,7 @@ test-slow: $(STAMP)
 	$(BIN)/python -m pytest -m slow
 
 lint: $(STAMP)
-	$(BIN)/ruff check babysit tests bench
+	$(BIN)/ruff check babysit tests bench scripts
 
 bench: $(STAMP)
 	$(BIN)/python bench/loop_overhead.py
