@@ -16,7 +16,8 @@ beta = 0):
 - ``auto``: per conv/fc layer, from the activation that follows it in the spec: He for relu,
   lrelu, elu and maxout; Xavier for tanh, sigmoid and no activation (the final fc that gives the
   scores, or a linear layer). A model without a ``spec`` attribute is treated as ReLU throughout
-  with a Xavier last layer. ``orthogonal`` takes its gain from the same rule.
+  with a Xavier last layer. ``orthogonal`` takes its gain from the same rule. The score layer is
+  then scaled by SCORE_LAYER_GAIN (0.01) so that the initial loss is ln(C), as the notes check.
 """
 
 from __future__ import annotations
@@ -30,6 +31,10 @@ from torch import nn
 from babysit.errors import BabysitError
 from babysit.models.build import MaxoutUnit, build
 from babysit.models.spec import Activation, Layer, LeakyReLU, Maxout, parse
+
+SCORE_LAYER_GAIN = 0.01
+"""``auto`` scales the last conv/fc (the class scores) by this: the notes' sanity check expects the
+initial softmax loss to be ln(C) (2.302 for 10 classes), which holds only when the scores start near 0."""
 
 SCHEMES = ("auto", "he", "xavier", "normal-STD", "orthogonal", "lsuv", "data")
 DATA_SCHEMES = ("lsuv", "data")  # these measure a batch of (preprocessed) training images
@@ -125,6 +130,9 @@ def init_weights(model: nn.Module, scheme: str = "auto", batch: torch.Tensor | N
             nn.init.kaiming_normal_(weight, mode="fan_in", nonlinearity="linear")  # std 1/sqrt(fan_in)
         if module.bias is not None:
             nn.init.constant_(module.bias, bias)
+    if scheme == "auto" and rules:
+        with torch.no_grad():  # tiny score weights: every class starts equally likely, loss = ln(C)
+            rules[-1][0].weight.mul_(SCORE_LAYER_GAIN)
     if scheme == "lsuv" and batch is not None:
         lsuv_(model, [m for m, _, _ in rules], batch)
     elif scheme == "data" and batch is not None:

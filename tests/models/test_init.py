@@ -108,3 +108,22 @@ def test_cli_init_check_prints_the_table_and_draws_it(tmp_path, capsys):
     out = capsys.readouterr().out.splitlines()
     assert out[0].split() == ["layer", "std", "normal-0.01", "std", "he"] and len(out) == 1 + 3 + 1
     assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_auto_init_starts_at_chance_loss_on_digits():
+    """The notes: a fresh 10-class softmax model should score loss ln(10) = 2.302 (scores near 0)."""
+    import math
+
+    import torch.nn.functional as F
+
+    from babysit import config as C
+    from babysit.data import Preprocessor, load_dataset
+    from babysit.experiment import make_model
+
+    ds = load_dataset("digits")
+    x = Preprocessor.fit(ds.train.x, "channel-mean-std")(ds.train.x[:500])
+    model = make_model(C.RunConfig(), (1, 8, 8), 10).eval()
+    loss = F.cross_entropy(model(x), ds.train.y[:500]).item()
+    assert abs(loss - math.log(10)) < 0.01
+    he = make_model(C.apply_overrides(C.RunConfig(), {"model.init": "he"}), (1, 8, 8), 10).eval()
+    assert F.cross_entropy(he(x), ds.train.y[:500]).item() > math.log(10) + 0.1  # why auto scales the scores
