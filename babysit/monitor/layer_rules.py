@@ -21,7 +21,9 @@ DEAD_RELU_MAX = 0.4
 SATURATION_MAX = 0.25
 """More than a quarter of a tanh/sigmoid layer's outputs beyond |0.99|: saturated units."""
 VANISHING_RATIO = 1e-2
-"""First weighted layer's relative gradient ||dW||/||W|| below 1/100 of the last one's: vanishing."""
+"""First weighted layer's relative gradient ||dW||/||W|| below 1/100 of the last hidden one's: vanishing.
+The score layer is left out: its weights start tiny (``init.SCORE_LAYER_GAIN``), which inflates its
+relative gradient and would make every net look vanishing at the start."""
 EXPLODING_RATIO = 1e2
 """... above 100 times the last one's: exploding gradients."""
 
@@ -102,7 +104,7 @@ def saturation(ev: Evidence, found: set[str]) -> list[Finding]:
 
 
 def gradients_across_depth(ev: Evidence, found: set[str]) -> list[Finding]:
-    """Relative gradient ||dW||/||W|| of the first weighted layer vs the last (median over the probes)."""
+    """Relative gradient ||dW||/||W|| of the first weighted layer vs the last hidden one (median over probes)."""
     if "lr_too_high" in found:  # a consequence of the explosion, not a cause of its own
         return []
     ratios = []
@@ -110,6 +112,7 @@ def gradients_across_depth(ev: Evidence, found: set[str]) -> list[Finding]:
     for r in ev.layers[len(ev.layers) // 2:] or ev.layers:
         rel = [(n, s["grad_norm"] / s["w_norm"]) for n, s in r.get("layers", {}).items()
                if s.get("kind") in ("conv", "fc") and s.get("grad_norm") is not None and s.get("w_norm")]
+        rel = rel[:-1]  # without the score layer
         if len(rel) >= 2 and rel[-1][1] > 0:
             ratios.append(rel[0][1] / rel[-1][1])
             first_last = (rel[0][0], rel[-1][0])

@@ -183,13 +183,16 @@ def overfit_tiny(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: RunCon
 
 def zero_input_check(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: RunConfig,
                      steps: int = ZERO_INPUT_STEPS) -> CheckResult:
-    """Train one copy on x and one on zeros for ``steps`` mini-batches; real inputs must end lower."""
+    """Train one copy on x and one on zeros for ``steps`` mini-batches; real inputs must end lower.
+
+    Plain SGD without momentum, like the overfit check: the run itself warms its learning rate up,
+    and momentum 0.9 at the full rate from step 0 can blow up a fresh net within these few steps."""
     criterion = make_loss(replace(cfg.loss, label_smoothing=0.0))
     batch = min(cfg.train.batch_size, len(x))
     finals = []
     for inputs in (x, torch.zeros_like(x)):
         m = _no_dropout(copy.deepcopy(model))
-        opt = _update_rule(m, cfg, vanilla=False)
+        opt = _update_rule(m, cfg, vanilla=True)
         for s in range(steps):
             i = (s * batch) % len(x)
             idx = torch.arange(i, i + batch, device=x.device) % len(x)

@@ -94,7 +94,8 @@ def test_big_gap_is_overfitting_and_no_gap_low_accuracy_is_underfitting():
     # a flat loss already explains low accuracy: no "add capacity" advice on top
     assert "underfitting" not in rules(ev([2.3] * 50, train=[0.19, 0.19], val=[0.19, 0.19]))
     grads = layer_records({"0": {"kind": "fc", "grad_norm": 1e-6, "w_norm": 1.0},
-                           "2": {"kind": "fc", "grad_norm": 0.1, "w_norm": 1.0}})
+                           "2": {"kind": "fc", "grad_norm": 0.1, "w_norm": 1.0},
+                           "4": {"kind": "fc", "grad_norm": 0.1, "w_norm": 1.0}})
     assert "underfitting" not in rules(ev(train=[0.4, 0.5], val=[0.4, 0.5], layers=grads))
 
 
@@ -140,9 +141,18 @@ def test_saturated_tanh():
 def test_gradients_across_depth(first_grad, rule):
     def rec(g0):
         return layer_records({"0": {"kind": "conv", "grad_norm": g0, "w_norm": 1.0},
-                              "5": {"kind": "fc", "grad_norm": 0.1, "w_norm": 1.0}})
+                              "5": {"kind": "fc", "grad_norm": 0.1, "w_norm": 1.0},
+                              "7": {"kind": "fc", "grad_norm": 0.1, "w_norm": 1e-3}})  # the score layer
     assert rule in rules(ev(layers=rec(first_grad)))
     assert rule not in rules(ev(layers=rec(0.05)))
+
+
+def test_small_score_layer_alone_is_not_vanishing():
+    """A tiny score layer (auto init) has a huge relative gradient; it must not count as depth."""
+    recs = layer_records({"0": {"kind": "conv", "grad_norm": 0.05, "w_norm": 1.0},
+                          "5": {"kind": "fc", "grad_norm": 0.05, "w_norm": 1.0},
+                          "7": {"kind": "fc", "grad_norm": 0.1, "w_norm": 1e-4}})
+    assert "vanishing_gradients" not in rules(ev(layers=recs))
 
 
 def test_failed_sanity_checks_become_findings():
