@@ -51,15 +51,21 @@ def cmd_eval(args: argparse.Namespace) -> None:
     print(format_confusion(res))
 
 
-def cmd_summary(args: argparse.Namespace) -> None:
-    from babysit.models.summary import format_summary, summary
-
+def _input_shape(text: str) -> tuple[int, int, int]:
+    """``--input`` as (C, H, W): "1x28x28" -> (1, 28, 28)."""
     try:
-        shape = tuple(int(v) for v in args.input.lower().split("x"))
+        shape = tuple(int(v) for v in text.lower().split("x"))
     except ValueError:
         shape = ()
     if len(shape) != 3 or min(shape) <= 0:
-        raise BabysitError(f"--input must look like CxHxW, e.g. 1x28x28 or 3x32x32; got {args.input!r}.")
+        raise BabysitError(f"--input must look like CxHxW, e.g. 1x28x28 or 3x32x32; got {text!r}.")
+    return shape[0], shape[1], shape[2]
+
+
+def cmd_summary(args: argparse.Namespace) -> None:
+    from babysit.models.summary import format_summary, summary
+
+    shape = _input_shape(args.input)
     print(format_summary(summary(args.spec, shape, args.classes, batch_size=args.batch_size)))
 
 
@@ -121,14 +127,9 @@ def cmd_lr_find(args: argparse.Namespace) -> None:
 def cmd_init_check(args: argparse.Namespace) -> None:
     from babysit.models.init import format_init_check, init_check
 
-    try:
-        shape = tuple(int(v) for v in args.input.lower().split("x"))
-    except ValueError:
-        shape = ()
-    if len(shape) != 3 or min(shape) <= 0:
-        raise BabysitError(f"--input must look like CxHxW, e.g. 1x28x28 or 3x32x32; got {args.input!r}.")
+    shape = _input_shape(args.input)
     schemes = tuple(s.strip() for s in args.schemes.split(",") if s.strip())
-    results = init_check(args.spec, (shape[0], shape[1], shape[2]), schemes, args.classes, args.batch_size)
+    results = init_check(args.spec, shape, schemes, args.classes, args.batch_size)
     print(format_init_check(results))
     if args.plot:
         from babysit.monitor.plots import plot_init_check

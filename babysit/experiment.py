@@ -81,6 +81,25 @@ def make_model(cfg: C.RunConfig, input_shape: tuple[int, int, int], num_classes:
     return model
 
 
+def model_and_data(cfg: C.RunConfig, splits: Splits, pre: Preprocessor,
+                   device: torch.device) -> tuple[nn.Module, TensorData]:
+    """The fresh (seeded, initialised) model and the preprocessed train/val tensors, on ``device``."""
+    init_batch = pre(splits.train.x[: cfg.model.init_batch]) if needs_data(cfg.model.init) else None
+    model = make_model(cfg, splits.train.input_shape, len(splits.classes), batch=init_batch).to(device)
+    data = TensorData(pre(splits.train.x.to(device)), splits.train.y.to(device),
+                      pre(splits.val.x.to(device)), splits.val.y.to(device))
+    return model, data
+
+
+def fresh_start(cfg: C.RunConfig) -> tuple[nn.Module, TensorData, Splits]:
+    """Model and tensors exactly as a new ``babysit train`` starts them (statistics fitted on train)."""
+    C.validate(cfg)
+    _, splits = prepare_data(cfg)
+    pre = Preprocessor.fit(splits.train.x, cfg.data.preprocess)
+    model, data = model_and_data(cfg, splits, pre, resolve_device(cfg.train.device))
+    return model, data, splits
+
+
 def _load_preprocessor(run: RunDir) -> Preprocessor:
     path = run.path / "preprocess.safetensors"
     stats, meta = load_checkpoint(path)
@@ -153,12 +172,9 @@ def train(cfg: C.RunConfig, out: str | Path = "runs", name: str = "", resume: st
             pre = _first_files(run, cfg, ds, splits)
     else:
         pre = _first_files(run, cfg, ds, splits)
-    init_batch = pre(splits.train.x[: cfg.model.init_batch]) if needs_data(cfg.model.init) else None
-    model = make_model(cfg, splits.train.input_shape, len(splits.classes), batch=init_batch).to(device)
+    model, data = model_and_data(cfg, splits, pre, device)
     print(f"run {run.path}: {ds.name} {len(splits.train)}/{len(splits.val)}/{len(splits.test)} train/val/test, "
           f"{sum(p.numel() for p in model.parameters()):,} params, device {device}", flush=True)
-    data = TensorData(pre(splits.train.x.to(device)), splits.train.y.to(device),
-                      pre(splits.val.x.to(device)), splits.val.y.to(device))
     monitor = RunMonitor(cfg, run)  # sanity checks, layer probes, findings, report (cfg.monitor)
     monitor.before_fit(model, data, len(splits.classes), resume=resume is not None)
     with monitor.watching():  # a divergence becomes the "LR too high" finding before it propagates

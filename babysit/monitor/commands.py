@@ -41,18 +41,9 @@ class ChecksFailed(BabysitError):
 
 def _prepared(cfg: C.RunConfig) -> tuple[nn.Module, TensorData, int]:
     """The run's fresh model and preprocessed splits, exactly as ``babysit train`` would start them."""
-    from babysit.data.preprocess import Preprocessor
-    from babysit.experiment import make_model, prepare_data, resolve_device
-    from babysit.models.init import needs_data
+    from babysit.experiment import fresh_start
 
-    C.validate(cfg)
-    device = resolve_device(cfg.train.device)
-    _, splits = prepare_data(cfg)
-    pre = Preprocessor.fit(splits.train.x, cfg.data.preprocess)
-    init_batch = pre(splits.train.x[: cfg.model.init_batch]) if needs_data(cfg.model.init) else None
-    model = make_model(cfg, splits.train.input_shape, len(splits.classes), batch=init_batch).to(device)
-    data = TensorData(pre(splits.train.x.to(device)), splits.train.y.to(device),
-                      pre(splits.val.x.to(device)), splits.val.y.to(device))
+    model, data, splits = fresh_start(cfg)
     return model, data, len(splits.classes)
 
 

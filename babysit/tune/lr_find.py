@@ -206,20 +206,11 @@ def format_result(result: LRFindResult) -> str:
 
 def run_lr_find(cfg: RunConfig, plot: str | Path | None = None) -> LRFindResult:
     """The whole range test as ``babysit lr-find`` runs it: data, preprocessing, model, test, plot."""
-    from babysit.data.preprocess import Preprocessor
-    from babysit.experiment import make_model, prepare_data, resolve_device
-    from babysit.models.init import needs_data
+    from babysit.experiment import fresh_start
     from babysit.monitor.plots import plot_lr_find
 
-    validate(cfg)
     check_choices(cfg)
-    device = resolve_device(cfg.train.device)
-    _, splits = prepare_data(cfg)
-    pre = Preprocessor.fit(splits.train.x, cfg.data.preprocess)
-    batch = pre(splits.train.x[: cfg.model.init_batch]) if needs_data(cfg.model.init) else None
-    model = make_model(cfg, splits.train.input_shape, len(splits.classes), batch=batch).to(device)
-    data = TensorData(pre(splits.train.x.to(device)), splits.train.y.to(device),
-                      pre(splits.val.x.to(device)), splits.val.y.to(device))
+    model, data, _ = fresh_start(cfg)
     result = lr_range_test(model, data, cfg)
     if plot is not None:
         plot_lr_find(result, plot)
