@@ -7,6 +7,7 @@ default), never a traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -45,9 +46,13 @@ def cmd_train(args: argparse.Namespace) -> None:
 def cmd_eval(args: argparse.Namespace) -> None:
     from babysit.experiment import evaluate_run, format_confusion
 
-    res = evaluate_run(args.run, args.split, args.device)
-    print(f"{res.split}: accuracy {res.accuracy:.4f} ({int(res.confusion.trace())}/{int(res.confusion.sum())}), "
-          f"loss {res.loss:.4f}")
+    res = evaluate_run(args.run, args.split, args.device, args.tta)
+    n = int(res.confusion.sum())
+    print(f"{res.split}: accuracy {res.accuracy:.4f} ({round(res.accuracy * n)}/{n}), loss {res.loss:.4f}")
+    if res.tta_accuracy is not None:
+        print(f"{res.split} with test-time augmentation ({res.tta}: {res.tta_views} views averaged): accuracy "
+              f"{res.tta_accuracy:.4f} ({round(res.tta_accuracy * n)}/{n}), {res.tta_accuracy - res.accuracy:+.4f}; "
+              "confusion matrix of the averaged prediction:")
     print(format_confusion(res))
 
 
@@ -80,6 +85,40 @@ def cmd_data_get(args: argparse.Namespace) -> None:
 
     path = get_dataset(args.name, Path(args.dest) if args.dest else None)
     print(f"{args.name} is ready in {path}")
+
+
+def cmd_data_show(args: argparse.Namespace) -> None:
+    from babysit.data.show import preprocess_grid
+
+    extra = {"data.name": args.name, **({"data.preprocess": args.preprocess} if args.preprocess else {})}
+    path, described = preprocess_grid(_config(args, **extra), args.out, args.count)
+    print(f"{described}\ngrid (top: original, bottom: processed): {path}")
+
+
+def cmd_augment_list(args: argparse.Namespace) -> None:
+    from babysit.data.augment import AUGMENTATIONS
+
+    width = max(len(n) for n in AUGMENTATIONS)
+    for name, info in AUGMENTATIONS.items():
+        print(f"{name:<{width}}  {info.stage:<11}  {info.meaning}")
+    print("set them with --augment.pipeline=flip-h,translate-2,... and the fill of uncovered pixels with "
+          "--augment.fill=constant|edge|reflect|symmetric|wrap")
+
+
+def cmd_augment_preview(args: argparse.Namespace) -> None:
+    from babysit.data.augment import flip_warnings, parse_pipeline
+    from babysit.data.preview import augment_grid, showcase
+    from babysit.data.sources import load_dataset
+
+    cfg = _config(args, **({"data.name": args.data} if args.data else {}))
+    if not cfg.augment.pipeline:
+        size = min(load_dataset(cfg.data.name, channels=cfg.data.channels, size=cfg.data.size).train.x.shape[-2:])
+        print(f"no augment.pipeline given; previewing {','.join(showcase(size))} (set --augment.pipeline=...)")
+        cfg = C.apply_overrides(cfg, {"augment.pipeline": ",".join(showcase(size))})
+    for warning in flip_warnings(parse_pipeline(cfg.augment.pipeline), cfg.data.name):
+        print(f"warning: {warning}")
+    path, augment = augment_grid(cfg, args.out, args.count, args.draws)
+    print(f"{augment}\ngrid (first column: original, then {args.draws} training draws): {path}")
 
 
 def _config(args: argparse.Namespace, **extra: str) -> C.RunConfig:
@@ -189,6 +228,9 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("run", help="run directory")
     p.add_argument("--split", default="test", help="train, val or test")
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    p.add_argument("--tta", default="", metavar="VIEWS",
+                   help="also average predictions over test-time views: flip, flip-v, translate[-P], random-N "
+                        "(comma-separated, e.g. flip,translate)")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("summary", help="per-layer volumes, memory, weights and FLOPs of a spec")
@@ -209,6 +251,28 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("name", help="mnist or fashion-mnist")
     p.add_argument("--dest", help="folder to put the files in (default: the user cache)")
     p.set_defaults(func=cmd_data_get)
+
+    p = data.add_parser("show", help="picture of training images before and after the preprocessing")
+    p.add_argument("name", help="digits, mnist, fashion-mnist, an image folder or a .npz file")
+    p.add_argument("--preprocess", help="same as --data.preprocess (e.g. zca, pca, patch-white)")
+    p.add_argument("--out", default="preprocess.png", help="PNG file to write")
+    p.add_argument("--count", type=int, default=10, help="images shown (one per class first)")
+    p.add_argument("--config", help="TOML file with [section] tables of options")
+    _add_config_options(p)
+    p.set_defaults(func=cmd_data_show)
+
+    aug = sub.add_parser("augment", help="list augmentations or preview a pipeline").add_subparsers(
+        dest="augment_command", required=True)
+    p = aug.add_parser("list", help="every augmentation token with its stage and meaning")
+    p.set_defaults(func=cmd_augment_list)
+    p = aug.add_parser("preview", help="picture of training images and augmented draws of them")
+    p.add_argument("--data", help="same as --data.name")
+    p.add_argument("--out", default="augment.png", help="PNG file to write")
+    p.add_argument("--count", type=int, default=8, help="training images (rows), one per class first")
+    p.add_argument("--draws", type=int, default=7, help="augmented versions of each image (columns)")
+    p.add_argument("--config", help="TOML file with [section] tables of options")
+    _add_config_options(p)
+    p.set_defaults(func=cmd_augment_preview)
 
     p = sub.add_parser("schedule", help="list the learning-rate schedules, or print / plot one")
     p.add_argument("name", nargs="?", help="schedule name (none: list them)")
@@ -276,6 +340,9 @@ def main(argv: list[str] | None = None) -> int:
     except BabysitError as e:
         print(f"babysit: error: {e}", file=sys.stderr)
         return e.exit_code
+    except BrokenPipeError:  # output piped into `head` and the like: stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit-time flush cannot fail again
+        return 0
     except OSError as e:  # the file system refused (disk full, read-only, permissions): not a bug, say which file
         where = f" {e.filename}" if e.filename else ""
         print(f"babysit: error: cannot access{where} ({e.strerror or e}); check the path, free space and "

@@ -24,10 +24,21 @@ class DataConfig:
     name: str = "digits"  # named set (digits, mnist, fashion-mnist), an image folder or a .npz
     val_fraction: float = 0.1  # share of the training images held out for validation
     test_fraction: float = 0.2  # share held out for test when the set has no official test split
-    preprocess: str = "channel-mean-std"  # none | mean-image | channel-mean | channel-mean-std
+    preprocess: str = "channel-mean-std"  # none mean-image channel-mean channel-mean-std pca pca-white zca patch-white
+    pca_components: int = 0  # pca, pca-white: keep the top k components (0: as many as pca_variance needs)
+    pca_variance: float = 0.99  # pca, pca-white with pca_components=0: keep the fewest components holding this share
+    whiten_eps: float = 1e-5  # pca-white, zca, patch-white: divide by sqrt(eigenvalue + eps) (pixels scaled to 0..1)
+    patch_size: int = 2  # patch-white: whiten k x k patches with a fixed k x k conv (C*k*k output channels)
     channels: int = 0  # convert images to this many channels (1 or 3); 0 keeps the source's
     size: int = 0  # resize images to size x size pixels; 0 keeps the source's
     limit: int = 0  # use at most this many training images (0 = all); for quick experiments
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    pipeline: tuple[str, ...] = ()  # training-only augmentations in order, e.g. flip-h,translate-2,rotate-10,cutout-8
+    fill: str = "constant"  # pixels a warp uncovers: constant | edge | reflect | symmetric | wrap
+    fill_value: float = 0.0  # constant fill, in pixel units 0..255 (0 is black)
 
 
 @dataclass(frozen=True)
@@ -119,6 +130,7 @@ class MonitorConfig:
 @dataclass(frozen=True)
 class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
@@ -147,6 +159,12 @@ def option_table() -> list[tuple[str, Any, str]]:
 def _coerce(key: str, value: Any, like: Any) -> Any:
     """Convert ``value`` (a TOML value or a command-line string) to the type of the default ``like``."""
     kind = type(like)
+    if kind is tuple and (not like or isinstance(like[0], str)):  # a list of words: "a,b" or ["a", "b"] in TOML
+        items = [v.strip() for v in value.split(",")] if isinstance(value, str) else value
+        if not isinstance(items, (list, tuple)) or not all(isinstance(v, str) for v in items):
+            raise BabysitError(f"{key} must be a list of names, got {value!r}; for example "
+                               f"--{key}=flip-h,translate-2 or {key} = [\"flip-h\", \"translate-2\"] in TOML.")
+        return tuple(v for v in items if v)
     if kind is tuple:  # a pair of floats (betas): "0.9,0.999" on the command line, [0.9, 0.999] in TOML
         items = value.split(",") if isinstance(value, str) else value
         if not isinstance(items, (list, tuple)) or len(items) != len(like):
@@ -222,6 +240,23 @@ def _toolbox_checks(cfg: RunConfig) -> list[tuple[bool, str]]:
     ]
 
 
+FILL_MODES = ("constant", "edge", "reflect", "symmetric", "wrap")
+
+
+def _data_checks(cfg: RunConfig) -> list[tuple[bool, str]]:
+    """Ranges of the preprocessing and augmentation options."""
+    d, a = cfg.data, cfg.augment
+    return [
+        (d.pca_components >= 0, f"data.pca_components must be >= 0 (0: choose by data.pca_variance), "
+                                f"got {d.pca_components}."),
+        (0 < d.pca_variance <= 1, f"data.pca_variance must be in (0, 1], got {d.pca_variance}; try 0.99."),
+        (d.whiten_eps > 0, f"data.whiten_eps must be > 0, got {d.whiten_eps}; the notes use 1e-5."),
+        (1 <= d.patch_size <= 8, f"data.patch_size must be between 1 and 8 pixels, got {d.patch_size}; try 2."),
+        (a.fill in FILL_MODES, f"augment.fill must be one of {', '.join(FILL_MODES)}, got {a.fill!r}."),
+        (0 <= a.fill_value <= 255, f"augment.fill_value is a pixel value in 0..255, got {a.fill_value}."),
+    ]
+
+
 def validate(cfg: RunConfig) -> None:
     """Reject values no run can use, with the fix in the message."""
     checks = [
@@ -241,6 +276,7 @@ def validate(cfg: RunConfig) -> None:
         (cfg.data.size >= 0 and cfg.data.limit >= 0, "data.size and data.limit must be >= 0 (0 means keep all)."),
         (cfg.schedule.warmup_epochs >= 0, f"schedule.warmup_epochs must be >= 0, got {cfg.schedule.warmup_epochs}."),
         *_toolbox_checks(cfg),
+        *_data_checks(cfg),
         (cfg.monitor.stats_every >= 0, f"monitor.stats_every must be >= 0 (0 turns the probes off), "
                                        f"got {cfg.monitor.stats_every}."),
     ]

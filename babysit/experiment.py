@@ -18,19 +18,26 @@ import torch
 from torch import nn
 
 from babysit import config as C
+from babysit.data.augment import check_augment, flip_warnings, make_augment, parse_pipeline
 from babysit.data.preprocess import KINDS, Preprocessor
+
 from babysit.data.sources import Dataset, load_dataset
 from babysit.data.split import Splits, split_dataset
 from babysit.errors import BabysitError
 from babysit.models.build import build
 from babysit.models.init import init_weights, needs_data
 from babysit.models.shapes import infer_shapes
-from babysit.models.spec import parse
+from babysit.models.spec import Conv, GlobalAvgPool, Pool, parse
 from babysit.monitor.session import RunMonitor
 from babysit.rundir import RunDir, atomic_write_text
 from babysit.train.checkpoint import load_checkpoint, save_checkpoint, seed_all
 from babysit.train.loop import LoopState, TensorData, check_batch_size, evaluate, fit
 from babysit.train.optim import check_choices
+from babysit.train.tta import parse_tta, random_view_augment, tta_probabilities
+
+
+VECTOR_KINDS = ("pca", "pca-white")  # preprocessings whose output has no spatial layout
+SPATIAL = (Conv, Pool, GlobalAvgPool)  # layers that need rows and columns
 
 
 @dataclass
@@ -49,6 +56,9 @@ class EvalResult:
     accuracy: float
     confusion: torch.Tensor  # (K, K): rows true class, columns predicted
     classes: list[str]
+    tta: str = ""  # the test-time views asked for ("" = none)
+    tta_views: int = 0  # how many views each image's probabilities were averaged over
+    tta_accuracy: float | None = None  # accuracy of the averaged prediction (the confusion matrix is this one's)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -83,11 +93,14 @@ def make_model(cfg: C.RunConfig, input_shape: tuple[int, int, int], num_classes:
 
 def model_and_data(cfg: C.RunConfig, splits: Splits, pre: Preprocessor,
                    device: torch.device) -> tuple[nn.Module, TensorData]:
-    """The fresh (seeded, initialised) model and the preprocessed train/val tensors, on ``device``."""
+    """The fresh (seeded, initialised) model and the preprocessed train/val tensors, on ``device``
+    (plus the raw training pixels when the run augments them)."""
     init_batch = pre(splits.train.x[: cfg.model.init_batch]) if needs_data(cfg.model.init) else None
-    model = make_model(cfg, splits.train.input_shape, len(splits.classes), batch=init_batch).to(device)
-    data = TensorData(pre(splits.train.x.to(device)), splits.train.y.to(device),
-                      pre(splits.val.x.to(device)), splits.val.y.to(device))
+    shape = pre.output_shape(splits.train.input_shape)  # (k, 1, 1) after pca, (C k^2, H, W) after patch-white
+    model = make_model(cfg, shape, len(splits.classes), batch=init_batch).to(device)
+    x_raw = splits.train.x.to(device)
+    data = TensorData(pre(x_raw), splits.train.y.to(device), pre(splits.val.x.to(device)), splits.val.y.to(device),
+                      x_raw=x_raw if cfg.augment.pipeline else None)
     return model, data
 
 
@@ -95,7 +108,7 @@ def fresh_start(cfg: C.RunConfig) -> tuple[nn.Module, TensorData, Splits]:
     """Model and tensors exactly as a new ``babysit train`` starts them (statistics fitted on train)."""
     C.validate(cfg)
     _, splits = prepare_data(cfg)
-    pre = Preprocessor.fit(splits.train.x, cfg.data.preprocess)
+    pre = Preprocessor.from_config(splits.train.x, cfg.data)
     model, data = model_and_data(cfg, splits, pre, resolve_device(cfg.train.device))
     return model, data, splits
 
@@ -110,10 +123,21 @@ def _load_preprocessor(run: RunDir) -> Preprocessor:
 
 def _check_before_writing(cfg: C.RunConfig, splits: Splits) -> None:
     """Mistakes that would otherwise surface after the run directory is made: geometry, preprocessing, batch."""
-    infer_shapes(cfg.model.spec, splits.train.input_shape, len(splits.classes))
-    if cfg.data.preprocess not in KINDS:
-        raise BabysitError(f"unknown preprocessing {cfg.data.preprocess!r}; choose one of {', '.join(KINDS)}.")
+    kind = cfg.data.preprocess
+    if kind not in KINDS:
+        raise BabysitError(f"unknown preprocessing {kind!r}; choose one of {', '.join(KINDS)}.")
+    if kind in VECTOR_KINDS:
+        spatial = [str(layer) for layer in parse(cfg.model.spec).layers() if isinstance(layer, SPATIAL)]
+        if spatial:
+            raise BabysitError(f"data.preprocess={kind} turns each image into a vector of principal components (no "
+                               f"rows and columns left for {spatial[0]}), so model.spec must be fully connected, "
+                               "e.g. --model.spec='fc-256 relu fc'; or use zca, which whitens and keeps the image.")
+    else:
+        c, h, w = splits.train.input_shape
+        shape = (c * cfg.data.patch_size**2, h, w) if kind == "patch-white" else (c, h, w)
+        infer_shapes(cfg.model.spec, shape, len(splits.classes))
     check_batch_size(cfg.train.batch_size, len(splits.train))
+    check_augment(cfg)
 
 
 def _first_files(run: RunDir, cfg: C.RunConfig, ds: Dataset, splits: Splits) -> Preprocessor:
@@ -126,8 +150,9 @@ def _first_files(run: RunDir, cfg: C.RunConfig, ds: Dataset, splits: Splits) -> 
         run.write_json("meta.json", _provenance(cfg, ds, splits))
     if (run.path / "preprocess.safetensors").exists():
         return _load_preprocessor(run)
-    pre = Preprocessor.fit(splits.train.x, cfg.data.preprocess)
-    save_checkpoint(run.path / "preprocess.safetensors", pre.state_dict(), {"kind": pre.kind})
+    pre = Preprocessor.from_config(splits.train.x, cfg.data)
+    save_checkpoint(run.path / "preprocess.safetensors", pre.state_dict(), {"kind": pre.kind,
+                                                                            "describe": pre.describe()})
     return pre
 
 
@@ -173,12 +198,17 @@ def train(cfg: C.RunConfig, out: str | Path = "runs", name: str = "", resume: st
     else:
         pre = _first_files(run, cfg, ds, splits)
     model, data = model_and_data(cfg, splits, pre, device)
+    augment = make_augment(cfg, len(splits.classes), splits.train.x, pre)
+    for warning in flip_warnings(parse_pipeline(cfg.augment.pipeline), ds.name):
+        print(f"warning: {warning}", flush=True)
+    if augment is not None:
+        print(f"augmentation, training batches only: {augment}", flush=True)
     print(f"run {run.path}: {ds.name} {len(splits.train)}/{len(splits.val)}/{len(splits.test)} train/val/test, "
           f"{sum(p.numel() for p in model.parameters()):,} params, device {device}", flush=True)
     monitor = RunMonitor(cfg, run)  # sanity checks, layer probes, findings, report (cfg.monitor)
     monitor.before_fit(model, data, len(splits.classes), resume=resume is not None)
     with monitor.watching():  # a divergence becomes the "LR too high" finding before it propagates
-        state = fit(model, data, cfg, run, callbacks=monitor.callbacks(), resume=resume is not None)
+        state = fit(model, data, cfg, run, callbacks=monitor.callbacks(), resume=resume is not None, augment=augment)
     _, test_acc, _ = evaluate(model, pre(splits.test.x.to(device)), splits.test.y.to(device), cfg.train.eval_batch_size)
     seconds = time.perf_counter() - started
     run.write_json("result.json", {"best_val_acc": state.best_val_acc, "best_epoch": state.best_epoch,
@@ -198,7 +228,7 @@ def load_run(path: str | Path, device: str = "cpu") -> tuple[RunDir, C.RunConfig
     pre = _load_preprocessor(run)
     weights_path = run.best if run.best.exists() else run.last
     tensors, _ = load_checkpoint(weights_path)
-    model = build(parse(cfg.model.spec), splits.train.input_shape, len(splits.classes))
+    model = build(parse(cfg.model.spec), pre.output_shape(splits.train.input_shape), len(splits.classes))
     try:
         model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
     except RuntimeError as e:
@@ -206,16 +236,27 @@ def load_run(path: str | Path, device: str = "cpu") -> tuple[RunDir, C.RunConfig
     return run, cfg, model.to(resolve_device(device)), pre, splits
 
 
-def evaluate_run(path: str | Path, split: str = "test", device: str = "cpu") -> EvalResult:
-    """Accuracy and confusion matrix of a run's best weights on one split."""
+def evaluate_run(path: str | Path, split: str = "test", device: str = "cpu", tta: str = "") -> EvalResult:
+    """Accuracy and confusion matrix of a run's best weights on one split; with ``tta`` (e.g. "flip,translate",
+    see babysit.train.tta) also the accuracy of the probabilities averaged over those test-time views."""
     _, cfg, model, pre, splits = load_run(path, device)
     part = splits.get(split)
     dev = next(model.parameters()).device
     y = part.y.to(dev)
     loss, acc, pred = evaluate(model, pre(part.x.to(dev)), y, cfg.train.eval_batch_size)
+    views, tta_acc = 0, None
+    if tta:
+        fixed, draws = parse_tta(tta)
+        a = cfg.augment
+        randoms = random_view_augment(a.pipeline, len(splits.classes), cfg.train.seed, a.fill, a.fill_value) \
+            if draws else None
+        probs = tta_probabilities(model, pre, part.x, fixed, randoms, draws, cfg.train.eval_batch_size, a.fill,
+                                  a.fill_value)
+        pred, views = probs.argmax(1), len(fixed) + draws
+        tta_acc = (pred == y).float().mean().item()
     k = len(splits.classes)
     confusion = torch.bincount(y.cpu() * k + pred.cpu(), minlength=k * k).view(k, k)
-    return EvalResult(split, loss, acc, confusion, splits.classes)
+    return EvalResult(split, loss, acc, confusion, splits.classes, tta, views, tta_acc)
 
 
 def format_confusion(res: EvalResult) -> str:
@@ -232,4 +273,5 @@ def format_confusion(res: EvalResult) -> str:
 
 def result_json(res: EvalResult) -> str:
     return json.dumps({"split": res.split, "loss": res.loss, "accuracy": res.accuracy,
-                       "confusion": res.confusion.tolist(), "classes": res.classes})
+                       "confusion": res.confusion.tolist(), "classes": res.classes, "tta": res.tta,
+                       "tta_views": res.tta_views, "tta_accuracy": res.tta_accuracy})

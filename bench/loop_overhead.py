@@ -57,7 +57,7 @@ def main() -> None:
                                             "train.progress": False, "schedule.name": "constant",
                                             "schedule.warmup_epochs": 0, "train.epochs": 1})
     _, splits = prepare_data(cfg)
-    pre = Preprocessor.fit(splits.train.x, cfg.data.preprocess)
+    pre = Preprocessor.from_config(splits.train.x, cfg.data)
     data = TensorData(pre(splits.train.x), splits.train.y, pre(splits.val.x), splits.val.y)
     model_fit = make_model(cfg, splits.train.input_shape, len(splits.classes))
     model_hand = copy.deepcopy(model_fit)

@@ -95,7 +95,7 @@ def main() -> None:
                                             "train.progress": False, "schedule.name": "constant",
                                             "schedule.warmup_epochs": 0, "train.epochs": args.epochs})
     _, splits = prepare_data(cfg)
-    pre = Preprocessor.fit(splits.train.x, cfg.data.preprocess)
+    pre = Preprocessor.from_config(splits.train.x, cfg.data)
     data = TensorData(pre(splits.train.x), splits.train.y, pre(splits.val.x), splits.val.y)
     model = make_model(cfg, splits.train.input_shape, len(splits.classes))
     with tempfile.TemporaryDirectory() as tmp:

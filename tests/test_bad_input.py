@@ -87,7 +87,7 @@ def paths(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     for name, text in {"bad_toml": "[optim\nlr=", "unknown_section": "[optimizer]\nlr = 0.1\n",
                        "unknown_key": "[optim]\nlrr = 0.1\n", "wrong_type": "[train]\nepochs = 'ten'\n",
                        "not_table": "lr = 0.1\n", "bad_value": "[optim]\nlr = -1.0\n",
-                       "list_value": "[train]\nbatch_size = [64]\n"}.items():
+                       "list_value": "[train]\nbatch_size = [64]\n", "aug_number": "[augment]\npipeline = 3\n"}.items():
         p[name] = d / f"{name}.toml"
         p[name].write_text(text)
     out = d / "runs"
@@ -176,7 +176,19 @@ CASES = [
     ("channels 2", "train --data.channels=2", "data.channels must be 0"),
     ("negative seed", "train --train.seed=-1", "train.seed must be in 0 .. 2**32-1"),
     ("unknown device", "train --train.device=tpu", "unknown device 'tpu'"),
-    ("unknown preprocessing", "train --data.preprocess=zca", "unknown preprocessing 'zca'"),
+    ("unknown preprocessing", "train --data.preprocess=zca2", "unknown preprocessing 'zca2'"),
+    ("pca into a conv net", "train --data.preprocess=pca", "data.preprocess=pca turns each image into a vector"),
+    ("pca more components than pixels", "train --data.preprocess=pca --data.pca_components=65 "
+     "--model.spec=fc-10", "pca_components"),
+    ("unknown augmentation", "train --augment.pipeline=flip-h,spin-10", "unknown augmentation 'spin-10'"),
+    ("augmentation argument out of range", "train --augment.pipeline=scale-2", "scale-S: zoom by a factor"),
+    ("augmentation listed twice", "train --augment.pipeline=rotate-5,rotate-10", "listed twice"),
+    ("mixup with the SVM loss", "train --augment.pipeline=mixup-0.2 --loss.name=svm", "cannot take"),
+    ("unknown fill mode", "train --augment.fill=mirror", "augment.fill must be one of"),
+    ("fill value beyond a pixel", "train --augment.fill_value=300", "augment.fill_value is a pixel value"),
+    ("augment pipeline as a number in TOML", "train --config {aug_number}", "augment.pipeline must be a list"),
+    ("eval unknown tta view", "eval {base} --tta spin", "unknown test-time augmentation 'spin'"),
+    ("eval random tta without a pipeline", "eval {base} --tta random-4", "has no geometric or photometric"),
     ("unknown init", "train --model.init=magic", "unknown init scheme 'magic'"),
     ("unknown optimiser", "train --optim.name=lion", "unknown optim.name 'lion'"),
     ("unknown schedule", "train --schedule.name=wiggly", "unknown schedule.name 'wiggly'"),

@@ -15,6 +15,7 @@ import signal
 import sys
 import time
 from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import torch
@@ -50,6 +51,7 @@ class TensorData:
     y_train: torch.Tensor
     x_val: torch.Tensor
     y_val: torch.Tensor
+    x_raw: torch.Tensor | None = None  # the training images as uint8 pixels, what augmentation starts from
 
 
 @dataclass
@@ -139,8 +141,13 @@ def check_batch_size(batch_size: int, n: int) -> None:
 
 
 def fit(model: nn.Module, data: TensorData, cfg: RunConfig, run: RunDir | None = None,
-        callbacks: list[Any] | None = None, resume: bool = False) -> LoopState:
+        callbacks: list[Any] | None = None, resume: bool = False,
+        augment: Callable[[torch.Tensor, torch.Tensor, int], tuple[torch.Tensor, torch.Tensor]] | None = None
+        ) -> LoopState:
     """Train ``model`` on ``data`` with mini-batch SGD; returns the final loop state.
+
+    ``augment(raw_pixels, labels, step) -> (inputs, targets)`` (babysit.data.augment.Augment) makes each
+    training batch from ``data.x_raw``; it is seeded by step, so a resumed run sees the same batches.
 
     The model ends holding the weights of the epoch with the best validation accuracy.
     With ``resume`` the state saved in ``run``'s last checkpoint is restored exactly.
@@ -149,6 +156,8 @@ def fit(model: nn.Module, data: TensorData, cfg: RunConfig, run: RunDir | None =
     t = cfg.train
     n = len(data.x_train)
     check_batch_size(t.batch_size, n)
+    if augment is not None and data.x_raw is None:
+        raise ValueError("fit(augment=...) needs the raw training pixels in data.x_raw")
     criterion, reg = make_loss(cfg.loss), Regularizer.from_config(model, cfg)
     steps_per_epoch = math.ceil(n / t.batch_size)
     schedule = LRSchedule(cfg.optim.lr, cfg.schedule, steps_per_epoch, t.epochs * steps_per_epoch)
@@ -170,6 +179,8 @@ def fit(model: nn.Module, data: TensorData, cfg: RunConfig, run: RunDir | None =
             while state.batch < state.steps_per_epoch and not state.stop:
                 idx = perm[state.batch * t.batch_size : (state.batch + 1) * t.batch_size]
                 xb, yb = data.x_train[idx], data.y_train[idx]
+                if augment is not None:  # warp / noise / cutout / mix the raw pixels, then preprocess
+                    xb, yb = augment(data.x_raw[idx], yb, state.step)  # yb is (B, K) soft when images mix
                 state.lr = schedule.lr(state.step)
                 for group in state.optimizer.param_groups:
                     group["lr"] = state.lr

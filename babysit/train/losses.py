@@ -39,13 +39,16 @@ def softmax_loss(scores: torch.Tensor, y: torch.Tensor, label_smoothing: float =
     With smoothing eps the target distribution q puts 1 - eps on the right class and eps/(k-1) on
     each of the k-1 others: L_i = -sum_j q_j log p_j. (torch's ``label_smoothing=e`` spreads e/k
     over all k classes instead; the two agree when eps = e*(k-1)/k.)
+
+    ``y`` may also be soft targets t (N, K) with rows summing to 1 (mixup, cutmix): L_i = -sum_j t_j log p_j,
+    and smoothing then gives q = (1 - eps) t + eps/(k-1) (1 - t), which is the above for a one-hot t.
     """
-    if label_smoothing == 0:
+    if y.ndim == 1 and label_smoothing == 0:
         return F.cross_entropy(scores, y)
     k = scores.shape[1]
     logp = F.log_softmax(scores, dim=1)  # (N, K)
-    q = torch.full_like(logp, label_smoothing / (k - 1))
-    q.scatter_(1, y[:, None], 1.0 - label_smoothing)
+    t = F.one_hot(y, k).to(logp.dtype) if y.ndim == 1 else y.to(logp.dtype)
+    q = (1 - label_smoothing) * t + label_smoothing / (k - 1) * (1 - t)
     return -(q * logp).sum(1).mean()
 
 

@@ -83,5 +83,5 @@ def test_statistics_see_only_the_training_split(digits):
 
 
 def test_unknown_preprocess_is_an_error(digits):
-    with pytest.raises(BabysitError, match="unknown preprocessing 'zca'"):
-        Preprocessor.fit(digits.train.x, "zca")
+    with pytest.raises(BabysitError, match="unknown preprocessing 'whiten'"):
+        Preprocessor.fit(digits.train.x, "whiten")

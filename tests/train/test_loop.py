@@ -148,3 +148,68 @@ def test_batch_larger_than_data_is_a_clear_error():
     from babysit.errors import BabysitError
     with pytest.raises(BabysitError, match="larger than the 20 training images"):
         fit(small_model(), digits_data(n_train=20), cfg(**{"train.batch_size": 64}))
+
+
+def augmented_digits(n_train=200, n_val=100):
+    """Raw uint8 digits, a fixed preprocessing, and an Augment making each training batch from the raw pixels."""
+    from babysit.data.augment import Augment, parse_pipeline
+    from babysit.data.sources import load_dataset
+
+    ds = load_dataset("digits")
+    raw, y = ds.train.x[: n_train + n_val], ds.train.y[: n_train + n_val]
+    pre = lambda p: (p.float() / 255 - 0.3) / 0.4
+    data = TensorData(pre(raw[:n_train]), y[:n_train], pre(raw[n_train:]), y[n_train:], x_raw=raw[:n_train])
+    aug = Augment(parse_pipeline(["translate-1", "rotate-10", "noise-0.02", "cutout-2", "mixup-0.3"]), 10, seed=0,
+                  preprocess=pre, mean_pixel=torch.tensor([40.0]))
+    return data, aug
+
+
+def test_resume_with_augmentation_equals_uninterrupted(tmp_path):
+    """Augmented batches come from (seed, step): a resumed run draws exactly the batches it would have."""
+    data, aug = augmented_digits()
+    c = cfg(**{"train.epochs": 3, "checkpoint.every": 4})
+    whole = small_model(dropout=0.3)
+    torch.manual_seed(1)
+    fit(whole, data, c, RunDir.create(tmp_path / "whole"), augment=aug)
+    run = RunDir.create(tmp_path / "cut")
+    cut = small_model(dropout=0.3)
+    torch.manual_seed(1)
+    with pytest.raises(KeyboardInterrupt):
+        fit(cut, data, c, run, callbacks=[StopAfter(18)], augment=aug)
+    resumed = small_model(seed=5, dropout=0.3)
+    fit(resumed, data, c, run, resume=True, augment=aug)
+    for (k, va), vb in zip(whole.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(va, vb), k
+
+
+class SeenBatches:
+    """Records the inputs of every forward pass, and whether the model was in training mode."""
+
+    def __init__(self, model):
+        self.calls = []
+        model.register_forward_hook(lambda m, inp, out: self.calls.append((m.training, inp[0].detach().clone())))
+
+
+def test_augmentation_only_touches_training_batches():
+    """Training batches differ from the stored tensors; every eval-mode forward sees the unaugmented data."""
+    data, aug = augmented_digits()
+    model = small_model()
+    seen = SeenBatches(model)
+    fit(model, data, cfg(**{"train.epochs": 1}), augment=aug)
+    train_inputs = [x for training, x in seen.calls if training]
+    eval_inputs = torch.cat([x for training, x in seen.calls if not training])
+    stored = torch.cat([data.x_train, data.x_val])
+    assert len(train_inputs) == 7
+    assert not any(any(torch.equal(x, s) for s in data.x_train[: len(x)].split(len(x))) for x in train_inputs)
+    assert eval_inputs.shape[0] == len(data.x_train) + len(data.x_val)
+    assert torch.equal(eval_inputs, stored)  # train subset then val, untouched
+    _, acc, _ = evaluate(model, data.x_val, data.y_val)
+    _, acc_again, _ = evaluate(model, data.x_val, data.y_val)
+    assert acc == acc_again  # and evaluation is deterministic
+
+
+def test_augmentation_needs_the_raw_pixels():
+    data, aug = augmented_digits()
+    data.x_raw = None
+    with pytest.raises(ValueError, match="x_raw"):
+        fit(small_model(), data, cfg(), augment=aug)

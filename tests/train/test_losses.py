@@ -104,3 +104,29 @@ def test_registry_and_eval_variant():
     assert smoothed(SCORES, LABELS).item() != pytest.approx(plain(SCORES, LABELS).item())
     with pytest.raises(BabysitError, match="^unknown loss.name 'hinge'; choose one of softmax, svm"):
         make_loss(LossConfig(name="hinge"))
+
+
+def test_softmax_loss_takes_soft_targets_like_torch():
+    """Mixup/cutmix targets t (N, K): L_i = -sum_j t_ij log p_ij, torch's cross_entropy with probabilities."""
+    g = torch.Generator().manual_seed(0)
+    scores = torch.randn(6, 5, generator=g, dtype=torch.float64)
+    t = torch.softmax(torch.randn(6, 5, generator=g, dtype=torch.float64), 1)
+    written = -(t * torch.log(torch.exp(scores) / torch.exp(scores).sum(1, keepdim=True))).sum(1).mean()
+    assert softmax_loss(scores, t).item() == pytest.approx(written.item(), rel=1e-12)
+    assert softmax_loss(scores, t).item() == pytest.approx(F.cross_entropy(scores, t).item(), rel=1e-12)
+    y = torch.tensor([0, 1, 2, 3, 4, 0])  # one-hot soft targets give the hard-label loss
+    assert softmax_loss(scores, F.one_hot(y, 5).double()).item() == pytest.approx(softmax_loss(scores, y).item())
+
+
+def test_label_smoothing_of_soft_targets():
+    """q = (1 - eps) t + eps/(k-1) (1 - t): still sums to 1, and equals the hard-label smoothing for one-hot t."""
+    g = torch.Generator().manual_seed(1)
+    scores = torch.randn(4, 5, generator=g, dtype=torch.float64)
+    y = torch.tensor([1, 0, 4, 2])
+    onehot = F.one_hot(y, 5).double()
+    assert softmax_loss(scores, onehot, 0.1).item() == pytest.approx(softmax_loss(scores, y, 0.1).item(), rel=1e-12)
+    t = 0.7 * onehot + 0.3 * F.one_hot(y.roll(1), 5).double()
+    q = 0.9 * t + 0.1 / 4 * (1 - t)
+    assert torch.allclose(q.sum(1), torch.ones(4, dtype=torch.float64))
+    written = -(q * F.log_softmax(scores, 1)).sum(1).mean()
+    assert softmax_loss(scores, t, 0.1).item() == pytest.approx(written.item(), rel=1e-12)

@@ -1,0 +1,95 @@
+"""Test-time augmentation: "marginalise over the noise" by averaging the class probabilities of
+several augmented views of each test image.
+
+Views (``babysit eval RUN --tta flip,translate``), combined as a product:
+
+    flip, flip-h     the image and its left-right mirror                  (2 views)
+    flip-v           the image and its upside-down version                (2 views)
+    translate[-P]    the image and its shifts by P pixels left/right/up/down (5 views; P = 1)
+    random-N         N draws of the run's own training pipeline (geometry and photometric ops only)
+
+so ``flip,translate`` gives 10 views, like the 10 crops (4 corners + centre, and mirrors) of AlexNet.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from babysit.data.augment import AUGMENTATIONS, Augment, parse_pipeline
+from babysit.data.warp import affine_matrix, warp
+from babysit.errors import BabysitError
+
+TTA_TOKENS = ("flip", "flip-h", "flip-v", "translate[-P]", "random-N")
+RANDOM_STEP = 2**40  # the random views' steps lie far from any training step
+
+
+def parse_tta(text: str) -> tuple[list[tuple[str, torch.Tensor]], int]:
+    """``"flip,translate-2"`` -> the fixed views as (name, (flip_h, flip_v, dx, dy)) and the number of random draws."""
+    factors: list[list[tuple[str, tuple[float, float, float, float]]]] = []
+    draws = 0
+    for token in (t.strip().lower() for t in text.split(",") if t.strip()):
+        m = re.fullmatch(r"(flip|flip-h|flip-v|translate|random)(?:-(\d+))?", token)
+        if m is None or (m.group(1).startswith("flip") and m.group(2)) or (m.group(1) == "random" and not m.group(2)):
+            raise BabysitError(f"unknown test-time augmentation {token!r}; use a comma-separated list of "
+                               f"{', '.join(TTA_TOKENS)}, e.g. --tta flip,translate.")
+        name, arg = m.group(1), int(m.group(2) or 1)
+        if name in ("flip", "flip-h"):
+            factors.append([("", (0, 0, 0, 0)), ("flip-h", (1, 0, 0, 0))])
+        elif name == "flip-v":
+            factors.append([("", (0, 0, 0, 0)), ("flip-v", (0, 1, 0, 0))])
+        elif name == "translate":
+            factors.append([("", (0, 0, 0, 0))] + [(f"shift({dx},{dy})", (0, 0, dx, dy)) for dx, dy in
+                                                  ((arg, 0), (-arg, 0), (0, arg), (0, -arg))])
+        else:
+            draws = arg
+    views = []
+    for combo in itertools.product(*factors) if factors else [[("", (0, 0, 0, 0))]]:
+        name = "+".join(n for n, _ in combo if n) or "original"
+        views.append((name, torch.tensor([sum(p[i] for _, p in combo) for i in range(4)], dtype=torch.float32)))
+    return views, draws
+
+
+def random_view_augment(pipeline: tuple[str, ...] | list[str], num_classes: int, seed: int, fill: str,
+                        fill_value: float) -> Augment:
+    """The run's training pipeline without cutout and mixing, for random-N views."""
+    ops = [op for op in parse_pipeline(pipeline) if AUGMENTATIONS[op.name].stage in ("geometry", "photometric")]
+    if not ops:
+        raise BabysitError("random-N test-time views replay the run's augment.pipeline, but this run has no "
+                           "geometric or photometric augmentation; use --tta flip,translate instead.")
+    return Augment(ops, num_classes, seed, fill=fill, fill_value=fill_value)
+
+
+@torch.no_grad()
+def tta_probabilities(model: nn.Module, pre: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, views: list[tuple[str, torch.Tensor]],
+                      random_views: Augment | None = None, draws: int = 0, batch_size: int = 1000,
+                      fill: str = "constant", fill_value: float = 0.0) -> torch.Tensor:
+    """Mean softmax probabilities (N, K) over the views of uint8 images ``x`` (N, C, H, W), in eval mode."""
+    was_training = model.training
+    model.eval()
+    dev = next(model.parameters()).device
+    out = []
+    for i in range(0, len(x), batch_size):
+        xb = x[i : i + batch_size].to(dev).float()
+        b, _, h, w = xb.shape
+        total = None
+        for _, (fh, fv, dx, dy) in views:
+            pixels = xb
+            if fh or fv or dx or dy:
+                m = affine_matrix(h, w, shift=torch.tensor([[dx, dy]], device=dev).expand(b, 2),
+                                  flip_h=torch.full((b,), bool(fh), device=dev),
+                                  flip_v=torch.full((b,), bool(fv), device=dev))
+                pixels = warp(xb, m, fill, fill_value)
+            p = model(pre(pixels)).softmax(1)
+            total = p if total is None else total + p
+        for d in range(draws if random_views is not None else 0):
+            pixels, _ = random_views.pixels(xb, torch.zeros(b, dtype=torch.long, device=dev), RANDOM_STEP + d * 2**20 + i)
+            p = model(pre(pixels)).softmax(1)
+            total = p if total is None else total + p
+        out.append(total / (len(views) + (draws if random_views is not None else 0)))
+    model.train(was_training)
+    return torch.cat(out)
