@@ -9,12 +9,26 @@ The same names the CLI uses::
     print(babysit.format_summary(babysit.summary(cfg.model.spec, (1, 8, 8), 10)))   # `babysit summary`
     result = babysit.train(cfg)                             # `babysit train`
     print(babysit.evaluate_run(result.run.path, "test").accuracy)                   # `babysit eval`
+    print(babysit.evaluate_run(result.run.path, "test", tta="flip,translate").tta_accuracy)   # `--tta`
     babysit.check(cfg); babysit.diagnose(result.run.path); babysit.report(result.run.path)  # `babysit check` ...
     print(babysit.gradcheck(my_layer, (x,)).format())       # any nn.Module / autograd.Function
 """
 
 from babysit.config import RunConfig, apply_overrides, load_toml
-from babysit.data import Dataset, ImageSet, Preprocessor, Splits, dataset_info, get_dataset, load_dataset, split_dataset
+from babysit.data import (
+    Augment,
+    Dataset,
+    ImageSet,
+    Preprocessor,
+    Splits,
+    dataset_info,
+    get_dataset,
+    list_augmentations,
+    load_dataset,
+    make_augment,
+    parse_pipeline,
+    split_dataset,
+)
 from babysit.errors import BabysitError
 from babysit.experiment import evaluate_run, load_run, make_model, prepare_data, train
 from babysit.models import build, format_summary, init_weights, parse, summary
@@ -25,7 +39,8 @@ from babysit.train.loop import Callback, LoopState, TensorData, evaluate, fit
 
 __version__ = "0.1.0"
 
-__all__ = ["BabysitError", "Callback", "Dataset", "ImageSet", "LoopState", "Preprocessor", "RunConfig", "RunDir",
+__all__ = ["Augment", "list_augmentations", "make_augment", "parse_pipeline",
+           "BabysitError", "Callback", "Dataset", "ImageSet", "LoopState", "Preprocessor", "RunConfig", "RunDir",
            "Splits", "TensorData", "apply_overrides", "build", "check", "dataset_info", "diagnose", "evaluate",
            "evaluate_run", "fit", "gradcheck", "report",
            "format_summary", "get_dataset", "init_weights", "load_dataset", "load_run", "load_toml", "make_model",

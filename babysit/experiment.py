@@ -20,7 +20,6 @@ from torch import nn
 from babysit import config as C
 from babysit.data.augment import check_augment, flip_warnings, make_augment, parse_pipeline
 from babysit.data.preprocess import KINDS, Preprocessor
-
 from babysit.data.sources import Dataset, load_dataset
 from babysit.data.split import Splits, split_dataset
 from babysit.errors import BabysitError
@@ -34,7 +33,6 @@ from babysit.train.checkpoint import load_checkpoint, save_checkpoint, seed_all
 from babysit.train.loop import LoopState, TensorData, check_batch_size, evaluate, fit
 from babysit.train.optim import check_choices
 from babysit.train.tta import parse_tta, random_view_augment, tta_probabilities
-
 
 VECTOR_KINDS = ("pca", "pca-white")  # preprocessings whose output has no spatial layout
 SPATIAL = (Conv, Pool, GlobalAvgPool)  # layers that need rows and columns

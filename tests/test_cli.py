@@ -96,3 +96,57 @@ def test_summary_prints_the_table(capsys):
     assert main(["summary", "conv5-5-p0", "--input", "3x32x32", "--classes", "10"]) == 0
     out = capsys.readouterr().out
     assert "28x28x5" in out
+
+
+@pytest.fixture(scope="module")
+def augmented(tmp_path_factory):
+    """A digits run trained with augmentation (and a flip that the config check warns about)."""
+    d = tmp_path_factory.mktemp("aug")
+    res = run_cli(["train", *FAST, "--augment.pipeline=flip-h,translate-1,cutout-2,mixup-0.2", "--out", str(d),
+                   "--name", "a"], d)
+    assert res.returncode == 0, res.stderr
+    return d / "a", res
+
+
+def test_train_with_augmentation_says_so_and_warns_about_flipped_digits(augmented):
+    run, res = augmented
+    assert "augmentation, training batches only: Augment(flip-h, translate-1, cutout-2, mixup-0.2" in res.stdout
+    assert "warning: flip-h on digits: a mirrored digit is not the same digit" in res.stdout
+    assert 'pipeline = [\n    "flip-h",' in (run / "config.toml").read_text()
+    assert json.loads((run / "result.json").read_text())["test_acc"] > 0.3
+
+
+def test_eval_with_tta_reports_both_accuracies(augmented, capsys):
+    run, _ = augmented
+    assert main(["eval", str(run), "--tta", "flip,translate"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("test: accuracy ")
+    assert lines[1].startswith("test with test-time augmentation (flip,translate: 10 views averaged): accuracy ")
+    plain, averaged = float(lines[0].split()[2]), float(lines[1].split("accuracy ")[1].split()[0])
+    delta = float(lines[1].split("), ")[1].split(";")[0])
+    assert delta == pytest.approx(averaged - plain, abs=2e-4)  # each printed to 4 places
+
+
+def test_augment_preview_and_data_show_write_pictures(tmp_path, capsys):
+    from PIL import Image
+
+    assert main(["augment", "preview", "--data", "digits", "--out", str(tmp_path / "aug.png"), "--count", "4",
+                 "--draws", "3", "--augment.pipeline=rotate-10,noise-0.05"]) == 0
+    assert "first column: original, then 3 training draws" in capsys.readouterr().out
+    with Image.open(tmp_path / "aug.png") as img:
+        assert img.width > img.height > 0  # 4 rows of 1 + 3 cells
+    assert main(["data", "show", "digits", "--preprocess", "zca", "--out", str(tmp_path / "zca.png")]) == 0
+    assert "zca: 64 dims" in capsys.readouterr().out
+    assert (tmp_path / "zca.png").stat().st_size > 0
+    assert main(["augment", "list"]) == 0
+    assert "cutmix" in capsys.readouterr().out
+
+
+def test_training_with_patch_whitening_and_pca(tmp_path):
+    res = run_cli(["train", *FAST, "--data.preprocess=patch-white", "--out", str(tmp_path), "--name", "pw"], tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert json.loads((tmp_path / "pw" / "result.json").read_text())["test_acc"] > 0.5
+    res = run_cli(["train", *FAST, "--data.preprocess=pca-white", "--data.pca_components=20",
+                   "--model.spec=fc-64 relu fc", "--out", str(tmp_path), "--name", "pca"], tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert main(["eval", str(tmp_path / "pca")]) == 0

@@ -64,7 +64,8 @@ AUGMENTATIONS: dict[str, OpInfo] = {
     "resized-crop": OpInfo("geometry", (1, 1), "resized-crop-A: a section of A..1 of the area and aspect 3/4..4/3 "
                            "at a random place, resized to the image size", lambda a: 0 < a[0] < 1),
     "elastic": OpInfo("geometry", (1, 2), "elastic-A[-S]: elastic warp, displacements of A pixels smoothed by a "
-                      "Gaussian of S pixels (Simard: 34-4 on 28 x 28)", lambda a: a[0] > 0 and (len(a) < 2 or a[1] > 0)),
+                      "Gaussian of S pixels (Simard: 34-4 on 28 x 28)",
+                      lambda a: a[0] > 0 and (len(a) < 2 or a[1] > 0)),
     "brightness": OpInfo("photometric", (1, 1), "brightness-B: add a value uniform in -B..B of the full range",
                          lambda a: 0 < a[0] <= 1),
     "contrast": OpInfo("photometric", (1, 1), "contrast-C: stretch about the image's mean by 1-C..1+C",
@@ -161,7 +162,8 @@ class Augment:
                            "elastic"}:
             return x
         coin = lambda name: torch.as_tensor(rng.random(b) < 0.5, device=dev) if name in o else None
-        spread = lambda name, base=0.0: uniform(rng, base - o[name][0], base + o[name][0], b, dev) if name in o else None
+        spread = lambda name, base=0.0: (uniform(rng, base - o[name][0], base + o[name][0], b, dev)
+                                         if name in o else None)
         shift = None
         if "translate" in o:
             p = int(o["translate"][0])

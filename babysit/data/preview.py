@@ -14,10 +14,10 @@ from babysit.data.sources import load_dataset
 from babysit.data.split import split_dataset
 
 
-
 def showcase(size: int) -> tuple[str, ...]:
     """A pipeline to preview when none is configured, scaled to ``size`` x ``size`` images."""
-    return (f"translate-{max(1, round(size / 14))}", "rotate-10", "scale-0.1", f"elastic-{round(size * 2 / 7)}-{max(1, round(size / 7))}",
+    return (f"translate-{max(1, round(size / 14))}", "rotate-10", "scale-0.1",
+            f"elastic-{round(size * 2 / 7)}-{max(1, round(size / 7))}",
             f"cutout-{max(2, size // 4)}")
 
 

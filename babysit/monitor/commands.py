@@ -48,7 +48,12 @@ def _prepared(cfg: C.RunConfig) -> tuple[nn.Module, TensorData, int]:
 
 
 def check(cfg: C.RunConfig, out: str | Path = "runs", name: str = "") -> tuple[RunDir, list[CheckResult]]:
-    """``babysit check``: the four sanity checks for ``cfg``; writes RUN/config.toml, spec.txt, checks.json."""
+    """``babysit check``: the four sanity checks for ``cfg``; writes RUN/config.toml, spec.txt, checks.json.
+    Config warnings (a flip that changes what a digit means) come first."""
+    from babysit.data.augment import check_augment, flip_warnings
+
+    for warning in flip_warnings(check_augment(cfg), cfg.data.name):
+        print(f"warning: {warning}", flush=True)
     model, data, classes = _prepared(cfg)
     run = RunDir.create(Path(out) / (name or f"{cfg.data.name.replace('/', '_')}-check-{datetime.now():%Y%m%d-%H%M%S}"))
     atomic_write_text(run.config, C.dumps_toml(cfg))

@@ -14,8 +14,8 @@ import math
 import signal
 import sys
 import time
-from dataclasses import asdict, dataclass, field
 from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 import torch

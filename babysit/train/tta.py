@@ -65,7 +65,8 @@ def random_view_augment(pipeline: tuple[str, ...] | list[str], num_classes: int,
 
 
 @torch.no_grad()
-def tta_probabilities(model: nn.Module, pre: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, views: list[tuple[str, torch.Tensor]],
+def tta_probabilities(model: nn.Module, pre: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
+                      views: list[tuple[str, torch.Tensor]],
                       random_views: Augment | None = None, draws: int = 0, batch_size: int = 1000,
                       fill: str = "constant", fill_value: float = 0.0) -> torch.Tensor:
     """Mean softmax probabilities (N, K) over the views of uint8 images ``x`` (N, C, H, W), in eval mode."""
@@ -87,7 +88,8 @@ def tta_probabilities(model: nn.Module, pre: Callable[[torch.Tensor], torch.Tens
             p = model(pre(pixels)).softmax(1)
             total = p if total is None else total + p
         for d in range(draws if random_views is not None else 0):
-            pixels, _ = random_views.pixels(xb, torch.zeros(b, dtype=torch.long, device=dev), RANDOM_STEP + d * 2**20 + i)
+            no_labels = torch.zeros(b, dtype=torch.long, device=dev)
+            pixels, _ = random_views.pixels(xb, no_labels, RANDOM_STEP + d * 2**20 + i)
             p = model(pre(pixels)).softmax(1)
             total = p if total is None else total + p
         out.append(total / (len(views) + (draws if random_views is not None else 0)))

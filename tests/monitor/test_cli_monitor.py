@@ -59,6 +59,13 @@ def test_check_command_exit_1_names_the_failing_checks(tmp_path):
     assert not saved["passed"] and [c["passed"] for c in saved["checks"]] == [True, True, False, False]
 
 
+def test_check_command_warns_about_flips_that_change_digits(tmp_path):
+    code, out, _ = run_main(["check", "--data.limit=300", "--model.spec=conv3-8 relu pool2 fc",
+                             "--augment.pipeline=flip-v,translate-1", "--out", str(tmp_path), "--name", "f"])
+    assert out.startswith("warning: flip-v on digits: upside-down images change class meaning (6 and 9)")
+    assert "flip-h" not in out
+
+
 def test_gradcheck_command(tmp_path):
     code, out, _ = run_main(["gradcheck", "--data.limit=100", "--model.spec=conv3-4 tanh pool2 fc", "--points=2",
                              "--entries=4"])
