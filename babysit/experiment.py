@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from babysit import config as C
-from babysit.data.augment import check_augment, flip_warnings, make_augment, parse_pipeline
+from babysit.data.augment import Augment, augment_warnings, check_augment, make_augment, parse_pipeline
 from babysit.data.preprocess import KINDS, Preprocessor
 from babysit.data.sources import Dataset, load_dataset
 from babysit.data.split import Splits, split_dataset
@@ -154,6 +154,18 @@ def _first_files(run: RunDir, cfg: C.RunConfig, ds: Dataset, splits: Splits) -> 
     return pre
 
 
+def _save_augment_picture(run: RunDir, augment: Augment, splits: Splits) -> None:
+    """RUN/stats/augment.png: what the first training batches look like, for the report."""
+    from babysit.data.grid import save_png
+    from babysit.data.preview import augment_picture
+    from babysit.data.show import example_indices
+
+    idx = example_indices(splits.train.y, min(len(splits.classes), 10))
+    (run.path / "stats").mkdir(exist_ok=True)
+    save_png(augment_picture(augment, splits.train.x[idx], splits.train.y[idx], splits.classes, 7),
+             run.path / "stats" / "augment.png")
+
+
 def _check_split(run: RunDir, splits: Splits) -> None:
     """The data must still split into the sizes the run was trained on."""
     sizes = [len(splits.train), len(splits.val), len(splits.test)]
@@ -197,10 +209,11 @@ def train(cfg: C.RunConfig, out: str | Path = "runs", name: str = "", resume: st
         pre = _first_files(run, cfg, ds, splits)
     model, data = model_and_data(cfg, splits, pre, device)
     augment = make_augment(cfg, len(splits.classes), splits.train.x, pre)
-    for warning in flip_warnings(parse_pipeline(cfg.augment.pipeline), ds.name):
+    for warning in augment_warnings(parse_pipeline(cfg.augment.pipeline), ds.name, cfg.data.preprocess):
         print(f"warning: {warning}", flush=True)
     if augment is not None:
         print(f"augmentation, training batches only: {augment}", flush=True)
+        _save_augment_picture(run, augment, splits)
     print(f"run {run.path}: {ds.name} {len(splits.train)}/{len(splits.val)}/{len(splits.test)} train/val/test, "
           f"{sum(p.numel() for p in model.parameters()):,} params, device {device}", flush=True)
     monitor = RunMonitor(cfg, run)  # sanity checks, layer probes, findings, report (cfg.monitor)

@@ -113,6 +113,9 @@ def test_train_with_augmentation_says_so_and_warns_about_flipped_digits(augmente
     assert "augmentation, training batches only: Augment(flip-h, translate-1, cutout-2, mixup-0.2" in res.stdout
     assert "warning: flip-h on digits: a mirrored digit is not the same digit" in res.stdout
     assert 'pipeline = [\n    "flip-h",' in (run / "config.toml").read_text()
+    page = (run / "report.html").read_text()
+    assert "augmentation (training batches only): <code>flip-h, translate-1, cutout-2, mixup-0.2</code>" in page
+    assert 'alt="augmented training images"' in page and "channel-mean-std" in page
     assert json.loads((run / "result.json").read_text())["test_acc"] > 0.3
 
 

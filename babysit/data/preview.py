@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from PIL import Image
 
 from babysit.config import RunConfig
 from babysit.data.augment import Augment, make_augment
@@ -31,9 +32,14 @@ def augment_grid(cfg: RunConfig, out: str | Path, count: int = 8, draws: int = 7
     augment = make_augment(cfg, len(splits.classes), splits.train.x, None)
     assert augment is not None, "augment.pipeline is empty"
     idx = example_indices(splits.train.y, count)
-    x, y = splits.train.x[idx], splits.train.y[idx]
-    views = torch.stack([augment.pixels(x, y, step)[0] for step in range(draws)], 1)  # (count, draws, C, H, W)
+    picture = augment_picture(augment, splits.train.x[idx], splits.train.y[idx], splits.classes, draws)
+    return save_png(picture, out), augment
+
+
+def augment_picture(augment: Augment, x: torch.Tensor, y: torch.Tensor, classes: list[str],
+                    draws: int = 7) -> Image.Image:
+    """Rows: each image of ``x`` (uint8), then ``draws`` augmented versions (training steps 0, 1, ...)."""
+    views = torch.stack([augment.pixels(x, y, step)[0] for step in range(draws)], 1)  # (N, draws, C, H, W)
     rows = [torch.cat([x[i : i + 1].float(), views[i]]) for i in range(len(x))]
-    labels = [splits.classes[int(c)] for c in y]
     scale = max(1, 96 // max(x.shape[-2:]))
-    return save_png(image_grid(rows, labels, scale=scale, normalize="none"), out), augment
+    return image_grid(rows, [classes[int(c)] for c in y], scale=scale, normalize="none")

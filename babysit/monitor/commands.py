@@ -50,9 +50,9 @@ def _prepared(cfg: C.RunConfig) -> tuple[nn.Module, TensorData, int]:
 def check(cfg: C.RunConfig, out: str | Path = "runs", name: str = "") -> tuple[RunDir, list[CheckResult]]:
     """``babysit check``: the four sanity checks for ``cfg``; writes RUN/config.toml, spec.txt, checks.json.
     Config warnings (a flip that changes what a digit means) come first."""
-    from babysit.data.augment import check_augment, flip_warnings
+    from babysit.data.augment import augment_warnings, check_augment
 
-    for warning in flip_warnings(check_augment(cfg), cfg.data.name):
+    for warning in augment_warnings(check_augment(cfg), cfg.data.name, cfg.data.preprocess):
         print(f"warning: {warning}", flush=True)
     model, data, classes = _prepared(cfg)
     run = RunDir.create(Path(out) / (name or f"{cfg.data.name.replace('/', '_')}-check-{datetime.now():%Y%m%d-%H%M%S}"))

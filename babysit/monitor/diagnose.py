@@ -210,8 +210,20 @@ def overfitting(ev: Evidence, found: set[str]) -> list[Finding]:
     return [Finding("overfitting", "warning", "big train/val gap — overfitting",
                     f"train accuracy {last['train_acc']:.3f} vs val {last['val_acc']:.3f} at epoch {last['epoch']}: "
                     f"a gap of {gap:.1%}", "the model fits the training set's noise (overfitting)",
-                    f"more regularisation (--optim.weight_decay={max(wd * 10, 1e-4):g}, dropout), data augmentation, "
+                    f"more regularisation (--optim.weight_decay={max(wd * 10, 1e-4):g}, dropout), "
+                    f"{_augment_advice(ev)}, "
                     "or more training data", {"train_acc": last["train_acc"], "val_acc": last["val_acc"], "gap": gap})]
+
+
+def _augment_advice(ev: Evidence) -> str:
+    """The notes: augmentation almost always helps; cutout, mixup and label smoothing especially on small sets."""
+    pipeline = list(ev.cfg("augment", "pipeline", []) or [])
+    if not pipeline:
+        return ("data augmentation (--augment.pipeline=translate-2,cutout-8, with flip-h where a mirrored image "
+                "keeps its class; `babysit augment preview` shows what it does)")
+    stronger = [t for t in ("cutout-8", "mixup-0.2") if not any(p.startswith(t.split("-")[0]) for p in pipeline)]
+    more = f"add {' or '.join(stronger)} to" if stronger else "strengthen"
+    return f"stronger augmentation ({more} augment.pipeline={','.join(pipeline)}; or --loss.label_smoothing=0.1)"
 
 
 def underfitting(ev: Evidence, found: set[str]) -> list[Finding]:

@@ -15,6 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from babysit.errors import BabysitError
 from babysit.monitor.diagnose import UPDATE_RATIO_HIGH, UPDATE_RATIO_LOW, diagnose_run, read_findings
 from babysit.monitor.findings import Finding, ema
 from babysit.monitor.store import FILTERS_FILE, FILTERS_INITIAL_FILE, read_histograms, read_layer_records
@@ -163,6 +164,32 @@ def _filters_html(run: Path) -> str:
             "a badly set learning rate or too little regularisation; smooth, diverse ones that training goes well.</p>")
 
 
+def _inputs_html(run: Path) -> str:
+    """Preprocessing and the training augmentation, with a picture of augmented training images."""
+    import tomllib
+
+    from babysit.train.checkpoint import load_checkpoint
+
+    config = tomllib.loads((run / "config.toml").read_text()) if (run / "config.toml").is_file() else {}
+    described = config.get("data", {}).get("preprocess", "?")
+    if (run / "preprocess.safetensors").is_file():
+        try:
+            saved = load_checkpoint(run / "preprocess.safetensors")[1]
+            described = saved.get("describe") or saved.get("kind") or described
+        except BabysitError:  # a damaged statistics file must not stop the report
+            pass
+    augment = config.get("augment", {})
+    pipeline = ", ".join(augment.get("pipeline", [])) or "none"
+    parts = [f"<p>preprocessing (fitted on the training split): <code>{html.escape(str(described))}</code><br>"
+             f"augmentation (training batches only): <code>{html.escape(pipeline)}</code>"
+             + (f", fill {html.escape(str(augment.get('fill')))}" if augment.get("pipeline") else "") + "</p>"]
+    if (run / "stats" / "augment.png").is_file():
+        parts.append(_img((run / "stats" / "augment.png").read_bytes(), "augmented training images") +
+                     '<p class="muted">First column: the training image; then the same image in the first '
+                     "training batches. If a class is no longer recognisable, the augmentation is too strong.</p>")
+    return "".join(parts)
+
+
 def _val_html(run: Path) -> str:
     from babysit.monitor.plots import confused_pairs_figure, confusion_figure
 
@@ -192,6 +219,7 @@ def render_report(path: str | Path) -> str:
     title = f"babysit report: {run.name}"
     sections = [f"<h1>{html.escape(title)}</h1>", "<h2>Findings</h2>", _findings_html(read_findings(run)),
                 "<h2>Run</h2>", _summary_html(run, meta, result, epochs),
+                "<h2>Input pipeline</h2>", _inputs_html(run),
                 "<h2>Sanity checks</h2>", _checks_html(checks),
                 _curves_html(steps, epochs), "<h2>Layer statistics</h2>", _layers_html(run),
                 "<h2>First-layer filters</h2>", _filters_html(run), "<h2>Validation</h2>", _val_html(run)]

@@ -12,8 +12,8 @@ from babysit import config as C
 from babysit.data.augment import (
     AUGMENTATIONS,
     Augment,
+    augment_warnings,
     check_augment,
-    flip_warnings,
     make_augment,
     parse_op,
     parse_pipeline,
@@ -170,9 +170,16 @@ def test_duplicates_and_mixing_with_a_hinge_loss_are_refused():
 
 def test_flip_warnings_follow_the_notes():
     ops = parse_pipeline(["flip-h", "flip-v"])
-    assert len(flip_warnings(ops, "digits")) == 2 and len(flip_warnings(ops, "mnist")) == 2
-    assert [w.split()[0] for w in flip_warnings(ops, "fashion-mnist")] == ["flip-v"]  # mirrored clothes are fine
-    assert flip_warnings(ops, "/data/cats-vs-dogs") == []
+    assert len(augment_warnings(ops, "digits")) == 2 and len(augment_warnings(ops, "mnist")) == 2
+    assert [w.split()[0] for w in augment_warnings(ops, "fashion-mnist")] == ["flip-v"]  # mirrored clothes are fine
+    assert augment_warnings(ops, "/data/cats-vs-dogs") == []
+
+
+def test_geometry_on_whole_image_whitening_is_warned_about():
+    ops = parse_pipeline(["translate-1", "noise-0.05"])
+    assert "translate-1 with data.preprocess=zca" in augment_warnings(ops, "digits", "zca")[0]
+    assert augment_warnings(ops, "digits", "patch-white") == []
+    assert augment_warnings(parse_pipeline(["noise-0.05"]), "digits", "zca") == []
 
 
 def test_make_augment_is_none_without_a_pipeline(digits):

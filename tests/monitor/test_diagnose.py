@@ -86,6 +86,15 @@ def test_noisy_curve_asks_for_a_bigger_batch():
     assert "noisy" not in rules(ev(healthy_losses(noise=0.05)))
 
 
+def test_overfitting_advice_names_an_augmentation_pipeline():
+    gap = {"train": [0.8, 0.95, 0.99], "val": [0.7, 0.75, 0.76]}
+    plain = next(f for f in D.diagnose(ev(**gap)) if f.rule == "overfitting")
+    assert "--augment.pipeline=translate-2,cutout-8" in plain.action
+    some = ev(**gap, config={"optim": {"lr": 0.01}, "augment": {"pipeline": ["flip-h", "cutout-4"]}})
+    stronger = next(f for f in D.diagnose(some) if f.rule == "overfitting")
+    assert "add mixup-0.2 to augment.pipeline=flip-h,cutout-4" in stronger.action
+
+
 def test_big_gap_is_overfitting_and_no_gap_low_accuracy_is_underfitting():
     assert "overfitting" in rules(ev(train=[0.8, 0.95, 0.99], val=[0.7, 0.75, 0.76]))
     assert "overfitting" not in rules(ev(train=[0.8, 0.95, 0.97], val=[0.8, 0.93, 0.95]))
