@@ -32,7 +32,7 @@ from babysit.rundir import RunDir, atomic_write_text
 from babysit.train.checkpoint import load_checkpoint, save_checkpoint, seed_all
 from babysit.train.loop import LoopState, TensorData, check_batch_size, evaluate, fit
 from babysit.train.optim import check_choices
-from babysit.train.tta import parse_tta, random_view_augment, tta_probabilities
+from babysit.train.tta import tta_probabilities, tta_views
 
 VECTOR_KINDS = ("pca", "pca-white")  # preprocessings whose output has no spatial layout
 SPATIAL = (Conv, Pool, GlobalAvgPool)  # layers that need rows and columns
@@ -255,19 +255,15 @@ def evaluate_run(path: str | Path, split: str = "test", device: str = "cpu", tta
     dev = next(model.parameters()).device
     y = part.y.to(dev)
     loss, acc, pred = evaluate(model, pre(part.x.to(dev)), y, cfg.train.eval_batch_size)
-    views, tta_acc = 0, None
+    views, tta_acc = None, None
     if tta:
-        fixed, draws = parse_tta(tta)
-        a = cfg.augment
-        randoms = random_view_augment(a.pipeline, len(splits.classes), cfg.train.seed, a.fill, a.fill_value) \
-            if draws else None
-        probs = tta_probabilities(model, pre, part.x, fixed, randoms, draws, cfg.train.eval_batch_size, a.fill,
-                                  a.fill_value)
-        pred, views = probs.argmax(1), len(fixed) + draws
+        views = tta_views(tta, cfg, len(splits.classes))
+        probs = tta_probabilities(model, pre, part.x, views, cfg.train.eval_batch_size)
+        pred = probs.argmax(1)
         tta_acc = (pred == y).float().mean().item()
     k = len(splits.classes)
     confusion = torch.bincount(y.cpu() * k + pred.cpu(), minlength=k * k).view(k, k)
-    return EvalResult(split, loss, acc, confusion, splits.classes, tta, views, tta_acc)
+    return EvalResult(split, loss, acc, confusion, splits.classes, tta, len(views) if views else 0, tta_acc)
 
 
 def format_confusion(res: EvalResult) -> str:

@@ -16,10 +16,12 @@ from __future__ import annotations
 import itertools
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from babysit.config import RunConfig
 from babysit.data.augment import AUGMENTATIONS, Augment, parse_pipeline
 from babysit.data.warp import affine_matrix, warp
 from babysit.errors import BabysitError
@@ -64,12 +66,33 @@ def random_view_augment(pipeline: tuple[str, ...] | list[str], num_classes: int,
     return Augment(ops, num_classes, seed, fill=fill, fill_value=fill_value)
 
 
+@dataclass
+class TTAViews:
+    """The views of ``babysit eval --tta``: fixed ones (name, (flip_h, flip_v, dx, dy)) and random draws."""
+
+    fixed: list[tuple[str, torch.Tensor]]
+    random: Augment | None = None
+    draws: int = 0
+    fill: str = "constant"  # how the fixed views fill uncovered pixels (the run's augment.fill)
+    fill_value: float = 0.0
+
+    def __len__(self) -> int:
+        return len(self.fixed) + (self.draws if self.random is not None else 0)
+
+
+def tta_views(text: str, cfg: RunConfig, num_classes: int) -> TTAViews:
+    """Parse ``--tta`` for a run trained with ``cfg`` (its pipeline, seed and fill mode)."""
+    fixed, draws = parse_tta(text)
+    a = cfg.augment
+    rand = random_view_augment(a.pipeline, num_classes, cfg.train.seed, a.fill, a.fill_value) if draws else None
+    return TTAViews(fixed, rand, draws, a.fill, a.fill_value)
+
+
 @torch.no_grad()
 def tta_probabilities(model: nn.Module, pre: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
-                      views: list[tuple[str, torch.Tensor]],
-                      random_views: Augment | None = None, draws: int = 0, batch_size: int = 1000,
-                      fill: str = "constant", fill_value: float = 0.0) -> torch.Tensor:
-    """Mean softmax probabilities (N, K) over the views of uint8 images ``x`` (N, C, H, W), in eval mode."""
+                      views: TTAViews, batch_size: int = 1000) -> torch.Tensor:
+    """Mean softmax probabilities (N, K) over the views of uint8 images ``x`` (N, C, H, W), in eval mode:
+    p = 1/V sum_v softmax(f(pre(view_v(x))))."""
     was_training = model.training
     model.eval()
     dev = next(model.parameters()).device
@@ -77,21 +100,18 @@ def tta_probabilities(model: nn.Module, pre: Callable[[torch.Tensor], torch.Tens
     for i in range(0, len(x), batch_size):
         xb = x[i : i + batch_size].to(dev).float()
         b, _, h, w = xb.shape
-        total = None
-        for _, (fh, fv, dx, dy) in views:
-            pixels = xb
+        batches = []
+        for _, (fh, fv, dx, dy) in views.fixed:
             if fh or fv or dx or dy:
                 m = affine_matrix(h, w, shift=torch.tensor([[dx, dy]], device=dev).expand(b, 2),
                                   flip_h=torch.full((b,), bool(fh), device=dev),
                                   flip_v=torch.full((b,), bool(fv), device=dev))
-                pixels = warp(xb, m, fill, fill_value)
-            p = model(pre(pixels)).softmax(1)
-            total = p if total is None else total + p
-        for d in range(draws if random_views is not None else 0):
+                batches.append(warp(xb, m, views.fill, views.fill_value))
+            else:
+                batches.append(xb)
+        for d in range(views.draws if views.random is not None else 0):
             no_labels = torch.zeros(b, dtype=torch.long, device=dev)
-            pixels, _ = random_views.pixels(xb, no_labels, RANDOM_STEP + d * 2**20 + i)
-            p = model(pre(pixels)).softmax(1)
-            total = p if total is None else total + p
-        out.append(total / (len(views) + (draws if random_views is not None else 0)))
+            batches.append(views.random.pixels(xb, no_labels, RANDOM_STEP + d * 2**20 + i)[0])
+        out.append(sum(model(pre(pixels)).softmax(1) for pixels in batches) / len(batches))
     model.train(was_training)
     return torch.cat(out)

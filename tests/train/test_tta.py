@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from babysit.errors import BabysitError
-from babysit.train.tta import parse_tta, random_view_augment, tta_probabilities
+from babysit.train.tta import TTAViews, parse_tta, random_view_augment, tta_probabilities
 
 
 def names(text: str) -> list[str]:
@@ -49,7 +49,7 @@ def test_probabilities_are_the_mean_over_the_views():
     x = torch.randint(0, 256, (5, 1, 6, 6), dtype=torch.uint8, generator=g)
     pre = lambda p: p / 255.0
     model = Probe()
-    probs = tta_probabilities(model, pre, x, parse_tta("flip")[0], batch_size=2)
+    probs = tta_probabilities(model, pre, x, TTAViews(parse_tta("flip")[0]), batch_size=2)
     plain = model(pre(x.float())).softmax(1)
     mirrored = model(pre(x.float().flip(-1))).softmax(1)
     assert torch.allclose(probs, (plain + mirrored) / 2, atol=1e-6)
@@ -64,7 +64,9 @@ def test_random_views_replay_the_training_pipeline_without_mixing():
         random_view_augment(("mixup-0.2",), 10, 0, "constant", 0.0)
     x = torch.randint(0, 256, (4, 1, 6, 6), dtype=torch.uint8)
     model = Probe()
-    a = tta_probabilities(model, lambda p: p / 255, x, parse_tta("random-3")[0], aug, 3)
-    b = tta_probabilities(model, lambda p: p / 255, x, parse_tta("random-3")[0], aug, 3)
+    views = TTAViews(parse_tta("random-3")[0], aug, 3)
+    assert len(views) == 4
+    a = tta_probabilities(model, lambda p: p / 255, x, views)
+    b = tta_probabilities(model, lambda p: p / 255, x, views)
     assert torch.equal(a, b)  # seeded
     assert len(model.inputs) == 8  # 4 views (original + 3 draws), twice
