@@ -1,6 +1,6 @@
 """Kill `babysit train` with SIGKILL at random points, resume each run, and check it ends bit-identical.
 
-    python scripts/kill_resume_soak.py [--kills 20] [--seed 0] [--workdir DIR] [--keep]
+    python scripts/kill_resume_soak.py [--kills 20] [--seed 0] [--workdir DIR] [--keep] [--augment]
 
 One uninterrupted reference run comes first (it also counts the run's history appends and atomic
 writes). Then, per kill, a seeded generator picks a kill point (each kind equally often, in random
@@ -41,6 +41,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN_ARGS = ["--data.name=digits", "--data.limit=300", "--model.spec=conv3-8 relu pool2 dropout-0.3 fc",
               "--train.epochs=3", "--train.batch_size=16", "--checkpoint.every=5", "--train.progress=false"]
+AUGMENT = "--augment.pipeline=translate-1,rotate-10,noise-0.02,cutout-2,mixup-0.2"
 KINDS = ("step", "append-torn", "write-torn", "before-rename", "after-rename", "sigterm", "timer")
 
 # Runs inside the killed process: counts history appends and atomic writes, and fires the fault.
@@ -217,7 +218,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0, help="seeds the choice of kill points")
     p.add_argument("--workdir", help="where the runs go (default: a temporary folder, removed after)")
     p.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    p.add_argument("--augment", action="store_true", help=f"train with augmentation too ({AUGMENT})")
     args = p.parse_args(argv)
+    if args.augment:
+        TRAIN_ARGS.append(AUGMENT)
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="babysit-soak-"))
     workdir.mkdir(parents=True, exist_ok=True)
     try:
