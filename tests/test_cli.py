@@ -153,3 +153,14 @@ def test_training_with_patch_whitening_and_pca(tmp_path):
                    "--model.spec=fc-64 relu fc", "--out", str(tmp_path), "--name", "pca"], tmp_path)
     assert res.returncode == 0, res.stderr
     assert main(["eval", str(tmp_path / "pca")]) == 0
+
+
+def test_augmented_report_loads_in_headless_chromium(augmented, tmp_path):
+    from babysit.monitor.htmlcheck import check_html, find_chromium
+
+    if find_chromium() is None:
+        pytest.skip("chromium is not installed (make test installs it where apt-get can)")
+    run, _ = augmented
+    result = check_html(run / "report.html", tmp_path / "shot.png")
+    assert result.console == [], result.console
+    assert result.distinct_colours > 50
