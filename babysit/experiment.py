@@ -102,13 +102,13 @@ def model_and_data(cfg: C.RunConfig, splits: Splits, pre: Preprocessor,
     return model, data
 
 
-def fresh_start(cfg: C.RunConfig) -> tuple[nn.Module, TensorData, Splits]:
-    """Model and tensors exactly as a new ``babysit train`` starts them (statistics fitted on train)."""
+def fresh_start(cfg: C.RunConfig) -> tuple[nn.Module, TensorData, Splits, Augment | None]:
+    """Model, tensors and augmentation exactly as a new ``babysit train`` starts them (statistics fitted on train)."""
     C.validate(cfg)
     _, splits = prepare_data(cfg)
     pre = Preprocessor.from_config(splits.train.x, cfg.data)
     model, data = model_and_data(cfg, splits, pre, resolve_device(cfg.train.device))
-    return model, data, splits
+    return model, data, splits, make_augment(cfg, len(splits.classes), splits.train.x, pre)
 
 
 def _load_preprocessor(run: RunDir) -> Preprocessor:

@@ -43,7 +43,7 @@ def _prepared(cfg: C.RunConfig) -> tuple[nn.Module, TensorData, int]:
     """The run's fresh model and preprocessed splits, exactly as ``babysit train`` would start them."""
     from babysit.experiment import fresh_start
 
-    model, data, splits = fresh_start(cfg)
+    model, data, splits, _ = fresh_start(cfg)  # the checks look at unaugmented images
     return model, data, len(splits.classes)
 
 

@@ -42,6 +42,9 @@ from babysit.train.optim import clip_gradients, describe_groups, make_optimizer
 from babysit.train.regularize import Regularizer
 from babysit.train.schedules import LRSchedule
 
+AugmentFn = Callable[[torch.Tensor, torch.Tensor, int], tuple[torch.Tensor, torch.Tensor]]
+"""(raw uint8 batch, labels, step) -> (network inputs, targets): babysit.data.augment.Augment."""
+
 
 @dataclass
 class TensorData:
@@ -142,8 +145,7 @@ def check_batch_size(batch_size: int, n: int) -> None:
 
 def fit(model: nn.Module, data: TensorData, cfg: RunConfig, run: RunDir | None = None,
         callbacks: list[Any] | None = None, resume: bool = False,
-        augment: Callable[[torch.Tensor, torch.Tensor, int], tuple[torch.Tensor, torch.Tensor]] | None = None
-        ) -> LoopState:
+        augment: AugmentFn | None = None) -> LoopState:
     """Train ``model`` on ``data`` with mini-batch SGD; returns the final loop state.
 
     ``augment(raw_pixels, labels, step) -> (inputs, targets)`` (babysit.data.augment.Augment) makes each

@@ -32,7 +32,7 @@ from torch import nn
 from babysit.config import RunConfig, validate
 from babysit.errors import BabysitError
 from babysit.train.checkpoint import rng_state, set_rng_state
-from babysit.train.loop import TensorData, epoch_permutation
+from babysit.train.loop import AugmentFn, TensorData, epoch_permutation
 from babysit.train.losses import make_loss
 from babysit.train.optim import check_choices, clip_gradients, make_optimizer
 from babysit.train.regularize import Regularizer
@@ -110,7 +110,7 @@ class _Snapshot:
 
 
 def _ramp(model: nn.Module, optimizer: torch.optim.Optimizer, data: TensorData, cfg: RunConfig,
-          lrs: list[float], seed: int) -> list[float]:
+          lrs: list[float], seed: int, augment: AugmentFn | None = None) -> list[float]:
     """One repeat: a mini-batch per lr, in the training loop's order for ``seed``; returns the raw losses."""
     f, bs = cfg.lr_find, cfg.train.batch_size
     criterion, reg = make_loss(cfg.loss), Regularizer.from_config(model, cfg)
@@ -128,7 +128,10 @@ def _ramp(model: nn.Module, optimizer: torch.optim.Optimizer, data: TensorData, 
         idx = perm[b * bs : (b + 1) * bs]
         for group in optimizer.param_groups:
             group["lr"] = lr
-        loss = criterion(model(data.x_train[idx]), data.y_train[idx]) + reg.penalty()
+        xb, yb = data.x_train[idx], data.y_train[idx]
+        if augment is not None:
+            xb, yb = augment(data.x_raw[idx], yb, seed * 1_000_000 + i)  # type: ignore[index]  # a step per repeat
+        loss = criterion(model(xb), yb) + reg.penalty()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         value = loss.item()
@@ -147,8 +150,9 @@ def _ramp(model: nn.Module, optimizer: torch.optim.Optimizer, data: TensorData, 
 
 
 def lr_range_test(model: nn.Module, data: TensorData, cfg: RunConfig,
-                  optimizer: torch.optim.Optimizer | None = None) -> LRFindResult:
-    """Run the LR range test of ``cfg.lr_find`` with the run's update rule, loss and regularisation.
+                  optimizer: torch.optim.Optimizer | None = None, augment: AugmentFn | None = None) -> LRFindResult:
+    """Run the LR range test of ``cfg.lr_find`` with the run's update rule, loss and regularisation, on
+    batches made as training makes them (``augment``, from ``data.x_raw``, when the run augments).
 
     Every repeat starts from the model's current weights (and ``optimizer``'s state, when given;
     otherwise a fresh optimiser from ``cfg.optim``). Everything is restored afterwards.
@@ -164,7 +168,7 @@ def lr_range_test(model: nn.Module, data: TensorData, cfg: RunConfig,
         for r in range(f.seeds):
             snapshot.restore(model, optimizer, rng=False)
             opt = optimizer if optimizer is not None else make_optimizer(model, cfg)
-            raw = _ramp(model, opt, data, cfg, lrs, cfg.train.seed + r)
+            raw = _ramp(model, opt, data, cfg, lrs, cfg.train.seed + r, augment)
             if len(raw) < 2:
                 raise BabysitError(f"the loss was not finite from the first steps at lr {f.start_lr:g}; "
                                    "lower --lr_find.start_lr or check the data and the model.")
@@ -210,8 +214,8 @@ def run_lr_find(cfg: RunConfig, plot: str | Path | None = None) -> LRFindResult:
     from babysit.monitor.plots import plot_lr_find
 
     check_choices(cfg)
-    model, data, _ = fresh_start(cfg)
-    result = lr_range_test(model, data, cfg)
+    model, data, _, augment = fresh_start(cfg)
+    result = lr_range_test(model, data, cfg, augment=augment)
     if plot is not None:
         plot_lr_find(result, plot)
     return result

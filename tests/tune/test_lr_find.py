@@ -112,3 +112,20 @@ def test_cli_lr_find_writes_plot_numbers_and_a_config(tmp_path, capsys, monkeypa
     assert len(numbers["lrs"]) == 30 and len(numbers["smoothed"]) == 2
     tuned = load_toml(tmp_path / "tuned.toml")
     assert tuned.schedule.name == "onecycle" and tuned.optim.lr == pytest.approx(numbers["bounds"][1])
+
+
+def test_the_ramp_trains_on_augmented_batches_when_the_run_augments():
+    """lr-find sees the batches training would see: raw pixels through the run's augmentation."""
+    from tests.train.test_loop import augmented_digits
+
+    data, aug = augmented_digits(n_train=256, n_val=64)
+    calls = []
+
+    def counting(x, y, step):
+        calls.append((x.dtype, step))
+        return aug(x, y, step)
+
+    result = lr_range_test(small_net(), data, cfg(**{"lr_find.seeds": 2}), augment=counting)
+    assert calls and all(dtype == torch.uint8 for dtype, _ in calls)  # made from the raw pixels
+    assert len({step for _, step in calls}) == len(calls)  # each repeat draws its own augmentation
+    assert all(math.isfinite(v) for v in result.losses[0])
