@@ -209,3 +209,25 @@ def test_property_any_pipeline_on_any_shape(n, c, h, w, tokens, fill, step):
     else:
         assert torch.equal(t, y)
     assert torch.equal(out, aug.pixels(x, y, step)[0])
+
+
+@pytest.mark.parametrize("mode,torch_padding", [("constant", "zeros"), ("edge", "border"), ("reflect", "reflection")])
+def test_warp_matches_torch_and_kornia_where_they_have_the_fill_mode(mode, torch_padding):
+    """Rotation + zoom + shear + shift through warp() equals torch's affine_grid + grid_sample (align_corners=True,
+    normalised x_n = 2x/(W-1) - 1) and, for zero fill, kornia's warp_affine with the same pixel matrix."""
+    from kornia.geometry.transform import warp_affine
+
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(4, 2, 9, 11, generator=g) * 255
+    h, w = 9, 11
+    m = affine_matrix(h, w, angle=torch.tensor([17.0, -40.0, 5.0, 90.0]), scale=torch.tensor([1.1, 0.8, 1.0, 1.3]),
+                      shear=torch.tensor([0.0, 10.0, -20.0, 5.0]), shift=torch.tensor([[1.5, -2.0], [0, 0], [3, 1],
+                                                                                        [-0.25, 0.5]]))
+    ours = warp(x, m, mode, fill_value=0.0)
+    to_norm = torch.tensor([[2 / (w - 1), 0, -1], [0, 2 / (h - 1), -1], [0, 0, 1]])
+    theta = to_norm @ torch.linalg.inv(m) @ torch.linalg.inv(to_norm)  # output (normalised) -> source (normalised)
+    grid = torch.nn.functional.affine_grid(theta[:, :2], list(x.shape), align_corners=True)
+    reference = torch.nn.functional.grid_sample(x, grid, padding_mode=torch_padding, align_corners=True)
+    assert torch.allclose(ours, reference, atol=1e-3), (ours - reference).abs().max()
+    if mode == "constant":
+        assert torch.allclose(ours, warp_affine(x, m[:, :2], (h, w), align_corners=True), atol=1e-3)
