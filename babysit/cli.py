@@ -21,7 +21,10 @@ def _add_config_options(p: argparse.ArgumentParser) -> None:
     group = p.add_argument_group("config options (override the defaults and --config)")
     for key, default, kind in C.option_table():
         shown = f"'{default}'" if isinstance(default, str) else default
-        group.add_argument(f"--{key}", dest=f"cfg:{key}", metavar=kind.upper(), default=None,
+        if isinstance(default, tuple):  # a list of words, or numbers, comma-separated on the command line
+            kind = "A,B,..." if not default or isinstance(default[0], str) else ",".join(["X"] * len(default))
+            shown = ",".join(map(str, default)) or "none"
+        group.add_argument(f"--{key}", dest=f"cfg:{key}", metavar=kind.upper(), default=argparse.SUPPRESS,
                            help=f"(default: {shown})")
 
 
