@@ -133,9 +133,13 @@ class Augment:
     def __repr__(self) -> str:
         return f"Augment({', '.join(str(AugmentOp(n, a)) for n, a in self.ops.items())}; fill {self.fill})"
 
+    def has(self, stage: str) -> bool:
+        """Whether any op of ``stage`` (geometry, photometric, occlusion, mixing) is in the pipeline."""
+        return any(AUGMENTATIONS[name].stage == stage for name in self.ops)
+
     @property
     def mixes(self) -> bool:
-        return "mixup" in self.ops or "cutmix" in self.ops
+        return self.has("mixing")
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         pixels, targets = self.pixels(x, y, step)
@@ -158,8 +162,7 @@ class Augment:
         """All geometric ops as one forward matrix per image (crop first, then flips and the affine part)."""
         b, _, h, w = x.shape
         o, dev = self.ops, x.device
-        if not o.keys() & {"flip-h", "flip-v", "rotate", "scale", "shear", "translate", "crop", "resized-crop",
-                           "elastic"}:
+        if not self.has("geometry"):
             return x
         coin = lambda name: torch.as_tensor(rng.random(b) < 0.5, device=dev) if name in o else None
         spread = lambda name, base=0.0: (uniform(rng, base - o[name][0], base + o[name][0], b, dev)
@@ -195,7 +198,7 @@ class Augment:
     def photometric(self, x: torch.Tensor, rng: np.random.Generator, gen: torch.Generator) -> torch.Tensor:
         """Illumination and sensor noise on pixels 0..255, clamped back into range."""
         o, b = self.ops, len(x)
-        if not o.keys() & {"brightness", "contrast", "noise"}:
+        if not self.has("photometric"):
             return x
         if "brightness" in o:
             x = x + 255 * uniform(rng, -o["brightness"][0], o["brightness"][0], b, x.device).view(b, 1, 1, 1)
