@@ -110,17 +110,14 @@ def cmd_augment_list(args: argparse.Namespace) -> None:
 
 def cmd_augment_preview(args: argparse.Namespace) -> None:
     from babysit.data.augment import augment_warnings, parse_pipeline
-    from babysit.data.preview import augment_grid, showcase
-    from babysit.data.sources import load_dataset
+    from babysit.data.preview import augment_grid
 
     cfg = _config(args, **({"data.name": args.data} if args.data else {}))
-    if not cfg.augment.pipeline:
-        size = min(load_dataset(cfg.data.name, channels=cfg.data.channels, size=cfg.data.size).train.x.shape[-2:])
-        print(f"no augment.pipeline given; previewing {','.join(showcase(size))} (set --augment.pipeline=...)")
-        cfg = C.apply_overrides(cfg, {"augment.pipeline": ",".join(showcase(size))})
     for warning in augment_warnings(parse_pipeline(cfg.augment.pipeline), cfg.data.name, cfg.data.preprocess):
         print(f"warning: {warning}")
     path, augment = augment_grid(cfg, args.out, args.count, args.draws)
+    if not cfg.augment.pipeline:
+        print("no augment.pipeline given; previewing a showcase (set --augment.pipeline=...)")
     print(f"{augment}\ngrid (first column: original, then {args.draws} training draws): {path}")
 
 

@@ -20,8 +20,9 @@ from torch import nn
 from babysit import config as C
 from babysit.data.augment import Augment, augment_warnings, check_augment, make_augment, parse_pipeline
 from babysit.data.preprocess import KINDS, Preprocessor
-from babysit.data.sources import Dataset, load_dataset
-from babysit.data.split import Splits, split_dataset
+from babysit.data.preview import save_augment_picture
+from babysit.data.sources import Dataset
+from babysit.data.split import Splits, prepare_data
 from babysit.errors import BabysitError
 from babysit.models.build import build
 from babysit.models.init import init_weights, needs_data
@@ -70,13 +71,6 @@ def resolve_device(name: str) -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise BabysitError(f"device {name!r} was asked for but no CUDA GPU is available; use --train.device=cpu.")
     return dev
-
-
-def prepare_data(cfg: C.RunConfig) -> tuple[Dataset, Splits]:
-    """Load the configured data set and split it (stratified, seeded)."""
-    ds = load_dataset(cfg.data.name, channels=cfg.data.channels, size=cfg.data.size)
-    splits = split_dataset(ds, cfg.data.val_fraction, cfg.data.test_fraction, cfg.train.seed, cfg.data.limit)
-    return ds, splits
 
 
 def make_model(cfg: C.RunConfig, input_shape: tuple[int, int, int], num_classes: int,
@@ -154,18 +148,6 @@ def _first_files(run: RunDir, cfg: C.RunConfig, ds: Dataset, splits: Splits) -> 
     return pre
 
 
-def _save_augment_picture(run: RunDir, augment: Augment, splits: Splits) -> None:
-    """RUN/stats/augment.png: what the first training batches look like, for the report."""
-    from babysit.data.grid import save_png
-    from babysit.data.preview import augment_picture
-    from babysit.data.show import example_indices
-
-    idx = example_indices(splits.train.y, min(len(splits.classes), 10))
-    (run.path / "stats").mkdir(exist_ok=True)
-    save_png(augment_picture(augment, splits.train.x[idx], splits.train.y[idx], splits.classes, 7),
-             run.path / "stats" / "augment.png")
-
-
 def _check_split(run: RunDir, splits: Splits) -> None:
     """The data must still split into the sizes the run was trained on."""
     sizes = [len(splits.train), len(splits.val), len(splits.test)]
@@ -213,7 +195,8 @@ def train(cfg: C.RunConfig, out: str | Path = "runs", name: str = "", resume: st
         print(f"warning: {warning}", flush=True)
     if augment is not None:
         print(f"augmentation, training batches only: {augment}", flush=True)
-        _save_augment_picture(run, augment, splits)
+        (run.path / "stats").mkdir(exist_ok=True)  # what the first batches look like, for the report
+        save_augment_picture(augment, splits, run.path / "stats" / "augment.png", min(len(splits.classes), 10))
     print(f"run {run.path}: {ds.name} {len(splits.train)}/{len(splits.val)}/{len(splits.test)} train/val/test, "
           f"{sum(p.numel() for p in model.parameters()):,} params, device {device}", flush=True)
     monitor = RunMonitor(cfg, run)  # sanity checks, layer probes, findings, report (cfg.monitor)

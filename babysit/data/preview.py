@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import torch
-from PIL import Image
 
 from babysit.config import RunConfig
 from babysit.data.augment import Augment, make_augment
 from babysit.data.grid import image_grid, save_png
 from babysit.data.show import example_indices
-from babysit.data.sources import load_dataset
-from babysit.data.split import split_dataset
+from babysit.data.split import Splits, prepare_data
 
 
 def showcase(size: int) -> tuple[str, ...]:
@@ -25,21 +24,22 @@ def showcase(size: int) -> tuple[str, ...]:
 def augment_grid(cfg: RunConfig, out: str | Path, count: int = 8, draws: int = 7) -> tuple[Path, Augment]:
     """Save a PNG: ``count`` training images (one per class first), each followed by ``draws`` augmented
     versions, batch by batch as training makes them (steps 0, 1, ...). Pixels are shown as they are (0..255),
-    before the preprocessing. Returns (path, the pipeline)."""
-    d = cfg.data
-    ds = load_dataset(d.name, channels=d.channels, size=d.size)  # as babysit.experiment.prepare_data
-    splits = split_dataset(ds, d.val_fraction, d.test_fraction, cfg.train.seed, d.limit)
+    before the preprocessing. An empty ``augment.pipeline`` previews :func:`showcase`. Returns (path, the pipeline)."""
+    _, splits = prepare_data(cfg)
+    if not cfg.augment.pipeline:
+        cfg = replace(cfg, augment=replace(cfg.augment, pipeline=showcase(min(splits.train.x.shape[-2:]))))
     augment = make_augment(cfg, len(splits.classes), splits.train.x, None)
-    assert augment is not None, "augment.pipeline is empty"
+    assert augment is not None
+    return save_augment_picture(augment, splits, out, count, draws), augment
+
+
+def save_augment_picture(augment: Augment, splits: Splits, out: str | Path, count: int = 8, draws: int = 7) -> Path:
+    """Rows: ``count`` training images (one per class first), each then in ``draws`` augmented versions
+    (training steps 0, 1, ...); written as a PNG to ``out``."""
     idx = example_indices(splits.train.y, count)
-    picture = augment_picture(augment, splits.train.x[idx], splits.train.y[idx], splits.classes, draws)
-    return save_png(picture, out), augment
-
-
-def augment_picture(augment: Augment, x: torch.Tensor, y: torch.Tensor, classes: list[str],
-                    draws: int = 7) -> Image.Image:
-    """Rows: each image of ``x`` (uint8), then ``draws`` augmented versions (training steps 0, 1, ...)."""
+    x, y = splits.train.x[idx], splits.train.y[idx]
     views = torch.stack([augment.pixels(x, y, step)[0] for step in range(draws)], 1)  # (N, draws, C, H, W)
     rows = [torch.cat([x[i : i + 1].float(), views[i]]) for i in range(len(x))]
     scale = max(1, 96 // max(x.shape[-2:]))
-    return image_grid(rows, [classes[int(c)] for c in y], scale=scale, normalize="none")
+    picture = image_grid(rows, [splits.classes[int(c)] for c in y], scale=scale, normalize="none")
+    return save_png(picture, out)

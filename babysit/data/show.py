@@ -9,8 +9,7 @@ import torch
 from babysit.config import RunConfig
 from babysit.data.grid import image_grid, save_png
 from babysit.data.preprocess import Preprocessor
-from babysit.data.sources import load_dataset
-from babysit.data.split import split_dataset
+from babysit.data.split import prepare_data
 
 
 def example_indices(y: torch.Tensor, count: int) -> torch.Tensor:
@@ -30,10 +29,8 @@ def preprocess_grid(cfg: RunConfig, out: str | Path, count: int = 8) -> tuple[Pa
 
     Returns (path of the PNG, :meth:`Preprocessor.describe`).
     """
-    d = cfg.data
-    ds = load_dataset(d.name, channels=d.channels, size=d.size)  # as babysit.experiment.prepare_data
-    splits = split_dataset(ds, d.val_fraction, d.test_fraction, cfg.train.seed, d.limit)
-    pre = Preprocessor.from_config(splits.train.x, d)
+    _, splits = prepare_data(cfg)
+    pre = Preprocessor.from_config(splits.train.x, cfg.data)
     x = splits.train.x[example_indices(splits.train.y, count)]
     grid = image_grid([x.float(), pre.to_image(pre(x))], ["original", pre.kind])
     return save_png(grid, out), pre.describe()

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
-from babysit.data.sources import Dataset, ImageSet
+from babysit.config import RunConfig
+from babysit.data.sources import Dataset, ImageSet, load_dataset
 from babysit.errors import BabysitError
 
 
@@ -75,3 +76,10 @@ def split_dataset(ds: Dataset, val_fraction: float = 0.1, test_fraction: float =
         train_idx = train_idx[:limit]
     return Splits(train=ds.train.subset(train_idx), val=ds.train.subset(val_idx), test=test,
                   classes=list(ds.train.classes))
+
+
+def prepare_data(cfg: RunConfig) -> tuple[Dataset, Splits]:
+    """Load the configured data set and split it (stratified, seeded): what every command starts from."""
+    ds = load_dataset(cfg.data.name, channels=cfg.data.channels, size=cfg.data.size)
+    splits = split_dataset(ds, cfg.data.val_fraction, cfg.data.test_fraction, cfg.train.seed, cfg.data.limit)
+    return ds, splits

@@ -180,9 +180,10 @@ def fit(model: nn.Module, data: TensorData, cfg: RunConfig, run: RunDir | None =
                        desc=f"epoch {state.epoch + 1}/{t.epochs}", disable=not (t.progress and sys.stdout.isatty()))
             while state.batch < state.steps_per_epoch and not state.stop:
                 idx = perm[state.batch * t.batch_size : (state.batch + 1) * t.batch_size]
-                xb, yb = data.x_train[idx], data.y_train[idx]
-                if augment is not None:  # warp / noise / cutout / mix the raw pixels, then preprocess
-                    xb, yb = augment(data.x_raw[idx], yb, state.step)  # yb is (B, K) soft when images mix
+                if augment is None:
+                    xb, yb = data.x_train[idx], data.y_train[idx]
+                else:  # warp / noise / cutout / mix the raw pixels, then preprocess; yb is (B, K) soft when mixed
+                    xb, yb = augment(data.x_raw[idx], data.y_train[idx], state.step)
                 state.lr = schedule.lr(state.step)
                 for group in state.optimizer.param_groups:
                     group["lr"] = state.lr

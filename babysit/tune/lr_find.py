@@ -128,9 +128,10 @@ def _ramp(model: nn.Module, optimizer: torch.optim.Optimizer, data: TensorData, 
         idx = perm[b * bs : (b + 1) * bs]
         for group in optimizer.param_groups:
             group["lr"] = lr
-        xb, yb = data.x_train[idx], data.y_train[idx]
-        if augment is not None:
-            xb, yb = augment(data.x_raw[idx], yb, seed * 1_000_000 + i)  # type: ignore[index]  # a step per repeat
+        if augment is None:
+            xb, yb = data.x_train[idx], data.y_train[idx]
+        else:  # the batches training would see; each repeat draws its own steps
+            xb, yb = augment(data.x_raw[idx], data.y_train[idx], seed * 1_000_000 + i)  # type: ignore[index]
         loss = criterion(model(xb), yb) + reg.penalty()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
