@@ -29,17 +29,19 @@ from babysit.data import (
     parse_pipeline,
     split_dataset,
 )
+from babysit.data.split import prepare_data
 from babysit.errors import BabysitError
-from babysit.experiment import evaluate_run, load_run, make_model, prepare_data, train
+from babysit.experiment import evaluate_run, load_run, train
 from babysit.models import build, format_summary, init_weights, parse, summary
 from babysit.monitor.commands import check, diagnose, report
 from babysit.monitor.gradcheck import gradcheck
 from babysit.rundir import RunDir
+from babysit.start import Plan, fresh_start, make_model, plan_run
 from babysit.train.loop import Callback, LoopState, TensorData, evaluate, fit
 
 __version__ = "0.1.0"
 
-__all__ = ["Augment", "list_augmentations", "make_augment", "parse_pipeline",
+__all__ = ["Augment", "Plan", "fresh_start", "plan_run", "list_augmentations", "make_augment", "parse_pipeline",
            "BabysitError", "Callback", "Dataset", "ImageSet", "LoopState", "Preprocessor", "RunConfig", "RunDir",
            "Splits", "TensorData", "apply_overrides", "build", "check", "dataset_info", "diagnose", "evaluate",
            "evaluate_run", "fit", "gradcheck", "report",

@@ -13,3 +13,29 @@ class BabysitError(Exception):
     """A mistake in the user's input, data or configuration; the message says how to fix it."""
 
     exit_code: int = 2
+
+
+class Diverged(BabysitError):
+    """Training stopped because the loss blew up (NaN, Inf or far above its start): exit 3.
+
+    ``step``, ``loss`` and ``lr`` say where; the message says what to change."""
+
+    exit_code = 3
+
+    def __init__(self, message: str, step: int, loss: float, lr: float) -> None:
+        super().__init__(message)
+        self.step, self.loss, self.lr = step, loss, lr
+
+    @classmethod
+    def at(cls, what: str, step: int, loss: float, lr: float, kept: str) -> Diverged:
+        """The standard message: what happened at which step and lr, the fix, and which checkpoint is kept."""
+        return cls(f"{what} at step {step} (lr {lr:.3g}); the learning rate is probably too high: start a new run "
+                   f"with --optim.lr ten times smaller ({kept}).", step, loss, lr)
+
+
+class Interrupted(BabysitError):
+    """Ctrl-C or SIGTERM: a checkpoint was saved and the run can be resumed (exit 130 / 143)."""
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.exit_code = 128 + signum

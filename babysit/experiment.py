@@ -18,25 +18,19 @@ import torch
 from torch import nn
 
 from babysit import config as C
-from babysit.data.augment import Augment, augment_warnings, check_augment, make_augment, parse_pipeline
 from babysit.data.preprocess import KINDS, Preprocessor
 from babysit.data.preview import save_augment_picture
 from babysit.data.sources import Dataset
 from babysit.data.split import Splits, prepare_data
 from babysit.errors import BabysitError
 from babysit.models.build import build
-from babysit.models.init import init_weights, needs_data
-from babysit.models.shapes import infer_shapes
-from babysit.models.spec import Conv, GlobalAvgPool, Pool, parse
+from babysit.models.spec import parse
 from babysit.monitor.session import RunMonitor
 from babysit.rundir import RunDir, atomic_write_text
-from babysit.train.checkpoint import load_checkpoint, save_checkpoint, seed_all
-from babysit.train.loop import LoopState, TensorData, check_batch_size, evaluate, fit
-from babysit.train.optim import check_choices
+from babysit.start import Plan, fresh_start, plan_run, resolve_device
+from babysit.train.checkpoint import load_checkpoint, save_checkpoint
+from babysit.train.loop import LoopState, evaluate, fit
 from babysit.train.tta import tta_probabilities, tta_views
-
-VECTOR_KINDS = ("pca", "pca-white")  # preprocessings whose output has no spatial layout
-SPATIAL = (Conv, Pool, GlobalAvgPool)  # layers that need rows and columns
 
 
 @dataclass
@@ -60,51 +54,6 @@ class EvalResult:
     tta_accuracy: float | None = None  # accuracy of the averaged prediction (the confusion matrix is this one's)
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` picks CUDA when available; anything else is passed to torch.device."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise BabysitError(f"unknown device {name!r}; use auto, cpu or cuda.") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise BabysitError(f"device {name!r} was asked for but no CUDA GPU is available; use --train.device=cpu.")
-    return dev
-
-
-def make_model(cfg: C.RunConfig, input_shape: tuple[int, int, int], num_classes: int,
-               seed: int | None = None, batch: torch.Tensor | None = None) -> nn.Module:
-    """Build the spec for this input and initialise it (seeded); ``batch`` (preprocessed training
-    images) is what the data-dependent init schemes (lsuv, data) measure."""
-    seed_all(cfg.train.seed if seed is None else seed)  # torch, numpy and random: a resumed run matches
-    model = build(parse(cfg.model.spec), input_shape, num_classes)
-    init_weights(model, cfg.model.init, batch=batch, bias=cfg.model.init_bias)
-    return model
-
-
-def model_and_data(cfg: C.RunConfig, splits: Splits, pre: Preprocessor,
-                   device: torch.device) -> tuple[nn.Module, TensorData]:
-    """The fresh (seeded, initialised) model and the preprocessed train/val tensors, on ``device``
-    (plus the raw training pixels when the run augments them)."""
-    init_batch = pre(splits.train.x[: cfg.model.init_batch]) if needs_data(cfg.model.init) else None
-    shape = pre.output_shape(splits.train.input_shape)  # (k, 1, 1) after pca, (C k^2, H, W) after patch-white
-    model = make_model(cfg, shape, len(splits.classes), batch=init_batch).to(device)
-    x_raw = splits.train.x.to(device)
-    data = TensorData(pre(x_raw), splits.train.y.to(device), pre(splits.val.x.to(device)), splits.val.y.to(device),
-                      x_raw=x_raw if cfg.augment.pipeline else None)
-    return model, data
-
-
-def fresh_start(cfg: C.RunConfig) -> tuple[nn.Module, TensorData, Splits, Augment | None]:
-    """Model, tensors and augmentation exactly as a new ``babysit train`` starts them (statistics fitted on train)."""
-    C.validate(cfg)
-    _, splits = prepare_data(cfg)
-    pre = Preprocessor.from_config(splits.train.x, cfg.data)
-    model, data = model_and_data(cfg, splits, pre, resolve_device(cfg.train.device))
-    return model, data, splits, make_augment(cfg, len(splits.classes), splits.train.x, pre)
-
-
 def _load_preprocessor(run: RunDir) -> Preprocessor:
     path = run.path / "preprocess.safetensors"
     stats, meta = load_checkpoint(path)
@@ -113,36 +62,17 @@ def _load_preprocessor(run: RunDir) -> Preprocessor:
     return Preprocessor.from_state_dict(meta["kind"], stats)
 
 
-def _check_before_writing(cfg: C.RunConfig, splits: Splits) -> None:
-    """Mistakes that would otherwise surface after the run directory is made: geometry, preprocessing, batch."""
-    kind = cfg.data.preprocess
-    if kind not in KINDS:
-        raise BabysitError(f"unknown preprocessing {kind!r}; choose one of {', '.join(KINDS)}.")
-    if kind in VECTOR_KINDS:
-        spatial = [str(layer) for layer in parse(cfg.model.spec).layers() if isinstance(layer, SPATIAL)]
-        if spatial:
-            raise BabysitError(f"data.preprocess={kind} turns each image into a vector of principal components (no "
-                               f"rows and columns left for {spatial[0]}), so model.spec must be fully connected, "
-                               "e.g. --model.spec='fc-256 relu fc'; or use zca, which whitens and keeps the image.")
-    else:
-        c, h, w = splits.train.input_shape
-        shape = (c * cfg.data.patch_size**2, h, w) if kind == "patch-white" else (c, h, w)
-        infer_shapes(cfg.model.spec, shape, len(splits.classes))
-    check_batch_size(cfg.train.batch_size, len(splits.train))
-    check_augment(cfg)
-
-
-def _first_files(run: RunDir, cfg: C.RunConfig, ds: Dataset, splits: Splits) -> Preprocessor:
+def _first_files(run: RunDir, plan: Plan) -> Preprocessor:
     """Write spec.txt, meta.json and the preprocessing statistics unless a killed start already did."""
     if not (run.path / "spec.txt").exists():
-        atomic_write_text(run.path / "spec.txt", str(parse(cfg.model.spec)) + "\n")
+        atomic_write_text(run.path / "spec.txt", str(plan.spec) + "\n")
     if (run.path / "meta.json").exists():
-        _check_split(run, splits)
+        _check_split(run, plan.splits)
     else:
-        run.write_json("meta.json", _provenance(cfg, ds, splits))
+        run.write_json("meta.json", _provenance(plan.cfg, plan.dataset, plan.splits))
     if (run.path / "preprocess.safetensors").exists():
         return _load_preprocessor(run)
-    pre = Preprocessor.from_config(splits.train.x, cfg.data)
+    pre = Preprocessor.from_config(plan.splits.train.x, plan.cfg.data)
     save_checkpoint(run.path / "preprocess.safetensors", pre.state_dict(), {"kind": pre.kind,
                                                                             "describe": pre.describe()})
     return pre
@@ -176,34 +106,30 @@ def train(cfg: C.RunConfig, out: str | Path = "runs", name: str = "", resume: st
     if resume is not None:
         run = RunDir.open(resume, write=True)
         cfg = C.load_toml(run.config)
-    C.validate(cfg)
-    device = resolve_device(cfg.train.device)
-    ds, splits = prepare_data(cfg)
-    parse(cfg.model.spec)  # a bad spec fails before anything is written
-    check_choices(cfg)  # so does an unknown optimiser, schedule, loss or init name
-    _check_before_writing(cfg, splits)
+    plan = plan_run(cfg)  # every mistake is refused here, before anything is written
+    ds, splits = plan.dataset, plan.splits
     if resume is None:
         run = RunDir.create(Path(out) / (name or f"{ds.name.replace('/', '_')}-{datetime.now():%Y%m%d-%H%M%S}"))
         with run.removed_on_error():  # a failed start (disk full) leaves no half-made run behind
             atomic_write_text(run.config, C.dumps_toml(cfg))
-            pre = _first_files(run, cfg, ds, splits)
+            pre = _first_files(run, plan)
     else:
-        pre = _first_files(run, cfg, ds, splits)
-    model, data = model_and_data(cfg, splits, pre, device)
-    augment = make_augment(cfg, len(splits.classes), splits.train.x, pre)
-    for warning in augment_warnings(parse_pipeline(cfg.augment.pipeline), ds.name, cfg.data.preprocess):
+        pre = _first_files(run, plan)
+    model, data, augment = fresh_start(plan, pre)
+    for warning in plan.warnings:
         print(f"warning: {warning}", flush=True)
     if augment is not None:
         print(f"augmentation, training batches only: {augment}", flush=True)
         (run.path / "stats").mkdir(exist_ok=True)  # what the first batches look like, for the report
-        save_augment_picture(augment, splits, run.path / "stats" / "augment.png", min(len(splits.classes), 10))
+        save_augment_picture(augment, splits, run.path / "stats" / "augment.png", min(plan.num_classes, 10))
     print(f"run {run.path}: {ds.name} {len(splits.train)}/{len(splits.val)}/{len(splits.test)} train/val/test, "
-          f"{sum(p.numel() for p in model.parameters()):,} params, device {device}", flush=True)
+          f"{sum(p.numel() for p in model.parameters()):,} params, device {plan.device}", flush=True)
     monitor = RunMonitor(cfg, run)  # sanity checks, layer probes, findings, report (cfg.monitor)
-    monitor.before_fit(model, data, len(splits.classes), resume=resume is not None)
+    monitor.before_fit(model, data, plan.num_classes, resume=resume is not None)
     with monitor.watching():  # a divergence becomes the "LR too high" finding before it propagates
         state = fit(model, data, cfg, run, callbacks=monitor.callbacks(), resume=resume is not None, augment=augment)
-    _, test_acc, _ = evaluate(model, pre(splits.test.x.to(device)), splits.test.y.to(device), cfg.train.eval_batch_size)
+    _, test_acc, _ = evaluate(model, pre(splits.test.x.to(plan.device)), splits.test.y.to(plan.device),
+                              cfg.train.eval_batch_size)
     seconds = time.perf_counter() - started
     run.write_json("result.json", {"best_val_acc": state.best_val_acc, "best_epoch": state.best_epoch,
                                    "test_acc": test_acc, "seconds": seconds})

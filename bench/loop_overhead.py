@@ -21,8 +21,9 @@ import torch.nn.functional as F
 
 from babysit import config as C
 from babysit.data.preprocess import Preprocessor
-from babysit.experiment import make_model, prepare_data
+from babysit.data.split import prepare_data
 from babysit.rundir import RunDir
+from babysit.start import make_model
 from babysit.train.loop import TensorData, evaluate, fit
 from babysit.train.optim import decayed_parameters, l2_penalty
 

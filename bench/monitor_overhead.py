@@ -22,10 +22,11 @@ import torch
 
 from babysit import config as C
 from babysit.data.preprocess import Preprocessor
-from babysit.experiment import make_model, prepare_data
+from babysit.data.split import prepare_data
 from babysit.monitor.probes import LayerProbes
 from babysit.monitor.watch import DivergenceGuard, LiveDiagnosis
 from babysit.rundir import RunDir
+from babysit.start import make_model
 from babysit.train.loop import LoopState, TensorData, fit
 
 WARM_UP = 2  # epochs not timed

@@ -24,6 +24,7 @@ from babysit.monitor.sanity import CheckResult, format_checks, run_checks
 from babysit.monitor.session import write_checks
 from babysit.monitor.valstats import read_val_analysis, val_analysis, write_val_analysis
 from babysit.rundir import RunDir, atomic_write_text
+from babysit.start import Plan, fresh_start, plan_run
 from babysit.train.loop import TensorData
 from babysit.train.losses import LossFn, make_loss
 from babysit.train.regularize import l2_penalty
@@ -39,26 +40,23 @@ class ChecksFailed(BabysitError):
     exit_code = 1
 
 
-def _prepared(cfg: C.RunConfig) -> tuple[nn.Module, TensorData, int]:
+def _prepared(cfg: C.RunConfig) -> tuple[nn.Module, TensorData, Plan]:
     """The run's fresh model and preprocessed splits, exactly as ``babysit train`` would start them."""
-    from babysit.experiment import fresh_start
-
-    model, data, splits, _ = fresh_start(cfg)  # the checks look at unaugmented images
-    return model, data, len(splits.classes)
+    plan = plan_run(cfg)
+    model, data, _ = fresh_start(plan)  # the checks look at unaugmented images
+    return model, data, plan
 
 
 def check(cfg: C.RunConfig, out: str | Path = "runs", name: str = "") -> tuple[RunDir, list[CheckResult]]:
     """``babysit check``: the four sanity checks for ``cfg``; writes RUN/config.toml, spec.txt, checks.json.
     Config warnings (a flip that changes what a digit means) come first."""
-    from babysit.data.augment import augment_warnings, check_augment
-
-    for warning in augment_warnings(check_augment(cfg), cfg.data.name, cfg.data.preprocess):
+    model, data, plan = _prepared(cfg)
+    for warning in plan.warnings:
         print(f"warning: {warning}", flush=True)
-    model, data, classes = _prepared(cfg)
     run = RunDir.create(Path(out) / (name or f"{cfg.data.name.replace('/', '_')}-check-{datetime.now():%Y%m%d-%H%M%S}"))
     atomic_write_text(run.config, C.dumps_toml(cfg))
     atomic_write_text(run.path / "spec.txt", cfg.model.spec + "\n")
-    results = run_checks(model, data, cfg, classes)
+    results = run_checks(model, data, cfg, plan.num_classes)
     print(format_checks(results), flush=True)
     write_checks(run, results)
     print(f"recorded in {run.path / 'checks.json'}", flush=True)

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from babysit.config import LossConfig, RunConfig
-from babysit.train.loop import TensorData
+from babysit.train.loop import NonFinite, TensorData, Update, train_step
 from babysit.train.losses import make_loss
 from babysit.train.optim import make_optimizer
 from babysit.train.regularize import l2_penalty
@@ -146,16 +146,16 @@ def overfit_tiny(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: RunCon
     m = _no_dropout(copy.deepcopy(model))
     opt = _update_rule(m, cfg, vanilla=True)
     criterion = make_loss(replace(cfg.loss, label_smoothing=0.0))
+    update = Update(m, opt, criterion)
     losses: list[float] = []
-    acc, steps = 0.0, 0
+    acc, steps, blew_up = 0.0, 0, False
     while steps < max_steps:
-        loss = criterion(m(x), y)
-        losses.append(loss.item())
-        if not math.isfinite(losses[-1]):
+        try:
+            losses.append(train_step(update, x, y, check_finite=True).item())
+        except NonFinite as e:  # caught before the update
+            losses.append(e.loss)
+            blew_up = True
             break
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
         steps += 1
         if steps % OVERFIT_EVAL_EVERY == 0 or steps == max_steps:
             with torch.no_grad():
@@ -170,7 +170,7 @@ def overfit_tiny(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: RunCon
                f"loss {first:.4f} -> {last:.4g}")
     if acc == 1.0:
         return CheckResult("overfit_tiny", "overfit a tiny sample", True, summary, "", numbers)
-    if not math.isfinite(last) or last > first:
+    if blew_up or not math.isfinite(last) or last > first:
         advice = f"the loss blew up: learning rate too high (try --optim.lr={cfg.optim.lr / 10:g}) or a bad init"
     elif last > OVERFIT_STALLED * first:
         advice = (f"the loss barely moved: learning rate too low (try --optim.lr={cfg.optim.lr * 10:g}) "
@@ -192,14 +192,11 @@ def zero_input_check(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: Ru
     finals = []
     for inputs in (x, torch.zeros_like(x)):
         m = _no_dropout(copy.deepcopy(model))
-        opt = _update_rule(m, cfg, vanilla=True)
+        update = Update(m, _update_rule(m, cfg, vanilla=True), criterion)
         for s in range(steps):
             i = (s * batch) % len(x)
             idx = torch.arange(i, i + batch, device=x.device) % len(x)
-            loss = criterion(m(inputs[idx]), y[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            train_step(update, inputs[idx], y[idx])
         with torch.no_grad():
             finals.append(float(criterion(m.eval()(inputs), y)))
     real, zero = finals

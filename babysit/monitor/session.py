@@ -11,7 +11,6 @@ experiment.train() makes one :class:`RunMonitor` and calls, in order::
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -80,12 +79,7 @@ class RunMonitor:
     def _diverged(self, e: Diverged) -> None:
         history = self.run.read_history()
         if not history or history[-1].get("kind") != "diverged":  # a NaN caught by the loop itself
-            steps = [r for r in history if r.get("kind") == "step"]
-            loss = re.search(r"loss became (\S+)", str(e))
-            lr = re.search(r"\(lr ([-+.e0-9]+)\)", str(e))
-            self.run.append_history(divergence_record(
-                steps[-1]["step"] + 1 if steps else 1, loss.group(1) if loss else "non-finite",
-                float(lr.group(1)) if lr else steps[-1]["lr"] if steps else self.cfg.optim.lr, self.run, str(e)))
+            self.run.append_history(divergence_record(e.step, e.loss, e.lr, self.run, str(e)))
         if self.probes is not None:
             self.probes.flush()
         if self.tensorboard is not None:

@@ -50,7 +50,7 @@ class DivergenceGuard:
                    f"--optim.lr ten times smaller ({kept}).")
         if self.run is not None:
             self.run.append_history(divergence_record(state.step, state.loss, state.lr, self.run, message))
-        raise Diverged(message)
+        raise Diverged(message, state.step, state.loss, state.lr)
 
     def state_dict(self) -> dict[str, Any]:
         return {"initial": self.initial}

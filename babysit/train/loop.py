@@ -15,7 +15,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import torch
@@ -24,21 +24,11 @@ from torch import nn
 from tqdm import tqdm
 
 from babysit.config import RunConfig
-from babysit.errors import BabysitError
+from babysit.errors import BabysitError, Diverged, Interrupted
 from babysit.rundir import RunDir
-from babysit.train.checkpoint import (
-    all_finite,
-    checkpoint_step,
-    config_changes,
-    flatten_state,
-    load_checkpoint,
-    rng_state,
-    save_checkpoint,
-    set_rng_state,
-    unflatten_state,
-)
 from babysit.train.losses import LossFn, make_loss
 from babysit.train.optim import clip_gradients, describe_groups, make_optimizer
+from babysit.train.record import MemoryRecorder, Recorder, RunRecorder
 from babysit.train.regularize import Regularizer
 from babysit.train.schedules import LRSchedule
 
@@ -74,7 +64,6 @@ class LoopState:
     best_val_acc: float = -1.0
     best_epoch: int = -1
     history: list[dict[str, Any]] = field(default_factory=list)  # epoch records
-    best_state: dict[str, torch.Tensor] | None = None  # best-val weights, kept here when there is no run dir
     stop: bool = False
     schedule: LRSchedule | None = None  # lr of each step; holds reduce-on-plateau's state (checkpointed)
 
@@ -87,20 +76,6 @@ class Callback(Protocol):
     def on_batch_end(self, state: LoopState) -> None: ...
     def on_epoch_end(self, state: LoopState) -> None: ...
     def on_fit_end(self, state: LoopState) -> None: ...
-
-
-class Interrupted(BabysitError):
-    """Ctrl-C or SIGTERM: a checkpoint was saved and the run can be resumed (exit 130 / 143)."""
-
-    def __init__(self, message: str, signum: int):
-        super().__init__(message)
-        self.exit_code = 128 + signum
-
-
-class Diverged(BabysitError):
-    """The loss became NaN or infinite."""
-
-    exit_code = 3
 
 
 def _call(callbacks: list[Any], hook: str, state: LoopState) -> None:
@@ -143,6 +118,70 @@ def check_batch_size(batch_size: int, n: int) -> None:
                            f"use --train.batch_size={min(64, n)} or fewer.")
 
 
+@dataclass
+class Update:
+    """What one SGD step needs: the model, its update rule, the loss, the regulariser and clipping."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    criterion: LossFn
+    reg: Regularizer | None = None  # L2 / L1 terms added to the loss, max-norm after the step
+    clip_norm: float = 0.0  # clip the gradient's global L2 norm to this; 0 = off
+
+    @classmethod
+    def from_config(cls, model: nn.Module, cfg: RunConfig, optimizer: torch.optim.Optimizer | None = None) -> Update:
+        """The run's own step: ``cfg``'s update rule (or ``optimizer``), loss, regularisation and clipping."""
+        return cls(model, optimizer if optimizer is not None else make_optimizer(model, cfg), make_loss(cfg.loss),
+                   Regularizer.from_config(model, cfg), cfg.optim.clip_norm)
+
+
+class NonFinite(Exception):
+    """Raised by :func:`train_step` before the update when the loss or the gradient is NaN or Inf."""
+
+    def __init__(self, loss: float, grad_norm: float) -> None:
+        super().__init__(f"loss {loss}, gradient norm {grad_norm}")
+        self.loss, self.grad_norm = loss, grad_norm
+
+
+def next_batch(data: TensorData, idx: torch.Tensor, step: int,
+               augment: AugmentFn | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The training mini-batch ``idx`` as the network sees it at ``step``: the preprocessed images, or with
+    ``augment`` the raw pixels warped / recoloured / cut / mixed, then preprocessed (targets (B, K) when mixed)."""
+    if augment is None:
+        return data.x_train[idx], data.y_train[idx]
+    if data.x_raw is None:
+        raise ValueError("augmented batches need the raw training pixels in data.x_raw")
+    return augment(data.x_raw[idx], data.y_train[idx], step)
+
+
+def train_step(u: Update, xb: torch.Tensor, yb: torch.Tensor, lr: float | None = None,
+               check_finite: bool = False) -> torch.Tensor:
+    """One mini-batch step: forward -> loss (+ regularisation) -> backward -> clip -> update -> max-norm.
+
+    ``lr`` (when given) is set on every parameter group first. With ``check_finite`` a NaN or Inf loss or
+    gradient raises :class:`NonFinite` before the update, so it never reaches the weights. Returns the
+    loss (data + regularisation) as a detached 0-d tensor."""
+    if lr is not None:
+        for group in u.optimizer.param_groups:
+            group["lr"] = lr
+    loss = u.criterion(u.model(xb), yb)  # scores (B, classes) -> data loss
+    if u.reg is not None:
+        loss = loss + u.reg.penalty()
+    u.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if check_finite:
+        value = loss.item()
+        grads = [p.grad for p in u.model.parameters() if p.grad is not None]
+        grad_norm = torch.nn.utils.get_total_norm(grads).item() if grads else 0.0
+        if not (math.isfinite(value) and math.isfinite(grad_norm)):
+            raise NonFinite(value, grad_norm)
+    clip_gradients(u.model.parameters(), u.clip_norm)  # no-op when clip_norm is 0
+    u.optimizer.step()
+    if u.reg is not None:
+        u.reg.project()  # max-norm constraint, when set
+    return loss.detach()
+
+
 def fit(model: nn.Module, data: TensorData, cfg: RunConfig, run: RunDir | None = None,
         callbacks: list[Any] | None = None, resume: bool = False,
         augment: AugmentFn | None = None) -> LoopState:
@@ -151,8 +190,9 @@ def fit(model: nn.Module, data: TensorData, cfg: RunConfig, run: RunDir | None =
     ``augment(raw_pixels, labels, step) -> (inputs, targets)`` (babysit.data.augment.Augment) makes each
     training batch from ``data.x_raw``; it is seeded by step, so a resumed run sees the same batches.
 
-    The model ends holding the weights of the epoch with the best validation accuracy.
-    With ``resume`` the state saved in ``run``'s last checkpoint is restored exactly.
+    The model ends holding the weights of the epoch with the best validation accuracy. With a run
+    directory everything is recorded there (and ``resume`` restores its last checkpoint exactly);
+    without one, in memory.
     """
     callbacks = list(callbacks or [])
     t = cfg.train
@@ -160,13 +200,14 @@ def fit(model: nn.Module, data: TensorData, cfg: RunConfig, run: RunDir | None =
     check_batch_size(t.batch_size, n)
     if augment is not None and data.x_raw is None:
         raise ValueError("fit(augment=...) needs the raw training pixels in data.x_raw")
-    criterion, reg = make_loss(cfg.loss), Regularizer.from_config(model, cfg)
+    rec: Recorder = RunRecorder(run) if run is not None else MemoryRecorder()
+    update = Update.from_config(model, cfg)
     steps_per_epoch = math.ceil(n / t.batch_size)
     schedule = LRSchedule(cfg.optim.lr, cfg.schedule, steps_per_epoch, t.epochs * steps_per_epoch)
-    state = LoopState(model, make_optimizer(model, cfg), cfg, steps_per_epoch, schedule=schedule)
+    state = LoopState(model, update.optimizer, cfg, steps_per_epoch, schedule=schedule)
     print(describe_groups(state.optimizer, cfg), flush=True)
     if resume:
-        _restore(state, run, callbacks)
+        rec.restore(state, callbacks)
     train_eval = slice(0, min(t.train_eval_size, n))
     stopper = _SignalFlag()
     _call(callbacks, "on_fit_start", state)
@@ -179,56 +220,45 @@ def fit(model: nn.Module, data: TensorData, cfg: RunConfig, run: RunDir | None =
             bar = tqdm(total=state.steps_per_epoch, initial=state.batch, leave=False, unit="batch",
                        desc=f"epoch {state.epoch + 1}/{t.epochs}", disable=not (t.progress and sys.stdout.isatty()))
             while state.batch < state.steps_per_epoch and not state.stop:
-                idx = perm[state.batch * t.batch_size : (state.batch + 1) * t.batch_size]
-                if augment is None:
-                    xb, yb = data.x_train[idx], data.y_train[idx]
-                else:  # warp / noise / cutout / mix the raw pixels, then preprocess; yb is (B, K) soft when mixed
-                    xb, yb = augment(data.x_raw[idx], data.y_train[idx], state.step)
+                xb, yb = next_batch(data, perm[state.batch * t.batch_size : (state.batch + 1) * t.batch_size],
+                                    state.step, augment)
                 state.lr = schedule.lr(state.step)
-                for group in state.optimizer.param_groups:
-                    group["lr"] = state.lr
-                scores = model(xb)  # (B, classes)
-                loss = criterion(scores, yb) + reg.penalty()  # data loss + L2 / L1 terms
-                state.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                try:
+                    loss = train_step(update, xb, yb, state.lr, check_finite=True)
+                except NonFinite as e:  # caught before the update: the weights are still the last good ones
+                    what = (f"the loss became {e.loss}" if not math.isfinite(e.loss)
+                            else f"the gradient norm became {e.grad_norm} (loss {e.loss:.4g})")
+                    raise Diverged.at(what, state.step + 1, e.loss, state.lr, rec.kept()) from None
                 state.loss = loss.item()
-                _check_finite(state, run)  # before the step, so NaN never reaches the weights
-                clip_gradients(model.parameters(), cfg.optim.clip_norm)  # no-op when clip_norm is 0
-                state.optimizer.step()
-                reg.project()  # max-norm constraint, when set
                 state.step += 1
                 state.batch += 1
                 state.loss_sum += state.loss
-                if run is not None:
-                    run.append_history({"kind": "step", "step": state.step, "epoch": state.epoch + 1,
-                                        "loss": state.loss, "lr": state.lr})
+                rec.append({"kind": "step", "step": state.step, "epoch": state.epoch + 1, "loss": state.loss,
+                            "lr": state.lr})
                 _call(callbacks, "on_batch_end", state)
                 bar.update(1)
                 bar.set_postfix(loss=f"{state.loss:.4f}", refresh=False)
                 if stopper.signum is not None:
-                    _save(state, run, callbacks)
-                    raise Interrupted(_interrupt_message(stopper.signum, run), stopper.signum)
-                if run is not None and state.step % cfg.checkpoint.every == 0 and state.batch < state.steps_per_epoch:
-                    _save(state, run, callbacks)
+                    rec.save(state, callbacks)
+                    raise Interrupted(rec.stopped(stopper.signum), stopper.signum)
+                if state.step % cfg.checkpoint.every == 0 and state.batch < state.steps_per_epoch:
+                    rec.save(state, callbacks)
             bar.close()
-            _end_epoch(state, data, train_eval, time.perf_counter() - started, run)
+            _end_epoch(state, data, train_eval, time.perf_counter() - started, rec)
             schedule.epoch_end(state.history[-1]["val_loss"])  # reduce-on-plateau looks at the val loss
             _call(callbacks, "on_epoch_end", state)
             state.epoch, state.batch, state.loss_sum = state.epoch + 1, 0, 0.0
-            if run is not None:
-                _save(state, run, callbacks)
+            rec.save(state, callbacks)
             if stopper.signum is not None:  # a signal during the epoch-end evaluation; just saved
-                raise Interrupted(_interrupt_message(stopper.signum, run), stopper.signum)
+                raise Interrupted(rec.stopped(stopper.signum), stopper.signum)
     _call(callbacks, "on_fit_end", state)
-    if run is not None and run.best.exists():
-        best, _ = load_checkpoint(run.best)
-        model.load_state_dict({k[len("model."):]: v for k, v in best.items()})
-    elif state.best_state is not None:
-        model.load_state_dict(state.best_state)
+    best = rec.best_weights()
+    if best is not None:
+        model.load_state_dict(best)
     return state
 
 
-def _end_epoch(state: LoopState, data: TensorData, train_eval: slice, seconds: float, run: RunDir | None) -> None:
+def _end_epoch(state: LoopState, data: TensorData, train_eval: slice, seconds: float, rec: Recorder) -> None:
     """Score, print the lecture's epoch line, record it, keep the best weights."""
     t = state.cfg.train
     _, train_acc, _ = evaluate(state.model, data.x_train[train_eval], data.y_train[train_eval], t.eval_batch_size)
@@ -240,104 +270,10 @@ def _end_epoch(state: LoopState, data: TensorData, train_eval: slice, seconds: f
     record = {"kind": "epoch", "step": state.step, "epoch": state.epoch + 1, "cost": cost, "train_acc": train_acc,
               "val_loss": val_loss, "val_acc": val_acc, "lr": state.lr, "seconds": seconds}
     state.history.append(record)
-    if run is not None:
-        run.append_history(record)
+    rec.append(record)
     if val_acc > state.best_val_acc:
         state.best_val_acc, state.best_epoch = val_acc, state.epoch + 1
-        weights = {f"model.{k}": v for k, v in state.model.state_dict().items()}
-        if run is not None:
-            save_checkpoint(run.best, weights, {"epoch": state.epoch + 1, "step": state.step, "val_acc": val_acc})
-        else:
-            state.best_state = {k[len("model."):]: v.clone() for k, v in weights.items()}
-
-
-def _save(state: LoopState, run: RunDir | None, callbacks: list[Any]) -> None:
-    """Write checkpoints/last.safetensors: weights, optimiser, RNG and the position in the run."""
-    if run is None:
-        return
-    tensors = {f"model.{k}": v for k, v in state.model.state_dict().items()}
-    if not all_finite(tensors):  # never replace the last good checkpoint with NaN weights
-        raise Diverged(_diverged_message("the weights became NaN or Inf", state.step, state, run))
-    meta: dict[str, Any] = {
-        "epoch": state.epoch, "batch": state.batch, "step": state.step, "loss_sum": state.loss_sum,
-        "lr": state.lr, "best_val_acc": state.best_val_acc, "best_epoch": state.best_epoch,
-        "history": state.history, "spec": state.cfg.model.spec, "config": asdict(state.cfg),
-        "optimizer": flatten_state("optim", state.optimizer.state_dict(), tensors),
-        "schedule": state.schedule.state_dict() if state.schedule is not None else None,
-        "callbacks": [flatten_state(f"cb{i}", cb.state_dict(), tensors) if hasattr(cb, "state_dict") else None
-                      for i, cb in enumerate(callbacks)],
-    }
-    meta["rng"] = rng_state(tensors)
-    save_checkpoint(run.last, tensors, meta)
-
-
-# Options a resumed run may change in config.toml: none of them alters the weights (epochs stretches the schedule).
-RESUME_FREE_KEYS = ("train.epochs", "train.progress", "train.device", "train.eval_batch_size",
-                    "train.train_eval_size", "checkpoint.every", "monitor")
-
-
-def _restore(state: LoopState, run: RunDir | None, callbacks: list[Any]) -> None:
-    """Inverse of :func:`_save`; errors in words when the checkpoint does not fit this model or config."""
-    if run is None:
-        raise BabysitError("resume needs a run directory.")
-    if not run.last.exists():  # killed before its first checkpoint: start over in the same directory
-        print(f"{run.path} has no checkpoint yet; training it from the start.", flush=True)
-        run.append_history({"kind": "resume", "step": 0, "epoch": 1})
-        return
-    tensors, meta = load_checkpoint(run.last)
-    if not {"optimizer", "rng", "step"} <= meta.keys():
-        raise BabysitError(f"{run.last} holds weights only (no optimiser state or position), so the run cannot "
-                           "resume from it; put back this run's own last checkpoint or start the run afresh.")
-    saved = meta.get("config")
-    changes = config_changes(saved, asdict(state.cfg), RESUME_FREE_KEYS) if isinstance(saved, dict) else []
-    if not changes and meta.get("spec") != state.cfg.model.spec:
-        changes = [f"model.spec: {meta.get('spec')!r} -> {state.cfg.model.spec!r}"]
-    if changes:
-        raise BabysitError(f"checkpoint {run.last} was saved with another config than {run.config} "
-                           f"({'; '.join(changes)}); undo the edit (or put back this run's own checkpoint) to "
-                           "resume, or start a new run with the new config.")
-    weights = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
-    try:
-        state.model.load_state_dict(weights)
-        state.optimizer.load_state_dict(unflatten_state(meta["optimizer"], tensors))
-        for cb, cb_state in zip(callbacks, meta.get("callbacks", [])):
-            if cb_state is not None and hasattr(cb, "load_state_dict"):
-                cb.load_state_dict(unflatten_state(cb_state, tensors))
-        for key in ("epoch", "batch", "step", "loss_sum", "lr", "best_val_acc", "best_epoch", "history"):
-            setattr(state, key, meta[key])
-        if state.schedule is not None and meta.get("schedule") is not None:
-            state.schedule.load_state_dict(meta["schedule"])
-    except (RuntimeError, KeyError, ValueError, TypeError) as e:
-        raise BabysitError(f"checkpoint {run.last} does not match this model ({str(e).splitlines()[0]}); "
-                           "put back this run's own checkpoint or start the run afresh.") from None
-    set_rng_state(meta["rng"] if isinstance(meta.get("rng"), dict) else {}, tensors)
-    run.append_history({"kind": "resume", "step": state.step, "epoch": state.epoch + 1})
-
-
-def _check_finite(state: LoopState, run: RunDir | None) -> None:
-    """Stop with :class:`Diverged` when the loss or the gradient is NaN or Inf, before the update."""
-    grads = [p.grad for p in state.model.parameters() if p.grad is not None]
-    grad_norm = torch.nn.utils.get_total_norm(grads).item() if grads else 0.0
-    if math.isfinite(state.loss) and math.isfinite(grad_norm):
-        return
-    what = (f"the loss became {state.loss}" if not math.isfinite(state.loss)
-            else f"the gradient norm became {grad_norm} (loss {state.loss:.4g})")
-    raise Diverged(_diverged_message(what, state.step + 1, state, run))
-
-
-def _diverged_message(what: str, step: int, state: LoopState, run: RunDir | None) -> str:
-    saved = checkpoint_step(run.last) if run is not None else None
-    kept = (f"the last good checkpoint, step {saved}, is kept in {run.last}" if run is not None and saved is not None
-            else "no checkpoint was saved before it")
-    return (f"{what} at step {step} (lr {state.lr:.3g}); the learning rate is probably too high: start a new run "
-            f"with --optim.lr ten times smaller ({kept}).")
-
-
-def _interrupt_message(signum: int, run: RunDir | None) -> str:
-    name = signal.Signals(signum).name
-    if run is None:
-        return f"stopped by {name}; without a run directory nothing was saved."
-    return f"stopped by {name} after saving a checkpoint; resume with `babysit train --resume {run.path}`."
+        rec.keep_best(state, {"epoch": state.epoch + 1, "step": state.step, "val_acc": val_acc})
 
 
 class _SignalFlag:

@@ -30,12 +30,21 @@ import torch
 from torch import nn
 
 from babysit.config import RunConfig, validate
+from babysit.ema import EMA, ema
 from babysit.errors import BabysitError
+from babysit.start import fresh_start, plan_run
 from babysit.train.checkpoint import rng_state, set_rng_state
-from babysit.train.loop import AugmentFn, TensorData, epoch_permutation
-from babysit.train.losses import make_loss
-from babysit.train.optim import check_choices, clip_gradients, make_optimizer
-from babysit.train.regularize import Regularizer
+from babysit.train.loop import (
+    AugmentFn,
+    NonFinite,
+    TensorData,
+    Update,
+    check_batch_size,
+    epoch_permutation,
+    next_batch,
+    train_step,
+)
+from babysit.train.optim import make_optimizer
 
 
 @dataclass(frozen=True)
@@ -67,11 +76,7 @@ class LRFindResult:
 
 def smooth(losses: list[float], beta: float) -> list[float]:
     """Bias-corrected exponential moving average: avg_i = b*avg_{i-1} + (1-b)*loss_i, out_i = avg_i/(1-b^(i+1))."""
-    out, avg = [], 0.0
-    for i, value in enumerate(losses):
-        avg = beta * avg + (1 - beta) * value
-        out.append(avg / (1 - beta ** (i + 1)))
-    return out
+    return ema(losses, beta)
 
 
 def steepest_lr(lrs: list[float], smoothed: list[float], skip: int | None = None) -> float:
@@ -113,39 +118,28 @@ def _ramp(model: nn.Module, optimizer: torch.optim.Optimizer, data: TensorData, 
           lrs: list[float], seed: int, augment: AugmentFn | None = None) -> list[float]:
     """One repeat: a mini-batch per lr, in the training loop's order for ``seed``; returns the raw losses."""
     f, bs = cfg.lr_find, cfg.train.batch_size
-    criterion, reg = make_loss(cfg.loss), Regularizer.from_config(model, cfg)
+    update = Update.from_config(model, cfg, optimizer)
     n = len(data.x_train)
     per_epoch = math.ceil(n / bs)
     torch.manual_seed(seed)  # dropout masks
     model.train()
     losses: list[float] = []
-    avg, best = 0.0, math.inf
+    smoothed, best = EMA(f.smoothing), math.inf
     perm = epoch_permutation(n, seed, 0, data.x_train.device)
     for i, lr in enumerate(lrs):
         epoch, b = divmod(i, per_epoch)
         if b == 0 and epoch > 0:
             perm = epoch_permutation(n, seed, epoch, data.x_train.device)
-        idx = perm[b * bs : (b + 1) * bs]
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        if augment is None:
-            xb, yb = data.x_train[idx], data.y_train[idx]
-        else:  # the batches training would see; each repeat draws its own steps
-            xb, yb = augment(data.x_raw[idx], data.y_train[idx], seed * 1_000_000 + i)  # type: ignore[index]
-        loss = criterion(model(xb), yb) + reg.penalty()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        value = loss.item()
-        if not math.isfinite(value):
+        # the batches training would see; each repeat draws its own augmentation steps
+        xb, yb = next_batch(data, perm[b * bs : (b + 1) * bs], seed * 1_000_000 + i, augment)
+        try:
+            value = train_step(update, xb, yb, lr, check_finite=True).item()
+        except NonFinite:
             break
-        clip_gradients(model.parameters(), cfg.optim.clip_norm)
-        optimizer.step()
-        reg.project()
         losses.append(value)
-        avg = f.smoothing * avg + (1 - f.smoothing) * value
-        smoothed = avg / (1 - f.smoothing ** (i + 1))
-        best = min(best, smoothed)
-        if smoothed > f.diverge * best:
+        current = smoothed.update(value)
+        best = min(best, current)
+        if current > f.diverge * best:
             break
     return losses
 
@@ -159,9 +153,7 @@ def lr_range_test(model: nn.Module, data: TensorData, cfg: RunConfig,
     otherwise a fresh optimiser from ``cfg.optim``). Everything is restored afterwards.
     """
     f = cfg.lr_find
-    if cfg.train.batch_size > len(data.x_train):
-        raise BabysitError(f"train.batch_size={cfg.train.batch_size} is larger than the {len(data.x_train)} "
-                           "training images; use a smaller --train.batch_size.")
+    check_batch_size(cfg.train.batch_size, len(data.x_train))
     lrs = [float(v) for v in np.geomspace(f.start_lr, f.end_lr, f.steps)]
     snapshot = _Snapshot(model, optimizer)
     losses, smoothed, steepest, min_loss = [], [], [], []
@@ -211,11 +203,9 @@ def format_result(result: LRFindResult) -> str:
 
 def run_lr_find(cfg: RunConfig, plot: str | Path | None = None) -> LRFindResult:
     """The whole range test as ``babysit lr-find`` runs it: data, preprocessing, model, test, plot."""
-    from babysit.experiment import fresh_start
     from babysit.monitor.plots import plot_lr_find
 
-    check_choices(cfg)
-    model, data, _, augment = fresh_start(cfg)
+    model, data, augment = fresh_start(plan_run(cfg))
     result = lr_range_test(model, data, cfg, augment=augment)
     if plot is not None:
         plot_lr_find(result, plot)

@@ -7,9 +7,9 @@ from torch import nn
 from babysit.cli import main
 from babysit.config import RunConfig, apply_overrides
 from babysit.errors import BabysitError
-from babysit.experiment import make_model
 from babysit.models import build
 from babysit.models.init import activation_stats, init_check, init_weights, needs_data
+from babysit.start import make_model
 
 DEEP = "[fc-500 relu]*10 fc"  # the lecture's 10-layer net of 500 units
 INPUT = (1, 1, 1000)
@@ -118,7 +118,7 @@ def test_auto_init_starts_at_chance_loss_on_digits():
 
     from babysit import config as C
     from babysit.data import Preprocessor, load_dataset
-    from babysit.experiment import make_model
+    from babysit.start import make_model
 
     ds = load_dataset("digits")
     x = Preprocessor.fit(ds.train.x, "channel-mean-std")(ds.train.x[:500])

@@ -1,0 +1,144 @@
+"""One run setup below every entry point: validate a config against its data once, return the plan.
+
+``babysit train``, ``check``, ``gradcheck``, ``lr-find`` (and whatever starts many runs) begin with::
+
+    plan = plan_run(cfg)                 # every mistake refused here, in one wording each
+    model, data, augment = fresh_start(plan)
+
+:func:`check_config` holds what needs no data (value ranges, names, the spec, the augmentation
+pipeline), :func:`check_run` what the data decides (layer geometry for this input, the batch against
+the training split). Both run before a run directory is made, so a mistake never leaves one behind.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from babysit import config as C
+from babysit.data.augment import Augment, AugmentOp, augment_warnings, check_augment
+from babysit.data.preprocess import KINDS, Preprocessor
+from babysit.data.sources import Dataset
+from babysit.data.split import Splits, prepare_data
+from babysit.errors import BabysitError
+from babysit.models.build import build
+from babysit.models.init import init_weights, needs_data
+from babysit.models.shapes import infer_shapes
+from babysit.models.spec import Conv, GlobalAvgPool, Pool, Spec, parse
+from babysit.train.checkpoint import seed_all
+from babysit.train.loop import TensorData, check_batch_size
+from babysit.train.optim import check_choices
+
+VECTOR_KINDS = ("pca", "pca-white")  # preprocessings whose output has no spatial layout
+SPATIAL = (Conv, Pool, GlobalAvgPool)  # layers that need rows and columns
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A config checked against its data, and everything the entry points derive from it once."""
+
+    cfg: C.RunConfig
+    dataset: Dataset
+    splits: Splits
+    spec: Spec  # the parsed model.spec
+    ops: tuple[AugmentOp, ...]  # the parsed augment.pipeline (empty: no augmentation)
+    input_shape: tuple[int, int, int]  # (C, H, W) of the images, before preprocessing
+    num_classes: int
+    steps_per_epoch: int
+    device: torch.device
+    warnings: tuple[str, ...]  # config warnings (a flip that changes a digit), printed by the caller
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when available; anything else is passed to torch.device."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise BabysitError(f"unknown device {name!r}; use auto, cpu or cuda.") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise BabysitError(f"device {name!r} was asked for but no CUDA GPU is available; use --train.device=cpu.")
+    return dev
+
+
+def check_config(cfg: C.RunConfig) -> tuple[Spec, tuple[AugmentOp, ...]]:
+    """What a config alone can get wrong: ranges, names (optimiser, schedule, loss, init, preprocessing),
+    the spec's grammar and the augmentation pipeline. Returns the parsed spec and pipeline."""
+    C.validate(cfg)
+    check_choices(cfg)
+    kind = cfg.data.preprocess
+    if kind not in KINDS:
+        raise BabysitError(f"unknown preprocessing {kind!r}; choose one of {', '.join(KINDS)}.")
+    spec = parse(cfg.model.spec)
+    ops = tuple(check_augment(cfg))
+    if kind in VECTOR_KINDS:
+        spatial = [str(layer) for layer in spec.layers() if isinstance(layer, SPATIAL)]
+        if spatial:
+            raise BabysitError(f"data.preprocess={kind} turns each image into a vector of principal components (no "
+                               f"rows and columns left for {spatial[0]}), so model.spec must be fully connected, "
+                               "e.g. --model.spec='fc-256 relu fc'; or use zca, which whitens and keeps the image.")
+    return spec, ops
+
+
+def check_run(cfg: C.RunConfig, splits: Splits) -> tuple[Spec, tuple[AugmentOp, ...]]:
+    """Every mistake a run can hold, checked once against its data: :func:`check_config`, then the layer
+    geometry for this input and the mini-batch against the training split."""
+    spec, ops = check_config(cfg)
+    kind = cfg.data.preprocess
+    if kind not in VECTOR_KINDS:  # a pca vector's length is only known once fitted; fc layers take any length
+        c, h, w = splits.train.input_shape
+        infer_shapes(spec, (c * cfg.data.patch_size**2, h, w) if kind == "patch-white" else (c, h, w),
+                     len(splits.classes))
+    check_batch_size(cfg.train.batch_size, len(splits.train))
+    return spec, ops
+
+
+def plan_run(cfg: C.RunConfig) -> Plan:
+    """Check ``cfg`` (the cheap checks before loading any data), load and split the data, check the run
+    against it, and return the plan every entry point starts from."""
+    check_config(cfg)
+    device = resolve_device(cfg.train.device)
+    ds, splits = prepare_data(cfg)
+    spec, ops = check_run(cfg, splits)
+    return Plan(cfg, ds, splits, spec, ops, splits.train.input_shape, len(splits.classes),
+                math.ceil(len(splits.train) / cfg.train.batch_size), device,
+                tuple(augment_warnings(list(ops), ds.name, cfg.data.preprocess)))
+
+
+def make_model(cfg: C.RunConfig, input_shape: tuple[int, int, int], num_classes: int,
+               seed: int | None = None, batch: torch.Tensor | None = None, spec: Spec | None = None) -> nn.Module:
+    """Build the spec for this input and initialise it (seeded); ``batch`` (preprocessed training
+    images) is what the data-dependent init schemes (lsuv, data) measure."""
+    seed_all(cfg.train.seed if seed is None else seed)  # torch, numpy and random: a resumed run matches
+    model = build(spec if spec is not None else parse(cfg.model.spec), input_shape, num_classes)
+    init_weights(model, cfg.model.init, batch=batch, bias=cfg.model.init_bias)
+    return model
+
+
+def make_augment(plan: Plan, pre: Preprocessor) -> Augment | None:
+    """The run's training-batch augmentation (None without a pipeline); cutout fills with the mean pixel."""
+    if not plan.ops:
+        return None
+    x = plan.splits.train.x
+    mean_pixel = torch.stack([x[:, c].float().mean() for c in range(x.shape[1])])
+    a = plan.cfg.augment
+    return Augment(list(plan.ops), plan.num_classes, plan.cfg.train.seed, pre, mean_pixel, a.fill, a.fill_value)
+
+
+def fresh_start(plan: Plan, pre: Preprocessor | None = None) -> tuple[nn.Module, TensorData, Augment | None]:
+    """The seeded, initialised model, the preprocessed train/val tensors on the plan's device (plus the raw
+    training pixels when the run augments) and the augmentation, exactly as a new ``babysit train`` starts
+    them. ``pre``: preprocessing statistics saved by a run (default: fitted on the training split now)."""
+    cfg, splits, device = plan.cfg, plan.splits, plan.device
+    pre = pre if pre is not None else Preprocessor.from_config(splits.train.x, cfg.data)
+    init_batch = pre(splits.train.x[: cfg.model.init_batch]) if needs_data(cfg.model.init) else None
+    shape = pre.output_shape(splits.train.input_shape)  # (k, 1, 1) after pca, (C k^2, H, W) after patch-white
+    model = make_model(cfg, shape, plan.num_classes, batch=init_batch, spec=plan.spec).to(device)
+    x_raw = splits.train.x.to(device)
+    data = TensorData(pre(x_raw), splits.train.y.to(device), pre(splits.val.x.to(device)), splits.val.y.to(device),
+                      x_raw=x_raw if plan.ops else None)
+    return model, data, make_augment(plan, pre)

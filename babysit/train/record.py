@@ -1,0 +1,150 @@
+"""Where fit() keeps what it produces: the history, the best weights and the resumable checkpoint.
+
+:class:`RunRecorder` writes them into a run directory (history.jsonl, checkpoints/best and last, so a
+killed run resumes exactly); :class:`MemoryRecorder` keeps them in memory for a ``fit`` without a run
+directory (the history as a list, the best weights as a copy; nothing to resume from). The loop talks
+to either through the same five calls, so it has no "is there a run directory?" branches.
+"""
+
+from __future__ import annotations
+
+import signal
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from babysit.errors import BabysitError, Diverged
+from babysit.rundir import RunDir
+from babysit.train.checkpoint import (
+    all_finite,
+    checkpoint_step,
+    config_changes,
+    flatten_state,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+    unflatten_state,
+)
+
+if TYPE_CHECKING:
+    from babysit.train.loop import LoopState
+
+# Options a resumed run may change in config.toml: none of them alters the weights (epochs stretches the schedule).
+RESUME_FREE_KEYS = ("train.epochs", "train.progress", "train.device", "train.eval_batch_size",
+                    "train.train_eval_size", "checkpoint.every", "monitor")
+
+
+class MemoryRecorder:
+    """fit() without a run directory: history and best weights in memory, no checkpoints."""
+
+    def __init__(self) -> None:
+        self.records: list[dict[str, Any]] = []
+        self.best: dict[str, torch.Tensor] | None = None
+
+    def append(self, record: dict[str, Any]) -> None:
+        self.records.append(record)
+
+    def keep_best(self, state: LoopState, meta: dict[str, Any]) -> None:
+        self.best = {k: v.detach().clone() for k, v in state.model.state_dict().items()}
+
+    def best_weights(self) -> dict[str, torch.Tensor] | None:
+        return self.best
+
+    def save(self, state: LoopState, callbacks: list[Any]) -> None:
+        """Nothing to write: a run without a directory cannot be resumed."""
+
+    def restore(self, state: LoopState, callbacks: list[Any]) -> None:
+        raise BabysitError("resume needs a run directory; pass fit(..., run=RunDir(...)).")
+
+    def kept(self) -> str:
+        """What survives a divergence, for its message."""
+        return "no checkpoint was saved before it"
+
+    def stopped(self, signum: int) -> str:
+        return f"stopped by {signal.Signals(signum).name}; without a run directory nothing was saved."
+
+
+class RunRecorder:
+    """fit() with a run directory: history.jsonl, checkpoints/best.safetensors and last.safetensors."""
+
+    def __init__(self, run: RunDir) -> None:
+        self.run = run
+
+    def append(self, record: dict[str, Any]) -> None:
+        self.run.append_history(record)
+
+    def keep_best(self, state: LoopState, meta: dict[str, Any]) -> None:
+        save_checkpoint(self.run.best, {f"model.{k}": v for k, v in state.model.state_dict().items()}, meta)
+
+    def best_weights(self) -> dict[str, torch.Tensor] | None:
+        if not self.run.best.exists():
+            return None
+        best, _ = load_checkpoint(self.run.best)
+        return {k[len("model."):]: v for k, v in best.items()}
+
+    def save(self, state: LoopState, callbacks: list[Any]) -> None:
+        """checkpoints/last.safetensors: weights, optimiser, RNG, callbacks and the position in the run."""
+        tensors = {f"model.{k}": v for k, v in state.model.state_dict().items()}
+        if not all_finite(tensors):  # never replace the last good checkpoint with NaN weights
+            raise Diverged.at("the weights became NaN or Inf", state.step, float("nan"), state.lr, self.kept())
+        meta: dict[str, Any] = {
+            "epoch": state.epoch, "batch": state.batch, "step": state.step, "loss_sum": state.loss_sum,
+            "lr": state.lr, "best_val_acc": state.best_val_acc, "best_epoch": state.best_epoch,
+            "history": state.history, "spec": state.cfg.model.spec, "config": asdict(state.cfg),
+            "optimizer": flatten_state("optim", state.optimizer.state_dict(), tensors),
+            "schedule": state.schedule.state_dict() if state.schedule is not None else None,
+            "callbacks": [flatten_state(f"cb{i}", cb.state_dict(), tensors) if hasattr(cb, "state_dict") else None
+                          for i, cb in enumerate(callbacks)],
+        }
+        meta["rng"] = rng_state(tensors)
+        save_checkpoint(self.run.last, tensors, meta)
+
+    def restore(self, state: LoopState, callbacks: list[Any]) -> None:
+        """Inverse of :meth:`save`; errors in words when the checkpoint does not fit this model or config."""
+        run = self.run
+        if not run.last.exists():  # killed before its first checkpoint: start over in the same directory
+            print(f"{run.path} has no checkpoint yet; training it from the start.", flush=True)
+            run.append_history({"kind": "resume", "step": 0, "epoch": 1})
+            return
+        tensors, meta = load_checkpoint(run.last)
+        if not {"optimizer", "rng", "step"} <= meta.keys():
+            raise BabysitError(f"{run.last} holds weights only (no optimiser state or position), so the run cannot "
+                               "resume from it; put back this run's own last checkpoint or start the run afresh.")
+        saved = meta.get("config")
+        changes = config_changes(saved, asdict(state.cfg), RESUME_FREE_KEYS) if isinstance(saved, dict) else []
+        if not changes and meta.get("spec") != state.cfg.model.spec:
+            changes = [f"model.spec: {meta.get('spec')!r} -> {state.cfg.model.spec!r}"]
+        if changes:
+            raise BabysitError(f"checkpoint {run.last} was saved with another config than {run.config} "
+                               f"({'; '.join(changes)}); undo the edit (or put back this run's own checkpoint) to "
+                               "resume, or start a new run with the new config.")
+        weights = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+        try:
+            state.model.load_state_dict(weights)
+            state.optimizer.load_state_dict(unflatten_state(meta["optimizer"], tensors))
+            for cb, cb_state in zip(callbacks, meta.get("callbacks", [])):
+                if cb_state is not None and hasattr(cb, "load_state_dict"):
+                    cb.load_state_dict(unflatten_state(cb_state, tensors))
+            for key in ("epoch", "batch", "step", "loss_sum", "lr", "best_val_acc", "best_epoch", "history"):
+                setattr(state, key, meta[key])
+            if state.schedule is not None and meta.get("schedule") is not None:
+                state.schedule.load_state_dict(meta["schedule"])
+        except (RuntimeError, KeyError, ValueError, TypeError) as e:
+            raise BabysitError(f"checkpoint {run.last} does not match this model ({str(e).splitlines()[0]}); "
+                               "put back this run's own checkpoint or start the run afresh.") from None
+        set_rng_state(meta["rng"] if isinstance(meta.get("rng"), dict) else {}, tensors)
+        run.append_history({"kind": "resume", "step": state.step, "epoch": state.epoch + 1})
+
+    def kept(self) -> str:
+        saved = checkpoint_step(self.run.last)
+        return (f"the last good checkpoint, step {saved}, is kept in {self.run.last}" if saved is not None
+                else "no checkpoint was saved before it")
+
+    def stopped(self, signum: int) -> str:
+        return (f"stopped by {signal.Signals(signum).name} after saving a checkpoint; resume with "
+                f"`babysit train --resume {self.run.path}`.")
+
+
+Recorder = MemoryRecorder | RunRecorder
