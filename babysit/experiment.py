@@ -100,8 +100,11 @@ def _provenance(cfg: C.RunConfig, ds: Dataset, splits: Splits) -> dict[str, Any]
             "git_commit": commit, "created": datetime.now().isoformat(timespec="seconds")}
 
 
-def train(cfg: C.RunConfig, out: str | Path = "runs", name: str = "", resume: str | Path | None = None) -> TrainResult:
-    """Run (or resume) one training run; writes a run directory under ``out`` and returns the result."""
+def train(cfg: C.RunConfig, out: str | Path = "runs", name: str = "", resume: str | Path | None = None,
+          callbacks: list[Any] | None = None) -> TrainResult:
+    """Run (or resume) one training run; writes a run directory under ``out`` and returns the result.
+
+    ``callbacks`` (see babysit.train.loop.Callback) run after babysit's own monitoring callbacks."""
     started = time.perf_counter()
     if resume is not None:
         run = RunDir.open(resume, write=True)
@@ -127,7 +130,8 @@ def train(cfg: C.RunConfig, out: str | Path = "runs", name: str = "", resume: st
     monitor = RunMonitor(cfg, run)  # sanity checks, layer probes, findings, report (cfg.monitor)
     monitor.before_fit(model, data, plan.num_classes, resume=resume is not None)
     with monitor.watching():  # a divergence becomes the "LR too high" finding before it propagates
-        state = fit(model, data, cfg, run, callbacks=monitor.callbacks(), resume=resume is not None, augment=augment)
+        state = fit(model, data, cfg, run, callbacks=monitor.callbacks() + list(callbacks or []),
+                    resume=resume is not None, augment=augment)
     _, test_acc, _ = evaluate(model, pre(splits.test.x.to(plan.device)), splits.test.y.to(plan.device),
                               cfg.train.eval_batch_size)
     seconds = time.perf_counter() - started
