@@ -102,6 +102,7 @@ class TrainConfig:
     progress: bool = True  # progress bar during an epoch (only when stdout is a terminal)
     train_eval_size: int = 1000  # training images scored after each epoch for "train" accuracy
     eval_batch_size: int = 1000  # examples per forward pass when evaluating
+    sync_every: int = 50  # steps between reading the losses back from the device (checked, recorded); 1 = each step
 
 
 @dataclass(frozen=True)
@@ -267,6 +268,7 @@ def validate(cfg: RunConfig) -> None:
         (cfg.train.epochs > 0, f"train.epochs must be at least 1, got {cfg.train.epochs}."),
         (cfg.train.batch_size > 0, f"train.batch_size must be at least 1, got {cfg.train.batch_size}."),
         (cfg.train.eval_batch_size > 0, f"train.eval_batch_size must be at least 1, got {cfg.train.eval_batch_size}."),
+        (cfg.train.sync_every > 0, f"train.sync_every must be at least 1 step, got {cfg.train.sync_every}."),
         (cfg.checkpoint.every > 0, f"checkpoint.every must be at least 1 step, got {cfg.checkpoint.every}."),
         (0 <= cfg.train.seed < 2**32, f"train.seed must be in 0 .. 2**32-1, got {cfg.train.seed}; try --train.seed=0."),
         (0 < cfg.data.val_fraction < 1, f"data.val_fraction must be between 0 and 1, got {cfg.data.val_fraction}."),

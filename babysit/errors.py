@@ -22,15 +22,16 @@ class Diverged(BabysitError):
 
     exit_code = 3
 
-    def __init__(self, message: str, step: int, loss: float, lr: float) -> None:
+    def __init__(self, message: str, step: int, loss: float, lr: float, what: str = "") -> None:
         super().__init__(message)
         self.step, self.loss, self.lr = step, loss, lr
+        self.what = what or message  # what happened, without the advice ("the loss became nan")
 
     @classmethod
     def at(cls, what: str, step: int, loss: float, lr: float, kept: str) -> Diverged:
         """The standard message: what happened at which step and lr, the fix, and which checkpoint is kept."""
         return cls(f"{what} at step {step} (lr {lr:.3g}); the learning rate is probably too high: start a new run "
-                   f"with --optim.lr ten times smaller ({kept}).", step, loss, lr)
+                   f"with --optim.lr ten times smaller ({kept}).", step, loss, lr, what)
 
 
 class Interrupted(BabysitError):

@@ -226,14 +226,16 @@ class RunDir:
                 else:
                     q.unlink(missing_ok=True)
 
-    def append_history(self, record: dict[str, Any]) -> None:
-        """Append one JSON line; the first append of this process cuts a torn line left by a crash."""
+    def append_history(self, record: dict[str, Any] | list[dict[str, Any]]) -> None:
+        """Append one JSON line per record (a list is written at once); the first append of this process
+        cuts a torn line left by a crash."""
+        records = record if isinstance(record, list) else [record]
         try:
             if not self._history_checked:
                 _cut_torn_tail(self.history)
                 self._history_checked = True
             with open(self.history, "a") as f:
-                f.write(json.dumps(record) + "\n")
+                f.write("".join(json.dumps(r) + "\n" for r in records))
         except OSError as e:
             raise write_error(self.history, e) from None
 

@@ -53,18 +53,19 @@ seen = {"append": 0, "write": 0}
 def die():
     os.kill(os.getpid(), signal.SIGKILL)
 append, fsync, replace = rundir.RunDir.append_history, os.fsync, os.replace
-def on_append(self, record):
-    seen["append"] += 1
-    if kind == "append-torn" and seen["append"] == n:
-        line = json.dumps(record) + "\n"
-        with open(self.history, "a") as f:
-            f.write(line[: len(line) // 2])
-        die()
-    append(self, record)
-    if kind == "step" and seen["append"] == n:
-        die()
-    if kind == "sigterm" and seen["append"] == n:
-        os.kill(os.getpid(), signal.SIGTERM)
+def on_append(self, records):
+    for record in records if isinstance(records, list) else [records]:  # a block of lines: count each line
+        seen["append"] += 1
+        if kind == "append-torn" and seen["append"] == n:
+            line = json.dumps(record) + "\n"
+            with open(self.history, "a") as f:
+                f.write(line[: len(line) // 2])
+            die()
+        append(self, record)
+        if kind == "step" and seen["append"] == n:
+            die()
+        if kind == "sigterm" and seen["append"] == n:
+            os.kill(os.getpid(), signal.SIGTERM)
 def on_fsync(fd):
     if not stat.S_ISDIR(os.fstat(fd).st_mode):
         seen["write"] += 1

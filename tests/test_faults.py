@@ -25,10 +25,10 @@ from torch import nn
 
 from babysit import config as C
 from babysit.cli import main
-from babysit.errors import BabysitError
+from babysit.errors import BabysitError, Diverged
 from babysit.rundir import RunDir, atomic_write_bytes, read_history
 from babysit.train.checkpoint import all_finite, load_checkpoint
-from babysit.train.loop import Diverged, TensorData, fit
+from babysit.train.loop import TensorData, fit
 
 ROOT = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("kill_resume_soak", ROOT / "scripts" / "kill_resume_soak.py")
@@ -75,19 +75,22 @@ def test_soak_20_seeded_kill_points(tmp_path: Path) -> None:
 # ---- SIGINT, stateful callbacks ------------------------------------------------------------------
 
 @contextlib.contextmanager
-def signal_at_history_line(n: int, signum: int) -> Iterator[None]:
-    """Send ``signum`` to this process right after history line ``n`` is written."""
-    append, seen = RunDir.append_history, [0]
+def signal_at_history_line(n: int, signum: int) -> Iterator[list[int]]:
+    """Send ``signum`` to this process as history line ``n`` is written (lines come in blocks: the signal
+    arrives with the block that holds line n); yields [the step of the last line of that block]."""
+    append, seen, at_step = RunDir.append_history, [0], []
 
-    def hooked(self: RunDir, record: dict) -> None:
-        append(self, record)
-        seen[0] += 1
-        if seen[0] == n:
+    def hooked(self: RunDir, records: dict | list[dict]) -> None:
+        block = records if isinstance(records, list) else [records]
+        append(self, records)
+        if seen[0] < n <= seen[0] + len(block):
+            at_step.append(block[-1]["step"])
             os.kill(os.getpid(), signum)
+        seen[0] += len(block)
 
     RunDir.append_history = hooked  # type: ignore[method-assign]
     try:
-        yield
+        yield at_step
     finally:
         RunDir.append_history = append  # type: ignore[method-assign]
 
@@ -95,13 +98,13 @@ def signal_at_history_line(n: int, signum: int) -> Iterator[None]:
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
 def test_ctrl_c_or_sigterm_saves_says_how_to_resume_and_exits_128_plus_signal(
         signum: int, code: int, reference: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    with signal_at_history_line(23, signum):
+    with signal_at_history_line(23, signum) as at_step:
         assert main(args(tmp_path)) == code
     err = capsys.readouterr().err
     name = signal.Signals(signum).name
     assert err == (f"babysit: error: stopped by {name} after saving a checkpoint; "
                    f"resume with `babysit train --resume {tmp_path / 'run'}`.\n")
-    assert load_checkpoint(tmp_path / "run" / "checkpoints" / "last.safetensors")[1]["step"] == 22
+    assert load_checkpoint(tmp_path / "run" / "checkpoints" / "last.safetensors")[1]["step"] == at_step[0]
     assert main(["train", "--resume", str(tmp_path / "run")]) == 0
     assert soak.differences(tmp_path / "run", reference) == []
 
@@ -216,19 +219,33 @@ class PoisonGradientAt(nn.Module):
         return _NanGrad.apply(x) if self.training and self.calls == self.step else x
 
 
-def test_nan_gradient_stops_at_that_step_and_keeps_the_last_good_checkpoint(tmp_path: Path) -> None:
+def test_nan_gradient_stops_at_the_next_sync_and_keeps_the_last_good_checkpoint(tmp_path: Path) -> None:
+    """A NaN gradient at step 10 makes the weights NaN, so step 11's loss is NaN; the losses are read back at
+    step 12 (checkpoint.every=4), the run stops there and the model goes back to the state checked at step 8."""
     run = RunDir.create(tmp_path / "run")
     model = small_model(PoisonGradientAt(10))
     with pytest.raises(Diverged) as e:
         fit(model, digits(), cfg(), run)
     msg = str(e.value)
-    assert e.value.exit_code == 3
-    assert msg.startswith("the gradient norm became nan (loss ") and " at step 10 " in msg
+    assert e.value.exit_code == 3 and e.value.step == 11
+    assert msg.startswith("the loss became nan at step 11 ")
     assert "learning rate is probably too high" in msg and f"step 8, is kept in {run.last}" in msg
-    assert all_finite(model.state_dict())  # the NaN step was never applied
+    assert all_finite(model.state_dict())  # rolled back: NaN weights never outlive the sync that found them
     tensors, meta = load_checkpoint(run.last)
     assert meta["step"] == 8 and all_finite(tensors)
-    assert [r["step"] for r in run.read_history() if r["kind"] == "step"][-1] == 9
+    assert [r["step"] for r in run.read_history() if r["kind"] == "step"][-1] == 10
+
+
+def test_nan_gradient_in_the_last_step_before_a_sync_is_found_in_the_weights(tmp_path: Path) -> None:
+    """Step 8's gradient is NaN and step 8 is a sync: its loss is finite, but the weights are not."""
+    run = RunDir.create(tmp_path / "run")
+    model = small_model(PoisonGradientAt(8))
+    with pytest.raises(Diverged) as e:
+        fit(model, digits(), cfg(), run)
+    assert "the weights became nan" in str(e.value) and "by step 8" in str(e.value)
+    assert all_finite(model.state_dict())
+    tensors, meta = load_checkpoint(run.last)
+    assert meta["step"] == 7 and all_finite(tensors)  # the epoch-1 end (7 steps of 32 images)
 
 
 def test_nan_loss_through_the_cli_exits_3(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

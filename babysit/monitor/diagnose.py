@@ -17,6 +17,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from babysit.divergence import EXPLODE_FACTOR, first_divergence
 from babysit.monitor.findings import Evidence, Finding, format_findings, mean, smooth, sort_findings
 from babysit.monitor.layer_rules import (
     DEAD_RELU_MAX,
@@ -33,7 +34,6 @@ from babysit.monitor.layer_rules import (
 )
 from babysit.rundir import atomic_write_text
 
-EXPLODE_FACTOR = 3.0
 """The notes: "if loss > 3 * original loss, quit early (learning rate too high)"."""
 MIN_STEPS = 20
 """Loss-curve rules need at least this many recorded steps."""
@@ -73,7 +73,7 @@ Rule = Callable[[Evidence, set[str]], list[Finding]]
 
 
 def lr_too_high(ev: Evidence, found: set[str]) -> list[Finding]:
-    """NaN/Inf loss, or a loss above EXPLODE_FACTOR x the initial one."""
+    """NaN/Inf loss, or a blow-up by babysit.divergence's rule (sustained above EXPLODE_FACTOR x the initial)."""
     losses = ev.losses()
     initial = losses[0] if losses else next((float(c["numbers"]["loss"]) for c in ev.checks
                                              if c.get("name") == "initial_loss_check"), math.nan)
@@ -81,16 +81,18 @@ def lr_too_high(ev: Evidence, found: set[str]) -> list[Finding]:
         d = ev.diverged
         loss, step, lr = d.get("loss"), d.get("step"), d.get("lr", ev.lr())
     else:
-        bad = next((r for r in ev.steps if not math.isfinite(float(r["loss"]))
-                    or (math.isfinite(initial) and float(r["loss"]) > EXPLODE_FACTOR * initial)), None)
-        if bad is None:
+        hit = first_divergence(float(r["loss"]) for r in ev.steps)  # the live guard's rule, over the trend
+        if hit is None:
             return []
+        bad = ev.steps[hit[0]]
         loss, step, lr = bad["loss"], bad["step"], bad.get("lr", 0)
     try:
         value = float(loss) if isinstance(loss, (int, float, str)) else math.nan
     except ValueError:
         value = math.nan
-    if math.isfinite(value):
+    if ev.diverged is not None and ev.diverged.get("what"):  # the guard's or the loop's own words
+        what = f"{ev.diverged['what']} at step {step} (initial loss {initial:.4g})"
+    elif math.isfinite(value):
         what = (f"the loss reached {value:.4g} at step {step}, {value / initial:.3g}x the initial loss {initial:.4g} "
                 f"(the notes quit above {EXPLODE_FACTOR:g}x)")
     else:

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from babysit.config import RunConfig
+from babysit.errors import Diverged
 from babysit.monitor.diagnose import diagnose_run
 from babysit.monitor.findings import Finding, format_findings
 from babysit.monitor.probes import LayerProbes
@@ -28,7 +29,7 @@ from babysit.monitor.tensorboard import EVENTS_DIR, TensorBoardLogger
 from babysit.monitor.valstats import val_analysis, write_val_analysis
 from babysit.monitor.watch import DivergenceGuard, LiveDiagnosis, divergence_record
 from babysit.rundir import RunDir
-from babysit.train.loop import Diverged, TensorData
+from babysit.train.loop import TensorData
 
 
 def write_checks(run: RunDir, results: list[CheckResult]) -> None:
@@ -79,7 +80,7 @@ class RunMonitor:
     def _diverged(self, e: Diverged) -> None:
         history = self.run.read_history()
         if not history or history[-1].get("kind") != "diverged":  # a NaN caught by the loop itself
-            self.run.append_history(divergence_record(e.step, e.loss, e.lr, self.run, str(e)))
+            self.run.append_history(divergence_record(e.step, e.loss, e.lr, self.run, str(e), e.what))
         if self.probes is not None:
             self.probes.flush()
         if self.tensorboard is not None:

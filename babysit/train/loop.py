@@ -24,11 +24,11 @@ from torch import nn
 from tqdm import tqdm
 
 from babysit.config import RunConfig
-from babysit.errors import BabysitError, Diverged, Interrupted
+from babysit.errors import BabysitError, Interrupted
 from babysit.rundir import RunDir
 from babysit.train.losses import LossFn, make_loss
 from babysit.train.optim import clip_gradients, describe_groups, make_optimizer
-from babysit.train.record import MemoryRecorder, Recorder, RunRecorder
+from babysit.train.record import MemoryRecorder, Recorder, RunRecorder, StepLosses, sync_due
 from babysit.train.regularize import Regularizer
 from babysit.train.schedules import LRSchedule
 
@@ -59,7 +59,7 @@ class LoopState:
     batch: int = 0  # index of the next mini-batch inside the epoch
     step: int = 0  # optimisation steps taken so far
     lr: float = 0.0
-    loss: float = float("nan")  # last mini-batch loss (data + L2)
+    loss: float = float("nan")  # mini-batch loss (data + L2) of the last step read back from the device
     loss_sum: float = 0.0  # sum of this epoch's mini-batch losses so far
     best_val_acc: float = -1.0
     best_epoch: int = -1
@@ -208,6 +208,7 @@ def fit(model: nn.Module, data: TensorData, cfg: RunConfig, run: RunDir | None =
     print(describe_groups(state.optimizer, cfg), flush=True)
     if resume:
         rec.restore(state, callbacks)
+    losses = StepLosses(model, update.optimizer, rec, callbacks)  # after the restore: it snapshots the start
     train_eval = slice(0, min(t.train_eval_size, n))
     stopper = _SignalFlag()
     _call(callbacks, "on_fit_start", state)
@@ -223,27 +224,24 @@ def fit(model: nn.Module, data: TensorData, cfg: RunConfig, run: RunDir | None =
                 xb, yb = next_batch(data, perm[state.batch * t.batch_size : (state.batch + 1) * t.batch_size],
                                     state.step, augment)
                 state.lr = schedule.lr(state.step)
-                try:
-                    loss = train_step(update, xb, yb, state.lr, check_finite=True)
-                except NonFinite as e:  # caught before the update: the weights are still the last good ones
-                    what = (f"the loss became {e.loss}" if not math.isfinite(e.loss)
-                            else f"the gradient norm became {e.grad_norm} (loss {e.loss:.4g})")
-                    raise Diverged.at(what, state.step + 1, e.loss, state.lr, rec.kept()) from None
-                state.loss = loss.item()
+                loss = train_step(update, xb, yb, state.lr)  # stays on the device: no host sync per step
                 state.step += 1
                 state.batch += 1
-                state.loss_sum += state.loss
-                rec.append({"kind": "step", "step": state.step, "epoch": state.epoch + 1, "loss": state.loss,
-                            "lr": state.lr})
+                losses.add({"kind": "step", "step": state.step, "epoch": state.epoch + 1, "loss": None,
+                            "lr": state.lr}, loss)
+                if sync_due(state.step, t.sync_every):  # read back, check (NaN, guard), record
+                    losses.sync(state)
+                    bar.set_postfix(loss=f"{state.loss:.4f}", refresh=False)
                 _call(callbacks, "on_batch_end", state)
                 bar.update(1)
-                bar.set_postfix(loss=f"{state.loss:.4f}", refresh=False)
-                if stopper.signum is not None:
+                due = state.step % cfg.checkpoint.every == 0 and state.batch < state.steps_per_epoch
+                if due or stopper.signum is not None:
+                    losses.sync(state)
                     rec.save(state, callbacks)
+                if stopper.signum is not None:  # Ctrl-C / SIGTERM: saved just now, between two steps
                     raise Interrupted(rec.stopped(stopper.signum), stopper.signum)
-                if state.step % cfg.checkpoint.every == 0 and state.batch < state.steps_per_epoch:
-                    rec.save(state, callbacks)
             bar.close()
+            losses.sync(state)
             _end_epoch(state, data, train_eval, time.perf_counter() - started, rec)
             schedule.epoch_end(state.history[-1]["val_loss"])  # reduce-on-plateau looks at the val loss
             _call(callbacks, "on_epoch_end", state)

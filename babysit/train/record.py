@@ -8,6 +8,8 @@ to either through the same five calls, so it has no "is there a run directory?" 
 
 from __future__ import annotations
 
+import copy
+import math
 import signal
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
@@ -33,7 +35,7 @@ if TYPE_CHECKING:
 
 # Options a resumed run may change in config.toml: none of them alters the weights (epochs stretches the schedule).
 RESUME_FREE_KEYS = ("train.epochs", "train.progress", "train.device", "train.eval_batch_size",
-                    "train.train_eval_size", "checkpoint.every", "monitor")
+                    "train.train_eval_size", "train.sync_every", "checkpoint.every", "monitor")
 
 
 class MemoryRecorder:
@@ -45,6 +47,9 @@ class MemoryRecorder:
 
     def append(self, record: dict[str, Any]) -> None:
         self.records.append(record)
+
+    def append_many(self, records: list[dict[str, Any]]) -> None:
+        self.records.extend(records)
 
     def keep_best(self, state: LoopState, meta: dict[str, Any]) -> None:
         self.best = {k: v.detach().clone() for k, v in state.model.state_dict().items()}
@@ -74,6 +79,9 @@ class RunRecorder:
 
     def append(self, record: dict[str, Any]) -> None:
         self.run.append_history(record)
+
+    def append_many(self, records: list[dict[str, Any]]) -> None:
+        self.run.append_history(records)
 
     def keep_best(self, state: LoopState, meta: dict[str, Any]) -> None:
         save_checkpoint(self.run.best, {f"model.{k}": v for k, v in state.model.state_dict().items()}, meta)
@@ -148,3 +156,82 @@ class RunRecorder:
 
 
 Recorder = MemoryRecorder | RunRecorder
+"""Where fit() records: a run directory or memory."""
+
+
+class WeightSnapshot:
+    """A copy of the model's weights and buffers and the optimiser's state, on their own device."""
+
+    def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        self.model, self.optimizer = model, optimizer
+        self.take()
+
+    def take(self) -> None:
+        self.weights = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        self.optim = copy.deepcopy(self.optimizer.state_dict())
+
+    def restore(self) -> None:
+        self.model.load_state_dict(self.weights)
+        self.optimizer.load_state_dict(self.optim)
+
+
+def sync_due(step: int, every: int) -> bool:
+    """Read the losses back at steps 1, 2, 4, 8, ... (a blow-up at the start is caught at once), then
+    every ``every`` steps."""
+    return step % every == 0 or (step < every and step & (step - 1) == 0)
+
+
+class StepLosses:
+    """Mini-batch losses kept on the device and read back in blocks: one host sync per block, not per step.
+
+    At each :meth:`sync` the block is checked and recorded: a NaN or Inf loss, or a callback's
+    ``on_losses(state, records)`` raising :class:`Diverged` (the divergence guard), rolls the model and
+    the optimiser back to the last synced state, records the steps before the bad one and re-raises. So
+    NaN weights never reach a checkpoint, the best weights or the model fit() leaves behind.
+    """
+
+    def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, rec: Recorder,
+                 callbacks: list[Any]) -> None:
+        self.rec, self.callbacks = rec, callbacks
+        self.pending: list[tuple[dict[str, Any], torch.Tensor]] = []  # (record without its loss, 0-d loss)
+        self.good = WeightSnapshot(model, optimizer)  # the state after the last synced step
+
+    def add(self, record: dict[str, Any], loss: torch.Tensor) -> None:
+        self.pending.append((record, loss))
+
+    def sync(self, state: LoopState) -> None:
+        """Read the pending losses (one transfer), check them, record them; updates ``state.loss``/``loss_sum``."""
+        if not self.pending:
+            return
+        # one transfer: the losses and the weights' norm (a NaN gradient in the last step shows only there)
+        weights = [p.detach() for p in self.good.model.parameters()]
+        norm = torch.nn.utils.get_total_norm(weights).to(self.pending[0][1])
+        *values, weight_norm = torch.cat([torch.stack([loss for _, loss in self.pending]), norm.view(1)]).tolist()
+        records = [{**r, "loss": v} for (r, _), v in zip(self.pending, values)]
+        self.pending = []
+        try:
+            bad = next((r for r in records if not math.isfinite(r["loss"])), None)
+            if bad is not None:
+                raise Diverged.at(f"the loss became {bad['loss']}", bad["step"], bad["loss"], bad["lr"],
+                                  self.rec.kept())
+            if not math.isfinite(weight_norm):
+                last = records[-1]
+                raise Diverged.at(f"the weights became {weight_norm} (a NaN or Inf update)", last["step"],
+                                  weight_norm, last["lr"], self.rec.kept())
+            for cb in self.callbacks:
+                if hasattr(cb, "on_losses"):
+                    cb.on_losses(state, records)
+        except Diverged as e:
+            ok = [r for r in records if r["step"] < e.step or (r["step"] == e.step and math.isfinite(r["loss"]))]
+            self._record(state, ok)
+            self.good.restore()
+            raise
+        self._record(state, records)
+        self.good.take()
+
+    def _record(self, state: LoopState, records: list[dict[str, Any]]) -> None:
+        self.rec.append_many(records)
+        for r in records:  # one add per step, in order: the same float sum as adding each step's loss
+            state.loss_sum += r["loss"]
+        if records:
+            state.loss = records[-1]["loss"]

@@ -38,9 +38,10 @@ def test_a_nan_caught_by_the_loop_also_becomes_the_lr_too_high_finding(tmp_path)
     code, out, err = run_main(["train", *TINY_RUN, "--optim.lr=1e30", "--schedule.warmup_epochs=0",
                                "--monitor.checks=false", "--monitor.report=false", "--out", str(tmp_path),
                                "--name", "x"])
-    assert code == 3 and "loss exploded — LR too high" in out and "the loss became nan at step 2" in out
-    assert "Traceback" not in err
-    assert read_history(tmp_path / "x" / "history.jsonl")[-1]["loss"] == "nan"
+    assert code == 3 and "loss exploded — LR too high" in out and "the weights became inf" in out
+    assert "Traceback" not in err and "at step 1 (lr 1e+30)" in err  # the first step's update made them Inf
+    history = read_history(tmp_path / "x" / "history.jsonl")
+    assert history[-1]["kind"] == "diverged" and history[-1]["loss"] == "inf" and history[-1]["step"] == 1
 
 
 def test_lr_1e_6_ends_with_loss_barely_changes(tmp_path):

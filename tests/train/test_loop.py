@@ -8,8 +8,9 @@ from sklearn.datasets import load_digits
 from torch import nn
 
 from babysit import config as C
+from babysit.errors import Diverged
 from babysit.rundir import RunDir
-from babysit.train.loop import Diverged, TensorData, evaluate, fit
+from babysit.train.loop import TensorData, evaluate, fit
 
 
 def digits_data(n_train=400, n_val=200) -> TensorData:
