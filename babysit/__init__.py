@@ -14,32 +14,38 @@ The same names the CLI uses::
     print(babysit.gradcheck(my_layer, (x,)).format())       # any nn.Module / autograd.Function
 """
 
-from babysit.config import RunConfig, apply_overrides, load_toml
-from babysit.data import (
-    Augment,
-    Dataset,
-    ImageSet,
-    Preprocessor,
-    Splits,
-    dataset_info,
-    get_dataset,
-    list_augmentations,
-    load_dataset,
-    make_augment,
-    parse_pipeline,
-    split_dataset,
-)
-from babysit.data.split import prepare_data
-from babysit.errors import BabysitError
-from babysit.experiment import evaluate_run, load_run, train
-from babysit.models import build, format_summary, init_weights, parse, summary
-from babysit.monitor.commands import check, diagnose, report
-from babysit.monitor.gradcheck import gradcheck
-from babysit.rundir import RunDir
-from babysit.start import Plan, fresh_start, make_model, plan_run
-from babysit.train.loop import Callback, LoopState, TensorData, evaluate, fit
+from typing import TYPE_CHECKING
 
-__version__ = "0.1.0"
+from babysit.lazy import attach
+
+if TYPE_CHECKING:  # the public names; attach() imports each from here on first use, so `babysit --help`
+    # and `import babysit` need no torch
+    from babysit.config import RunConfig, apply_overrides, load_toml
+    from babysit.data import (
+        Augment,
+        Dataset,
+        ImageSet,
+        Preprocessor,
+        Splits,
+        dataset_info,
+        get_dataset,
+        list_augmentations,
+        load_dataset,
+        make_augment,
+        parse_pipeline,
+        split_dataset,
+    )
+    from babysit.data.split import prepare_data
+    from babysit.errors import BabysitError
+    from babysit.experiment import evaluate_run, load_run, train
+    from babysit.models import build, format_summary, init_weights, parse, summary
+    from babysit.monitor.commands import check, diagnose, report
+    from babysit.monitor.gradcheck import gradcheck
+    from babysit.rundir import RunDir
+    from babysit.start import Plan, fresh_start, make_model, plan_run
+    from babysit.train.loop import Callback, LoopState, TensorData, evaluate, fit
+
+__version__ = "0.1.0"  # the one place; pyproject.toml must agree (tests/test_startup.py checks)
 
 __all__ = ["Augment", "Plan", "fresh_start", "plan_run", "list_augmentations", "make_augment", "parse_pipeline",
            "BabysitError", "Callback", "Dataset", "ImageSet", "LoopState", "Preprocessor", "RunConfig", "RunDir",
@@ -47,3 +53,5 @@ __all__ = ["Augment", "Plan", "fresh_start", "plan_run", "list_augmentations", "
            "evaluate_run", "fit", "gradcheck", "report",
            "format_summary", "get_dataset", "init_weights", "load_dataset", "load_run", "load_toml", "make_model",
            "parse", "prepare_data", "split_dataset", "summary", "train"]
+
+__getattr__, __dir__ = attach(__name__)

@@ -12,20 +12,13 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from babysit import __version__
 from babysit import config as C
+from babysit.clihelp import DefaultsHelp, Parser, add_config_options, check_command, unknown_option
 from babysit.errors import BabysitError
 
-
-def _add_config_options(p: argparse.ArgumentParser) -> None:
-    """One ``--section.key`` option per config field; the dataclasses hold the defaults."""
-    group = p.add_argument_group("config options (override the defaults and --config)")
-    for key, default, kind in C.option_table():
-        shown = f"'{default}'" if isinstance(default, str) else default
-        if isinstance(default, tuple):  # a list of words, or numbers, comma-separated on the command line
-            kind = "A,B,..." if not default or isinstance(default[0], str) else ",".join(["X"] * len(default))
-            shown = ",".join(map(str, default)) or "none"
-        group.add_argument(f"--{key}", dest=f"cfg:{key}", metavar=kind.upper(), default=argparse.SUPPRESS,
-                           help=f"(default: {shown})")
+# Only light modules above: `babysit --help` and every argument mistake answer without importing torch
+# (tests/test_startup.py checks). Each command imports what it needs inside its function.
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, str]:
@@ -33,16 +26,19 @@ def _overrides(args: argparse.Namespace) -> dict[str, str]:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from babysit.experiment import train
-
     if args.resume:
         if args.config or _overrides(args) or args.tensorboard:
             raise BabysitError("--resume continues a run with its own saved config; drop --config and the "
                                "--section.key options, or start a new run instead.")
+        from babysit.experiment import train
+
         train(C.RunConfig(), resume=args.resume)
         return
+    # The config before the import: a mistake in it is answered without loading torch (seconds).
     cfg = C.load_toml(args.config) if args.config else C.RunConfig()
     cfg = C.apply_overrides(cfg, {**({"monitor.tensorboard": "true"} if args.tensorboard else {}), **_overrides(args)})
+    from babysit.experiment import train
+
     train(cfg, out=args.out, name=args.name)
 
 
@@ -91,10 +87,11 @@ def cmd_data_get(args: argparse.Namespace) -> None:
 
 
 def cmd_data_show(args: argparse.Namespace) -> None:
+    extra = {"data.name": args.name, **({"data.preprocess": args.preprocess} if args.preprocess else {})}
+    cfg = _config(args, **extra)
     from babysit.data.show import preprocess_grid
 
-    extra = {"data.name": args.name, **({"data.preprocess": args.preprocess} if args.preprocess else {})}
-    path, described = preprocess_grid(_config(args, **extra), args.out, args.count)
+    path, described = preprocess_grid(cfg, args.out, args.count)
     print(f"{described}\ngrid (top: original, bottom: processed): {path}")
 
 
@@ -109,10 +106,10 @@ def cmd_augment_list(args: argparse.Namespace) -> None:
 
 
 def cmd_augment_preview(args: argparse.Namespace) -> None:
+    cfg = _config(args, **({"data.name": args.data} if args.data else {}))
     from babysit.data.augment import augment_warnings, parse_pipeline
     from babysit.data.preview import augment_grid
 
-    cfg = _config(args, **({"data.name": args.data} if args.data else {}))
     for warning in augment_warnings(parse_pipeline(cfg.augment.pipeline), cfg.data.name, cfg.data.preprocess):
         print(f"warning: {warning}")
     path, augment = augment_grid(cfg, args.out, args.count, args.draws)
@@ -128,13 +125,14 @@ def _config(args: argparse.Namespace, **extra: str) -> C.RunConfig:
 
 
 def cmd_schedule(args: argparse.Namespace) -> None:
-    from babysit.train.schedules import list_schedules, lr_curve
-
     if args.name is None:
+        from babysit.train.schedules import list_schedules
+
         print("schedules: " + ", ".join(list_schedules()) + " (`babysit schedule NAME --plot out.png` draws one)")
         return
     cfg = _config(args, **{"schedule.name": args.name})
     from babysit.train.optim import check_choices
+    from babysit.train.schedules import lr_curve
 
     check_choices(cfg)
     lrs = lr_curve(cfg.schedule, cfg.optim.lr, cfg.train.epochs, args.steps_per_epoch)
@@ -149,9 +147,9 @@ def cmd_schedule(args: argparse.Namespace) -> None:
 def cmd_lr_find(args: argparse.Namespace) -> None:
     import json
 
+    cfg = _config(args)
     from babysit.tune.lr_find import apply_bounds, format_result, result_json, run_lr_find
 
-    cfg = _config(args)
     result = run_lr_find(cfg, plot=args.plot)
     print(format_result(result))
     if args.plot:
@@ -177,18 +175,20 @@ def cmd_init_check(args: argparse.Namespace) -> None:
 
 
 def cmd_check(args: argparse.Namespace) -> None:
+    cfg = _config(args)
     from babysit.monitor.commands import ChecksFailed, check, failed
 
-    _, results = check(_config(args), out=args.out, name=args.name)
+    _, results = check(cfg, out=args.out, name=args.name)
     if failed(results):
         raise ChecksFailed(f"{len(failed(results))} of {len(results)} sanity checks failed "
                            f"({', '.join(failed(results))}); the lines above say what to suspect.")
 
 
 def cmd_gradcheck(args: argparse.Namespace) -> None:
+    cfg = _config(args)
     from babysit.monitor.commands import ChecksFailed, gradcheck_config
 
-    result = gradcheck_config(_config(args), points=args.points, entries=args.entries)
+    result = gradcheck_config(cfg, points=args.points, entries=args.entries)
     print(result.format())
     if not result.passed:
         raise ChecksFailed("the gradient check failed: a relative error above 1e-2 means the backward pass is "
@@ -209,20 +209,20 @@ def cmd_report(args: argparse.Namespace) -> None:
     print(f"report: {report(args.run, args.device)}")
 
 
-def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="babysit", description="Train ConvNet image classifiers the way the "
-                                     "course notes teach, with the practitioner's checks done for you.")
+def make_parser() -> Parser:
+    parser = Parser(prog="babysit", description="Train ConvNet image classifiers the way the course notes teach, "
+                    "with the practitioner's checks done for you.")
+    parser.add_argument("--version", action="version", version=f"babysit {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("train", help="train a model and write a run directory",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = sub.add_parser("train", help="train a model and write a run directory", formatter_class=DefaultsHelp)
     p.add_argument("--config", help="TOML file with [section] tables of options")
     p.add_argument("--resume", metavar="RUN", help="continue an interrupted run from its last checkpoint")
     p.add_argument("--out", default="runs", help="folder in which the run directory is made")
     p.add_argument("--name", default="", help="run directory name (default: DATA-DATE-TIME)")
     p.add_argument("--tensorboard", action="store_true", help="same as --monitor.tensorboard=true")
-    _add_config_options(p)
-    p.set_defaults(func=cmd_train)
+    add_config_options(p)
+    p.set_defaults(func=cmd_train, command_parser=p)
 
     p = sub.add_parser("eval", help="accuracy and confusion matrix of a run's best weights")
     p.add_argument("run", help="run directory")
@@ -231,7 +231,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--tta", default="", metavar="VIEWS",
                    help="also average predictions over test-time views: flip, flip-v, translate[-P], random-N "
                         "(comma-separated, e.g. flip,translate)")
-    p.set_defaults(func=cmd_eval)
+    p.set_defaults(func=cmd_eval, command_parser=p)
 
     p = sub.add_parser("summary", help="per-layer volumes, memory, weights and FLOPs of a spec")
     p.add_argument("spec", nargs="?", default=C.ModelConfig().spec,
@@ -239,18 +239,18 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", default="1x28x28", help="input volume CxHxW")
     p.add_argument("--classes", type=int, default=10, help="number of classes (size of the last fc)")
     p.add_argument("--batch-size", type=int, default=1, help="memory is reported for this many images")
-    p.set_defaults(func=cmd_summary)
+    p.set_defaults(func=cmd_summary, command_parser=p)
 
     data = sub.add_parser("data", help="get or describe data sets").add_subparsers(dest="data_command", required=True)
     p = data.add_parser("info", help="counts, shape, classes and per-class balance")
     p.add_argument("name", help="digits, mnist, fashion-mnist, an image folder or a .npz file")
     p.add_argument("--channels", type=int, default=0, help="convert to 1 or 3 channels (0 keeps)")
     p.add_argument("--size", type=int, default=0, help="resize to SIZE x SIZE (0 keeps)")
-    p.set_defaults(func=cmd_data_info)
+    p.set_defaults(func=cmd_data_info, command_parser=p)
     p = data.add_parser("get", help="obtain mnist or fashion-mnist where this machine can")
     p.add_argument("name", help="mnist or fashion-mnist")
     p.add_argument("--dest", help="folder to put the files in (default: the user cache)")
-    p.set_defaults(func=cmd_data_get)
+    p.set_defaults(func=cmd_data_get, command_parser=p)
 
     p = data.add_parser("show", help="picture of training images before and after the preprocessing")
     p.add_argument("name", help="digits, mnist, fashion-mnist, an image folder or a .npz file")
@@ -258,29 +258,29 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="preprocess.png", help="PNG file to write")
     p.add_argument("--count", type=int, default=10, help="images shown (one per class first)")
     p.add_argument("--config", help="TOML file with [section] tables of options")
-    _add_config_options(p)
-    p.set_defaults(func=cmd_data_show)
+    add_config_options(p)
+    p.set_defaults(func=cmd_data_show, command_parser=p)
 
     aug = sub.add_parser("augment", help="list augmentations or preview a pipeline").add_subparsers(
         dest="augment_command", required=True)
     p = aug.add_parser("list", help="every augmentation token with its stage and meaning")
-    p.set_defaults(func=cmd_augment_list)
+    p.set_defaults(func=cmd_augment_list, command_parser=p)
     p = aug.add_parser("preview", help="picture of training images and augmented draws of them")
     p.add_argument("--data", help="same as --data.name")
     p.add_argument("--out", default="augment.png", help="PNG file to write")
     p.add_argument("--count", type=int, default=8, help="training images (rows), one per class first")
     p.add_argument("--draws", type=int, default=7, help="augmented versions of each image (columns)")
     p.add_argument("--config", help="TOML file with [section] tables of options")
-    _add_config_options(p)
-    p.set_defaults(func=cmd_augment_preview)
+    add_config_options(p)
+    p.set_defaults(func=cmd_augment_preview, command_parser=p)
 
     p = sub.add_parser("schedule", help="list the learning-rate schedules, or print / plot one")
     p.add_argument("name", nargs="?", help="schedule name (none: list them)")
     p.add_argument("--steps-per-epoch", type=int, default=100, help="mini-batches per epoch to draw")
     p.add_argument("--plot", metavar="PNG", help="draw lr against epoch into this PNG file")
     p.add_argument("--config", help="TOML file with [section] tables of options")
-    _add_config_options(p)
-    p.set_defaults(func=cmd_schedule)
+    add_config_options(p)
+    p.set_defaults(func=cmd_schedule, command_parser=p)
 
     p = sub.add_parser("lr-find", help="the LR range test: loss against an exponentially growing lr")
     p.add_argument("--plot", metavar="PNG", default="lr_find.png", help="where to draw the curve (and its .json)")
@@ -288,8 +288,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--schedule", default="onecycle", choices=("onecycle", "cyclical"),
                    help="the schedule --write-config sets up")
     p.add_argument("--config", help="TOML file with [section] tables of options")
-    _add_config_options(p)
-    p.set_defaults(func=cmd_lr_find)
+    add_config_options(p)
+    p.set_defaults(func=cmd_lr_find, command_parser=p)
 
     p = sub.add_parser("init-check", help="activation std per layer at initialisation, per init scheme")
     p.add_argument("spec", nargs="?", default="[fc-500 relu]*10 fc",
@@ -299,42 +299,41 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--classes", type=int, default=10, help="number of classes (size of the last fc)")
     p.add_argument("--batch-size", type=int, default=256, help="inputs drawn")
     p.add_argument("--plot", metavar="PNG", help="draw std per layer into this PNG file")
-    p.set_defaults(func=cmd_init_check)
+    p.set_defaults(func=cmd_init_check, command_parser=p)
 
     p = sub.add_parser("check", help="sanity checks: initial loss, regularisation, overfit 20 images, zero inputs")
     p.add_argument("--config", help="TOML file with [section] tables of options")
     p.add_argument("--out", default="runs", help="folder in which the run directory is made")
     p.add_argument("--name", default="", help="run directory name (default: DATA-check-DATE-TIME)")
-    _add_config_options(p)
-    p.set_defaults(func=cmd_check)
+    add_config_options(p)
+    p.set_defaults(func=cmd_check, command_parser=p)
 
     p = sub.add_parser("gradcheck", help="analytic vs numerical gradient of the model + loss, per tensor")
     p.add_argument("--config", help="TOML file with [section] tables of options")
     p.add_argument("--points", type=int, default=4, help="training images in the check (use few)")
     p.add_argument("--entries", type=int, default=10, help="entries checked per tensor, at random")
-    _add_config_options(p)
-    p.set_defaults(func=cmd_gradcheck)
+    add_config_options(p)
+    p.set_defaults(func=cmd_gradcheck, command_parser=p)
 
     p = sub.add_parser("diagnose", help="findings in words from a run's curves and layer statistics")
     p.add_argument("run", help="run directory")
-    p.set_defaults(func=cmd_diagnose)
+    p.set_defaults(func=cmd_diagnose, command_parser=p)
 
     p = sub.add_parser("report", help="write RUN/report.html: curves, layer statistics, filters, confusion")
     p.add_argument("run", help="run directory")
     p.add_argument("--device", default="cpu", help="where to score val when the run has no analysis yet")
-    p.set_defaults(func=cmd_report)
+    p.set_defaults(func=cmd_report, command_parser=p)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = make_parser()
-    args, unknown = parser.parse_known_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
     try:
+        check_command(parser, argv)
+        args, unknown = parser.parse_known_args(argv)
         if unknown:
-            bad = unknown[0].split("=")[0]
-            if bad.startswith("--") and "." in bad:  # names the unknown section or key
-                C.apply_overrides(C.RunConfig(), {bad[2:]: ""})
-            raise BabysitError(f"unknown option {bad!r}; run `babysit {args.command} --help` for the options.")
+            raise unknown_option(args.command_parser, unknown[0].split("=")[0])
         func: Callable[[argparse.Namespace], None] = args.func
         func(args)
     except BabysitError as e:

@@ -1,14 +1,21 @@
 """Run configuration: one frozen dataclass per stage, nested in :class:`RunConfig`.
 
 These dataclasses are the single source of defaults. A TOML file and ``--section.key=value``
-overrides fill them; an unknown section or key is a :class:`BabysitError` that names it.
+overrides fill them; an unknown section or key is a :class:`BabysitError` that names it and
+suggests the nearest key.
+
+Each field's trailing comment (continued on ``#`` lines right below it) is its ``--help`` text:
+one line of meaning, and for a choice the allowed values written ``a | b | c``
+(tests/test_cli.py checks them against the code's registries).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import tomllib
+from collections.abc import Iterable
 from dataclasses import dataclass, field, fields, replace
+from difflib import SequenceMatcher
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +28,11 @@ DEFAULT_SPEC = "[conv3-32 relu]*2 pool2 [conv3-64 relu]*2 pool2 fc-256 relu drop
 
 @dataclass(frozen=True)
 class DataConfig:
-    name: str = "digits"  # named set (digits, mnist, fashion-mnist), an image folder or a .npz
+    name: str = "digits"  # data set: digits, mnist or fashion-mnist, a folder of images, or a .npz file
     val_fraction: float = 0.1  # share of the training images held out for validation
     test_fraction: float = 0.2  # share held out for test when the set has no official test split
-    preprocess: str = "channel-mean-std"  # none mean-image channel-mean channel-mean-std pca pca-white zca patch-white
+    preprocess: str = "channel-mean-std"  # pixel preprocessing, fitted on the training split only:
+    #   none | mean-image | channel-mean | channel-mean-std | pca | pca-white | zca | patch-white
     pca_components: int = 0  # pca, pca-white: keep the top k components (0: as many as pca_variance needs)
     pca_variance: float = 0.99  # pca, pca-white with pca_components=0: keep the fewest components holding this share
     whiten_eps: float = 1e-5  # pca-white, zca, patch-white: divide by sqrt(eigenvalue + eps) (pixels scaled to 0..1)
@@ -44,7 +52,8 @@ class AugmentConfig:
 @dataclass(frozen=True)
 class ModelConfig:
     spec: str = DEFAULT_SPEC  # architecture in the lecture's pattern; see README "Spec grammar"
-    init: str = "auto"  # auto (He for ReLU, Xavier for tanh/sigmoid), he, xavier, orthogonal, lsuv, data, normal-STD
+    init: str = "auto"  # weight init: auto (He for ReLU, Xavier for tanh/sigmoid) | he | xavier | normal-STD
+    #   | orthogonal | lsuv | data
     init_bias: float = 0.0  # every conv/fc bias starts at this constant (0, or small like 0.01 so ReLUs fire)
     init_batch: int = 256  # training images that the lsuv and data init schemes measure
 
@@ -66,7 +75,8 @@ class OptimConfig:
 
 @dataclass(frozen=True)
 class ScheduleConfig:
-    name: str = "cosine"  # constant step exp inv-time inv-sqrt linear sqrt cosine cyclical onecycle plateau
+    name: str = "cosine"  # learning-rate schedule:
+    #   constant | step | exp | inv-time | inv-sqrt | linear | sqrt | cosine | cyclical | onecycle | plateau
     warmup_epochs: float = 1.0  # linear warm-up from 0 over this many epochs, multiplying any schedule
     unit: str = "epoch"  # what t counts for step, exp, inv-time, inv-sqrt, cyclical: epoch (fractional) | step
     step_size: float = 20.0  # step: multiply lr by gamma every step_size units (20 epochs; or 50000 steps)
@@ -75,13 +85,13 @@ class ScheduleConfig:
     min_lr: float = 0.0  # cyclical, onecycle: lower bound (optim.lr is the upper); 0 means optim.lr/25
     half_cycle: float = 2.0  # cyclical: units from the lower to the upper bound (the CLR paper's stepsize)
     pct_start: float = 0.3  # onecycle: share of the run spent rising to optim.lr
-    factor: float = 0.5  # plateau: multiply lr by this when the val loss stops improving ...
-    patience: int = 2  # plateau: ... for this many epochs
+    factor: float = 0.5  # plateau: multiply lr by this once the val loss has not improved for more than patience epochs
+    patience: int = 2  # plateau: epochs without a better val loss tolerated before lr is multiplied by factor
 
 
 @dataclass(frozen=True)
 class LossConfig:
-    name: str = "softmax"  # softmax (cross-entropy) | svm | squared-hinge | attribute-hinge | bce
+    name: str = "softmax"  # data loss: softmax (cross-entropy) | svm | squared-hinge | attribute-hinge | bce
     delta: float = 1.0  # svm, squared-hinge: the margin Delta in max(0, s_j - s_y + Delta)
     label_smoothing: float = 0.0  # softmax: eps; targets become eps/(k-1) for wrong classes, 1-eps for the right one
 
@@ -98,7 +108,7 @@ class TrainConfig:
     epochs: int = 15  # passes over the training split
     batch_size: int = 64  # examples per mini-batch
     seed: int = 0  # seeds the split, init, shuffling and dropout
-    device: str = "auto"  # auto (cuda when available, else cpu) | cpu | cuda | cuda:1 ...
+    device: str = "auto"  # where to train: auto (cuda when available, else cpu), cpu, cuda or cuda:N
     progress: bool = True  # progress bar during an epoch (only when stdout is a terminal)
     train_eval_size: int = 1000  # training images scored after each epoch for "train" accuracy
     eval_batch_size: int = 1000  # examples per forward pass when evaluating
@@ -157,6 +167,45 @@ def option_table() -> list[tuple[str, Any, str]]:
     return rows
 
 
+def nearest(typed: str, known: Iterable[str]) -> str | None:
+    """The entry of ``known`` closest to what the user typed, or None when none is close (difflib ratio).
+
+    Entries may be dotted keys or options with their dashes. The part after the last dot weighs most,
+    so ``epochs`` finds ``train.epochs``, ``optm.lr`` finds ``optim.lr`` and ``--confg`` ``--config``.
+    """
+    def parts(text: str) -> tuple[str, str]:
+        section, _, name = text.lstrip("-").rpartition(".")
+        return section, name
+
+    t_sec, t_name = parts(typed)
+    best, best_score = None, 0.6
+    for entry in known:
+        e_sec, e_name = parts(entry)
+        score = (SequenceMatcher(None, t_name, e_name).ratio() + 0.1 * SequenceMatcher(None, t_sec, e_sec).ratio()
+                 + 0.05 * e_name.startswith(t_name))  # "batch" means batch_size more likely than init_batch
+        if score > best_score:  # strictly: on a tie the earlier (declaration-order) entry stays
+            best, best_score = entry, score
+    return best
+
+
+def unknown_key_error(key: str, option: bool = False) -> BabysitError | None:
+    """The error for a dotted key that names no config field (None when it names one).
+
+    It names the unknown section or key, lists what exists there and suggests the nearest key,
+    spelled as a command-line option (``--optim.lr``) when ``option``.
+    """
+    known = [k for k, _, _ in option_table()]
+    if key in known:
+        return None
+    near = nearest(key, known)
+    hint = f"; did you mean {'--' if option else ''}{near}?" if near else "."
+    sec = key.partition(".")[0]
+    if sec not in SECTIONS:
+        return BabysitError(f"unknown config section {sec!r} in {key!r}; sections are: {', '.join(SECTIONS)}{hint}")
+    keys = [k.partition(".")[2] for k in known if k.startswith(f"{sec}.")]
+    return BabysitError(f"unknown config key {key!r}; keys in [{sec}] are: {', '.join(keys)}{hint}")
+
+
 def _coerce(key: str, value: Any, like: Any) -> Any:
     """Convert ``value`` (a TOML value or a command-line string) to the type of the default ``like``."""
     kind = type(like)
@@ -198,13 +247,11 @@ def apply_overrides(cfg: RunConfig, overrides: dict[str, Any]) -> RunConfig:
     """Return ``cfg`` with dotted keys (``"optim.lr"``) replaced; unknown keys are errors."""
     changes: dict[str, dict[str, Any]] = {}
     for key, value in overrides.items():
+        error = unknown_key_error(key)
+        if error is not None:
+            raise error
         sec, _, name = key.partition(".")
-        if sec not in SECTIONS:
-            raise BabysitError(f"unknown config section {sec!r} in {key!r}; sections are: {', '.join(SECTIONS)}.")
         section = getattr(cfg, sec)
-        known = [f.name for f in fields(section)]
-        if name not in known:
-            raise BabysitError(f"unknown config key {key!r}; keys in [{sec}] are: {', '.join(known)}.")
         changes.setdefault(sec, {})[name] = _coerce(key, value, getattr(section, name))
     new = {sec: replace(getattr(cfg, sec), **kv) for sec, kv in changes.items()}
     out = replace(cfg, **new)

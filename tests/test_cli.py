@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 
 from babysit.cli import main
+from babysit.clihelp import option_help
+from babysit.errors import BabysitError
 
 FAST = ["--train.epochs=2", "--data.limit=300", "--train.progress=false",
         "--model.spec=conv3-8 relu pool2 fc"]
@@ -164,3 +166,106 @@ def test_augmented_report_loads_in_headless_chromium(augmented, tmp_path):
     result = check_html(run / "report.html", tmp_path / "shot.png")
     assert result.console == [], result.console
     assert result.distinct_colours > 50
+
+
+# --- help that explains, and the nearest name for a misspelt one -------------------------------------
+
+def registry_names(module: str, *attrs: str) -> list[str]:
+    """The names a registry accepts, sorted: a Registry's ``.names()``, else a dict's keys, a ``list_...()``
+    function's result or a tuple of names (the first of ``attrs`` the module has)."""
+    import importlib
+
+    mod = importlib.import_module(module)
+    for attr in attrs:
+        obj = getattr(mod, attr, None)
+        if obj is None:
+            continue
+        if hasattr(obj, "names"):
+            return sorted(obj.names())
+        return sorted(obj() if callable(obj) else obj)
+    raise AssertionError(f"{module} has none of {attrs}")
+
+
+def comment_choices(meaning: str) -> list[str]:
+    """``"update rule: sgd | adam (Kingma) | adamw"`` -> ``["adam", "adamw", "sgd"]``."""
+    import re
+
+    listed = re.sub(r"\([^)]*\)", "", meaning.rpartition(": ")[2])
+    return sorted(item.split()[0] for item in listed.split("|"))
+
+
+CHOICES = {
+    "optim.name": ("babysit.train.optim", "OPTIMIZERS"),
+    "schedule.name": ("babysit.train.schedules", "SCHEDULES", "list_schedules"),
+    "loss.name": ("babysit.train.losses", "LOSSES"),
+    "data.preprocess": ("babysit.data.preprocess", "KINDS"),
+    "model.init": ("babysit.models.init", "SCHEMES"),
+    "augment.fill": ("babysit.config", "FILL_MODES"),
+}
+
+
+def test_every_option_has_a_meaning_in_help(capsys):
+    from babysit.config import option_table
+
+    meanings = option_help()
+    assert [k for k, _, _ in option_table()] == list(meanings)
+    assert all(len(m) >= 20 and "#" not in m for m in meanings.values()), meanings  # a sentence, continuations joined
+    with pytest.raises(SystemExit) as stop:
+        main(["train", "--help"])
+    assert stop.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    for key, meaning in meanings.items():
+        assert f"--{key} " in text and f"{meaning} (default: " in text, key
+    assert ("--optim.name STR update rule: sgd | adagrad | rmsprop | adam | almost-adam | adamw (default: 'sgd')"
+            in text)
+    assert "--optim.lr FLOAT learning rate per step, before the schedule (default: 0.05)" in text
+
+
+def test_choice_options_list_exactly_the_names_the_code_accepts():
+    meanings = option_help()
+    assert {k for k, m in meanings.items() if " | " in m} == {*CHOICES, "schedule.unit"}
+    for key, (module, *attrs) in CHOICES.items():
+        assert comment_choices(meanings[key]) == registry_names(module, *attrs), key
+    # schedule.unit has no table: the listed units pass validation and a near miss does not
+    assert comment_choices(meanings["schedule.unit"]) == ["epoch", "step"]
+    from babysit import config as C
+
+    for unit in ("epoch", "step"):
+        assert C.apply_overrides(C.RunConfig(), {"schedule.unit": unit}).schedule.unit == unit
+    with pytest.raises(BabysitError, match="schedule.unit must be epoch or step"):
+        C.apply_overrides(C.RunConfig(), {"schedule.unit": "steps"})
+
+
+@pytest.mark.parametrize("args,message", [
+    (["train", "--epochs", "3"], "unknown option '--epochs'; run `babysit train --help` for the options; "
+                                 "did you mean --train.epochs?"),
+    (["train", "--optim.lrr=0.1"], "unknown config key 'optim.lrr'; keys in [optim] are: name, lr, momentum, "
+                                   "nesterov, betas, decay_rate, eps, weight_decay, decoupled, decay_bias, clip_norm; "
+                                   "did you mean --optim.lr?"),
+    (["check", "--optm.lr=0.1"], "unknown config section 'optm' in 'optm.lr'; sections are: data, augment, model, "
+                                 "optim, schedule, train, checkpoint, loss, regularize, lr_find, monitor; "
+                                 "did you mean --optim.lr?"),
+    (["data", "show", "digits", "--confg", "x.toml"], "unknown option '--confg'; run `babysit data show --help` for "
+                                                       "the options; did you mean --config?"),
+    (["summary", "--batch_size", "4"], "did you mean --batch-size?"),
+    (["train", "--frobnicate"], "unknown option '--frobnicate'; run `babysit train --help` for the options."),
+    (["trian", "--train.epochs=1"], "unknown command 'trian'; `babysit --help` lists the commands; "
+                                    "did you mean `babysit train`?"),
+    (["data", "inf", "digits"], "unknown command 'inf'; `babysit data --help` lists the commands; "
+                                "did you mean `babysit data info`?"),
+    (["frobnicate"], "unknown command 'frobnicate'; `babysit --help` lists the commands."),
+])
+def test_misspelt_names_get_one_line_with_the_nearest(args, message, capsys):
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.endswith(message + "\n") and err.startswith("babysit: error: ")
+    assert err.count("\n") == 1
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["--version"])
+    assert stop.value.code == 0
+    from babysit import __version__
+
+    assert capsys.readouterr().out == f"babysit {__version__}\n"

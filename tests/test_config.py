@@ -86,3 +86,32 @@ def test_fuzz_toml_text_gives_a_config_or_our_error(text):
         except BabysitError:
             return
         assert isinstance(cfg, C.RunConfig)
+
+
+@pytest.mark.parametrize("toml,message", [
+    ("[optim]\nlrr = 0.1\n", "unknown config key 'optim.lrr'; keys in [optim] are: name, lr, momentum, nesterov, "
+                             "betas, decay_rate, eps, weight_decay, decoupled, decay_bias, clip_norm; "
+                             "did you mean optim.lr?"),
+    ("[optm]\nlr = 0.1\n", "unknown config section 'optm' in 'optm.lr'; sections are: data, augment, model, optim, "
+                           "schedule, train, checkpoint, loss, regularize, lr_find, monitor; did you mean optim.lr?"),
+    ("[optim]\nepochs = 3\n", "did you mean train.epochs?"),
+    ("[train]\nbatch-size = 3\n", "did you mean train.batch_size?"),
+    ("[optim]\nfrobnicate = 3\n", "keys in [optim] are: name, lr, momentum, nesterov, betas, decay_rate, eps, "
+                                  "weight_decay, decoupled, decay_bias, clip_norm."),
+])
+def test_unknown_toml_keys_suggest_the_nearest(tmp_path, toml, message):
+    path = tmp_path / "c.toml"
+    path.write_text(toml)
+    with pytest.raises(BabysitError) as err:
+        C.load_toml(path)
+    assert str(err.value).endswith(message)
+
+
+@pytest.mark.parametrize("typed,near", [
+    ("epochs", "train.epochs"), ("optim.lrr", "optim.lr"), ("optm.lr", "optim.lr"), ("optimizer.lr", "optim.lr"),
+    ("batch", "train.batch_size"), ("schedule.gama", "schedule.gamma"), ("lr", "optim.lr"),
+    ("frobnicate", None), ("optim.zz", None), ("", None),
+])
+def test_nearest_key(typed, near):
+    assert C.nearest(typed, [k for k, _, _ in C.option_table()]) == near
+    assert C.unknown_key_error("optim.lr") is None

@@ -17,14 +17,13 @@ in order:
 from __future__ import annotations
 
 import functools
+import importlib.util
 import os
 import shutil
 import subprocess
 import tarfile
 import tempfile
 from pathlib import Path
-
-import sklearn.datasets
 
 from babysit.data.idx import read_idx
 from babysit.errors import BabysitError
@@ -91,14 +90,23 @@ def _npm_global_root() -> Path | None:
     return Path(out.stdout.strip()) if out.returncode == 0 and out.stdout.strip() else None
 
 
+def _digits_file() -> Path | None:
+    """scikit-learn's bundled digits file, found without importing sklearn (which costs a second)."""
+    spec = importlib.util.find_spec("sklearn")
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        path = Path(folder, "datasets", "data", "digits.csv.gz")
+        if path.is_file():
+            return path
+    return None
+
+
 def find_dataset(name: str) -> Path | None:
     """Where a named set's files are found, or None when they are not anywhere we look.
 
     For ``digits`` this is scikit-learn's bundled file. Unknown names are a BabysitError.
     """
     if name == "digits":
-        path = Path(sklearn.datasets.__file__).parent / "data" / "digits.csv.gz"
-        return path if path.is_file() else None
+        return _digits_file()
     if name not in SYSTEM_DIRS:
         raise BabysitError(f"Unknown named set '{name}'; use one of {', '.join(NAMED_SETS)}, a "
                            "folder of images or a .npz file.")

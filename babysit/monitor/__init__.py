@@ -12,16 +12,23 @@ The run-level entry points the CLI calls are in commands.py (``babysit.check``, 
 ``babysit.report`` at the top level); here the submodule names diagnose and report stay modules.
 """
 
-from babysit.monitor.commands import check, gradcheck_config
-from babysit.monitor.diagnose import best_on_border, diagnose_run
-from babysit.monitor.findings import Evidence, Finding, format_findings
-from babysit.monitor.gradcheck import GradcheckResult, gradcheck
-from babysit.monitor.probes import LayerProbes
-from babysit.monitor.report import write_report
-from babysit.monitor.sanity import CheckResult, run_checks
-from babysit.monitor.session import RunMonitor
-from babysit.monitor.tensorboard import TensorBoardLogger
+from typing import TYPE_CHECKING
+
+from babysit.lazy import attach
+
+if TYPE_CHECKING:  # the public names; attach() imports each from here on first use
+    from babysit.monitor.commands import check, gradcheck_config
+    from babysit.monitor.diagnose import best_on_border, diagnose_run
+    from babysit.monitor.findings import Evidence, Finding, format_findings
+    from babysit.monitor.gradcheck import GradcheckResult, gradcheck
+    from babysit.monitor.probes import LayerProbes
+    from babysit.monitor.report import write_report
+    from babysit.monitor.sanity import CheckResult, run_checks
+    from babysit.monitor.session import RunMonitor
+    from babysit.monitor.tensorboard import TensorBoardLogger
 
 __all__ = ["CheckResult", "Evidence", "Finding", "GradcheckResult", "LayerProbes", "RunMonitor", "TensorBoardLogger",
            "best_on_border", "check", "diagnose_run", "format_findings", "gradcheck", "gradcheck_config",
            "run_checks", "write_report"]
+
+__getattr__, __dir__ = attach(__name__)
