@@ -15,7 +15,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "babysit"
 
 LAYERS: dict[str, int] = {
     # base: no babysit imports above them
-    "errors": 0, "registry": 0, "ema": 0, "divergence": 0,
+    "errors": 0, "registry": 0, "ema": 0, "divergence": 0, "lazy": 0,
     "config": 1, "rundir": 1, "ckptfile": 1,
     # the stages of the data flow
     "data": 2, "models": 2,
@@ -23,7 +23,8 @@ LAYERS: dict[str, int] = {
     "monitor": 4,  # before and during training: checks, probes, guards (uses review's rules live)
     "start": 5,  # one run setup below every entry point
     "experiment": 6, "tune": 6, "commands": 6,  # entry points
-    "cli": 7, "__init__": 7, "__main__": 7,
+    "clihelp": 6,  # the CLI's help and did-you-mean (config only)
+    "cli": 7, "__init__": 7, "__main__": 8,  # python -m babysit runs cli
 }
 """A unit may import units of a lower rank, and itself; never one of the same rank or above."""
 
