@@ -15,8 +15,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "babysit"
 
 LAYERS: dict[str, int] = {
     # base: no babysit imports above them
-    "errors": 0, "registry": 0, "ema": 0, "divergence": 0, "lazy": 0,
-    "config": 1, "rundir": 1, "ckptfile": 1,
+    "errors": 0, "registry": 0, "ema": 0, "lazy": 0,
+    "config": 1, "rundir": 1, "ckptfile": 1, "divergence": 1,
     # the stages of the data flow
     "data": 2, "models": 2,
     "train": 3, "review": 3,  # review reads finished runs; it imports nothing of training
