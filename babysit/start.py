@@ -71,8 +71,7 @@ def check_config(cfg: C.RunConfig) -> tuple[Spec, tuple[AugmentOp, ...]]:
     C.validate(cfg)
     check_choices(cfg)
     kind = cfg.data.preprocess
-    if kind not in KINDS:
-        raise BabysitError(f"unknown preprocessing {kind!r}; choose one of {', '.join(KINDS)}.")
+    KINDS.get(kind)  # an unknown name is the registry's one sentence
     spec = parse(cfg.model.spec)
     ops = tuple(check_augment(cfg))
     if kind in VECTOR_KINDS:
@@ -106,7 +105,7 @@ def plan_run(cfg: C.RunConfig) -> Plan:
     spec, ops = check_run(cfg, splits)
     return Plan(cfg, ds, splits, spec, ops, splits.train.input_shape, len(splits.classes),
                 math.ceil(len(splits.train) / cfg.train.batch_size), device,
-                tuple(augment_warnings(list(ops), ds.name, cfg.data.preprocess)))
+                tuple(augment_warnings(list(ops), ds.name, cfg.data.preprocess, ds.traits)))
 
 
 def make_model(cfg: C.RunConfig, input_shape: tuple[int, int, int], num_classes: int,

@@ -15,16 +15,18 @@ PACKAGE = Path(__file__).resolve().parents[1] / "babysit"
 
 LAYERS: dict[str, int] = {
     # base: no babysit imports above them
-    "errors": 0, "registry": 0, "ema": 0, "lazy": 0,
-    "config": 1, "rundir": 1, "ckptfile": 1, "divergence": 1,
+    "errors": 0,
+    "registry": 1, "ema": 1, "lazy": 1,
+    "config": 2, "rundir": 2, "ckptfile": 2, "divergence": 2,
     # the stages of the data flow
-    "data": 2, "models": 2,
-    "train": 3, "review": 3,  # review reads finished runs; it imports nothing of training
-    "monitor": 4,  # before and during training: checks, probes, guards (uses review's rules live)
-    "start": 5,  # one run setup below every entry point
-    "experiment": 6, "tune": 6, "commands": 6,  # entry points
-    "clihelp": 6,  # the CLI's help and did-you-mean (config only)
-    "cli": 7, "__init__": 7, "__main__": 8,  # python -m babysit runs cli
+    "data": 3, "models": 3,
+    "train": 4, "review": 4,  # review reads finished runs; it imports nothing of training
+    "monitor": 5,  # before and during training: checks, probes, guards (uses review's rules live)
+    "start": 6,  # one run setup below every entry point
+    "experiment": 7, "tune": 7, "commands": 7,  # entry points
+    "clihelp": 7,  # the CLI's help and did-you-mean (config only)
+    "cli": 8, "__init__": 8,
+    "__main__": 9,  # python -m babysit runs cli
 }
 """A unit may import units of a lower rank, and itself; never one of the same rank or above."""
 

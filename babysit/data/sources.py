@@ -20,13 +20,13 @@ import torch
 
 from babysit.data.folders import FolderScan, convert_array, is_visible, read_folders, scan_folder
 from babysit.data.idx import read_idx
-from babysit.data.locate import NAMED_SETS, find_dataset, idx_files, missing_error
+from babysit.data.locate import find_dataset, idx_files, missing_error
+from babysit.data.named import DIGIT_CLASSES, FASHION_MNIST_CLASSES, NAMED_SETS, UNKNOWN, NamedSet, Traits, named_key
 from babysit.data.npz import read_npz
 from babysit.errors import BabysitError
 
-FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
-                         "Sneaker", "Bag", "Ankle boot"]
-DIGIT_CLASSES = [str(d) for d in range(10)]
+__all__ = ["DIGIT_CLASSES", "FASHION_MNIST_CLASSES", "Dataset", "ImageSet", "balance_verdict", "dataset_info",
+           "list_datasets", "load_dataset"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -67,6 +67,7 @@ class Dataset:
     train: ImageSet
     test: ImageSet | None  # the set's official test split (mnist, fashion-mnist), else None
     source: str  # where it was loaded from: a path, or "scikit-learn"
+    traits: Traits = UNKNOWN  # what a mirror or turn does to the classes: filled for named sets, unknown otherwise
 
 
 def _image_set(x: np.ndarray, y: np.ndarray, classes: list[str]) -> ImageSet:
@@ -74,34 +75,24 @@ def _image_set(x: np.ndarray, y: np.ndarray, classes: list[str]) -> ImageSet:
                     torch.from_numpy(y.astype(np.int64, copy=False)), list(classes))
 
 
-# Named sets: name -> loader returning (train, test or None, source); pixels not yet converted.
 _Arrays = tuple[np.ndarray, np.ndarray]
-_NAMED: dict[str, Callable[[], tuple[_Arrays, _Arrays | None, list[str], str]]] = {}
-
-
-def _named(name: str) -> Callable:
-    def register(fn: Callable) -> Callable:
-        _NAMED[name] = fn
-        return fn
-    return register
 
 
 def list_datasets() -> list[str]:
     """The named sets ``load_dataset`` knows (it also takes image folders and .npz files)."""
-    return list(NAMED_SETS)
+    return NAMED_SETS.names()
 
 
-@_named("digits")
-def _digits() -> tuple[_Arrays, None, list[str], str]:
+def _digits(_name: str, _entry: NamedSet) -> tuple[_Arrays, None, str]:
     """scikit-learn's bundled 8x8 digits; values 0..16 become round(v * 255 / 16)."""
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
     x = np.rint(bunch.images * (255 / 16)).astype(np.uint8)[:, None]  # (1797, 1, 8, 8)
-    return (x, bunch.target), None, DIGIT_CLASSES, "scikit-learn"
+    return (x, bunch.target), None, "scikit-learn"
 
 
-def _idx_set(name: str, classes: list[str]) -> tuple[_Arrays, _Arrays, list[str], str]:
+def _idx_set(name: str, entry: NamedSet) -> tuple[_Arrays, _Arrays, str]:
     folder = find_dataset(name)
     files = idx_files(folder) if folder is not None else None
     if folder is None or files is None:
@@ -113,15 +104,16 @@ def _idx_set(name: str, classes: list[str]) -> tuple[_Arrays, _Arrays, list[str]
         if x.dtype != np.uint8 or x.ndim != 3:
             raise BabysitError(f"{images} holds {x.dtype} {x.shape}, not uint8 (N, H, W) images; "
                                f"replace it with the {name} image file.")
-        if y.dtype != np.uint8 or y.ndim != 1 or len(y) != len(x) or y.max(initial=0) >= len(classes):
-            raise BabysitError(f"{labels} does not hold {len(x)} labels 0..{len(classes) - 1} "
+        if y.dtype != np.uint8 or y.ndim != 1 or len(y) != len(x) or y.max(initial=0) >= len(entry.classes):
+            raise BabysitError(f"{labels} does not hold {len(x)} labels 0..{len(entry.classes) - 1} "
                                f"for {images}; replace it with the matching {name} label file.")
         splits.append((x[:, None], y))
-    return splits[0], splits[1], classes, str(folder)
+    return splits[0], splits[1], str(folder)
 
 
-_named("mnist")(lambda: _idx_set("mnist", DIGIT_CLASSES))
-_named("fashion-mnist")(lambda: _idx_set("fashion-mnist", FASHION_MNIST_CLASSES))
+# How each kind of named-set file is read: (name, entry) -> (train, test or None, source).
+_READERS: dict[str, Callable[[str, NamedSet], tuple[_Arrays, _Arrays | None, str]]] = {
+    "scikit-learn": _digits, "idx": _idx_set}
 
 
 def load_dataset(name: str, channels: int = 0, size: int = 0) -> Dataset:
@@ -136,11 +128,13 @@ def load_dataset(name: str, channels: int = 0, size: int = 0) -> Dataset:
     if size < 0:
         raise BabysitError(f"size must be 0 (keep) or a positive side in pixels, not {size}; "
                            "set --data.size accordingly.")
-    key = name.strip().lower().replace("_", "-")
-    if key in _NAMED:
-        train, test, classes, source = _NAMED[key]()
+    key = named_key(name)
+    if key in NAMED_SETS:
+        entry = NAMED_SETS.get(key)
+        train, test, source = _READERS[entry.files](key, entry)
+        classes = list(entry.classes)
         return Dataset(key, _convert(train, classes, channels, size),
-                       _convert(test, classes, channels, size) if test else None, source)
+                       _convert(test, classes, channels, size) if test else None, source, entry.traits)
     path = Path(name).expanduser()
     if path.is_dir():
         return _load_folder(path, channels, size)
@@ -152,8 +146,9 @@ def load_dataset(name: str, channels: int = 0, size: int = 0) -> Dataset:
     if path.is_file():
         raise BabysitError(f"{path} is neither a .npz file nor a folder; give a folder of images "
                            "(root/<class>/<image>) or a .npz with arrays x and y.")
-    raise BabysitError(f"'{name}' is not a named set ({', '.join(NAMED_SETS)}) nor an existing "
-                       "folder or .npz file; check the name or path.")
+    close = NAMED_SETS.closest(key)
+    raise BabysitError(f"'{name}' is not a named set ({', '.join(NAMED_SETS)}) nor an existing folder or .npz file; "
+                       + (f"did you mean '{close}'?" if close else "check the name or path."))
 
 
 def _convert(arrays: _Arrays, classes: list[str], channels: int, size: int) -> ImageSet:

@@ -1,8 +1,9 @@
-"""One resampling for every geometric augmentation: affine matrices (kornia) + fill modes + grid_sample.
+"""One resampling for every geometric augmentation: per-op affine matrices, composed, + fill modes + grid_sample.
 
-Flips, rotation, scaling, shearing, translation and crops are all affine maps of the pixel grid, so
-they compose into one 3x3 matrix per image and the image is interpolated once (chaining separate
-warps would blur it once per op). An elastic displacement field is added to the same sampling grid.
+Flips, rotation, scaling, shearing, translation and crops are all affine maps of the pixel grid. Each
+op's matrix builder (here, used by the augmentation registry) gives a (B, 3, 3) forward map; :func:`compose`
+multiplies them into one matrix per image and the image is interpolated once (chaining separate warps
+would blur it once per op). An elastic displacement field is added to the same sampling grid.
 
 Pixels that a warp uncovers come from outside the image; the fill mode decides what is there
 (the numpy.pad names, shown for a row ``a b c d``):
@@ -14,46 +15,66 @@ Pixels that a warp uncovers come from outside the image; the fill mode decides w
     wrap       c d | a b c d | a b      (tile the image)
 
 torch's grid_sample knows only zeros / border / reflection, so the source coordinates are folded
-back into the image here first. kornia supplies the matrices and the elastic blur; the 2x3 map is
-applied to the pixel grid directly (kornia's transform_points, built for homographies, took 4x longer).
+back into the image here first. kornia supplies the rotation and shear matrices and the elastic blur
+(imported where used: it is slow to import); the 2x3 map is applied to the pixel grid directly
+(kornia's transform_points, built for homographies, took 4x longer).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from kornia.filters import gaussian_blur2d
-from kornia.geometry.transform import get_affine_matrix2d
 
 FILL_MODES = ("constant", "edge", "reflect", "symmetric", "wrap")
 
 
-def affine_matrix(h: int, w: int, angle: torch.Tensor | None = None, scale: torch.Tensor | None = None,
-                  shear: torch.Tensor | None = None, shift: torch.Tensor | None = None,
-                  flip_h: torch.Tensor | None = None, flip_v: torch.Tensor | None = None,
-                  batch: int = 1, device: torch.device | None = None) -> torch.Tensor:
-    """Forward maps (B, 3, 3) in pixel coordinates: flip, then rotate by ``angle`` degrees
-    (clockwise as displayed, y pointing down), zoom by ``scale`` and shear by ``shear`` degrees about the image centre,
-    then translate by ``shift`` (B, 2) pixels (x right, y down). Missing parts are the identity."""
-    ref = next((t for t in (angle, scale, shear, shift, flip_h, flip_v) if t is not None), None)
-    if ref is not None:
-        batch, device = len(ref), ref.device
-    zeros = torch.zeros(batch, device=device)
-    center = torch.tensor([(w - 1) / 2, (h - 1) / 2], device=device).expand(batch, 2)
-    s = torch.ones(batch, device=device) if scale is None else scale
-    m = get_affine_matrix2d(zeros.new_zeros(batch, 2) if shift is None else shift, center, torch.stack([s, s], 1),
-                            zeros if angle is None else angle,
-                            None if shear is None else torch.deg2rad(shear), None if shear is None else zeros)
-    if flip_h is not None or flip_v is not None:  # mirror about the centre before the rest
-        flip = torch.eye(3, device=device).repeat(batch, 1, 1)
-        for axis, size, on in ((0, w, flip_h), (1, h, flip_v)):
-            if on is not None:
-                sign = 1 - 2 * on.float()  # -1 where flipped
-                flip[:, axis, axis] = sign
-                flip[:, axis, 2] = (1 - sign) * (size - 1) / 2
-        m = m @ flip
+def _centre(h: int, w: int, batch: int, device: torch.device | None) -> torch.Tensor:
+    """(B, 2) the image centre (x, y) in pixels: what rotation, scaling and shearing turn about."""
+    return torch.tensor([(w - 1) / 2, (h - 1) / 2], device=device).expand(batch, 2)
+
+
+def shift_matrix(shift: torch.Tensor) -> torch.Tensor:
+    """Forward maps (B, 3, 3) that move every pixel by ``shift`` (B, 2) pixels (x right, y down)."""
+    m = torch.eye(3, device=shift.device).repeat(len(shift), 1, 1)
+    m[:, :2, 2] = shift
+    return m
+
+
+def _rotate_scale(h: int, w: int, angle: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    from kornia.geometry.conversions import convert_affinematrix_to_homography
+    from kornia.geometry.transform import get_rotation_matrix2d
+
+    centre = _centre(h, w, len(angle), angle.device)
+    return convert_affinematrix_to_homography(get_rotation_matrix2d(centre, -angle, torch.stack([scale, scale], 1)))
+
+
+def rotation_matrix(h: int, w: int, angle: torch.Tensor) -> torch.Tensor:
+    """Forward maps (B, 3, 3): turn by ``angle`` (B,) degrees about the centre, clockwise as displayed (y down)."""
+    return _rotate_scale(h, w, angle, torch.ones_like(angle))
+
+
+def scale_matrix(h: int, w: int, scale: torch.Tensor) -> torch.Tensor:
+    """Forward maps (B, 3, 3): zoom by ``scale`` (B,) about the centre (above 1 enlarges)."""
+    return _rotate_scale(h, w, torch.zeros_like(scale), scale)
+
+
+def shear_matrix(h: int, w: int, shear: torch.Tensor) -> torch.Tensor:
+    """Forward maps (B, 3, 3): shear along x by ``shear`` (B,) degrees about the centre:
+    x' = x - tan(shear) (y - cy)."""
+    from kornia.geometry.transform import get_shear_matrix2d
+
+    return get_shear_matrix2d(_centre(h, w, len(shear), shear.device), torch.deg2rad(shear), torch.zeros_like(shear))
+
+
+def flip_matrix(h: int, w: int, on: torch.Tensor, axis: int) -> torch.Tensor:
+    """Forward maps (B, 3, 3) that mirror the images where ``on`` (B,) bool: axis 0 left-right, 1 upside down."""
+    m = torch.eye(3, device=on.device).repeat(len(on), 1, 1)
+    sign = 1 - 2 * on.float()  # -1 where flipped
+    m[:, axis, axis] = sign
+    m[:, axis, 2] = (1 - sign) * ((w, h)[axis] - 1) / 2
     return m
 
 
@@ -65,6 +86,15 @@ def crop_matrix(h: int, w: int, box: torch.Tensor) -> torch.Tensor:
     m = torch.zeros(len(box), 3, 3, device=box.device)
     m[:, 0, 0], m[:, 1, 1], m[:, 2, 2] = sx, sy, 1
     m[:, 0, 2], m[:, 1, 2] = -x0 * sx, -y0 * sy
+    return m
+
+
+def compose(matrices: Sequence[torch.Tensor], batch: int, device: torch.device | None = None) -> torch.Tensor:
+    """One forward map (B, 3, 3) per image: ``matrices[0] @ matrices[1] @ ...``, so the last is applied to
+    the pixels first; the identity when there are none."""
+    m = torch.eye(3, device=device).repeat(batch, 1, 1) if not matrices else matrices[0]
+    for later in matrices[1:]:
+        m = m @ later
     return m
 
 
@@ -87,6 +117,8 @@ def fold(coord: torch.Tensor, size: int, mode: str) -> torch.Tensor:
 def elastic_field(noise: torch.Tensor, alpha: torch.Tensor, sigma: float) -> torch.Tensor:
     """Simard et al.'s elastic distortion: uniform noise (B, 2, H, W) in -1..1, smoothed by a Gaussian of
     ``sigma`` pixels and scaled by ``alpha`` (B,) pixels; returns displacements (B, H, W, 2) as (dx, dy)."""
+    from kornia.filters import gaussian_blur2d
+
     h, w = noise.shape[-2:]
     limit = 2 * min(h, w) - 1  # the reflect padding of the blur needs kernel // 2 < size
     k = min(2 * math.ceil(3 * sigma) + 1, limit if limit % 2 else limit - 1)

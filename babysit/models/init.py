@@ -31,40 +31,66 @@ from torch import nn
 from babysit.errors import BabysitError
 from babysit.models.build import MaxoutUnit, build
 from babysit.models.spec import Activation, Layer, LeakyReLU, Maxout, parse
+from babysit.registry import Registry
 
 SCORE_LAYER_GAIN = 0.01
 """``auto`` scales the last conv/fc (the class scores) by this: the notes' sanity check expects the
 initial softmax loss to be ln(C) (2.302 for 10 classes), which holds only when the scores start near 0."""
 
-SCHEMES = ("auto", "he", "xavier", "normal-STD", "orthogonal", "lsuv", "data")
-DATA_SCHEMES = ("lsuv", "data")  # these measure a batch of (preprocessed) training images
+
+
+@dataclass(frozen=True)
+class Scheme:
+    """An init scheme: how it picks each layer's rule and whether it measures a data batch."""
+
+    meaning: str  # one line for help texts
+    by_activation: bool = False  # He or Xavier per layer from the activation that follows it (else the scheme's own)
+    orthogonal: bool = False  # draw an orthogonal matrix times the activation's gain instead of a Gaussian
+    needs_data: bool = False  # measures a batch of (preprocessed) training images after drawing the weights
+
+
+SCHEMES: Registry[Scheme] = Registry("init scheme", hint=" (e.g. normal-0.01)")
+SCHEMES.add("auto", Scheme("He or Xavier per layer from the next activation, score layer x0.01", by_activation=True))
+SCHEMES.add("he", Scheme("W = randn * sqrt(2/n), n = fan-in (ReLU networks)"))
+SCHEMES.add("xavier", Scheme("W = randn / sqrt(n), n = fan-in"))
+SCHEMES.add("normal-STD", Scheme("W = STD * randn, e.g. normal-0.01"))  # NAME-STD: parse_scheme reads the number
+SCHEMES.add("orthogonal", Scheme("random orthogonal W times the activation's gain", by_activation=True,
+                                 orthogonal=True))
+SCHEMES.add("lsuv", Scheme("orthogonal, then W /= sqrt(Var(output)) layer by layer on a batch", by_activation=True,
+                           orthogonal=True, needs_data=True))
+SCHEMES.add("data", Scheme("He/Xavier, then each unit normalised to mean `bias`, std 1 on a batch",
+                           by_activation=True, needs_data=True))
+DATA_SCHEMES = tuple(name for name, s in SCHEMES.items() if s.needs_data)  # ("lsuv", "data")
 _WEIGHTED = (nn.Conv2d, nn.Linear)
 _ACTIVATIONS = (nn.ReLU, nn.Tanh, nn.Sigmoid, nn.ELU, nn.LeakyReLU, MaxoutUnit)
 
 
-def _std_for(scheme: str) -> float | None:
-    """The fixed std of a ``normal-STD`` scheme, None for the other known schemes."""
-    if scheme in SCHEMES and scheme != "normal-STD":
-        return None
-    if scheme.startswith("normal-"):
+def parse_scheme(scheme: str) -> tuple[Scheme, float | None]:
+    """``"normal-0.01"`` -> (the normal-STD entry, 0.01); ``"he"`` -> (the he entry, None).
+
+    A name with a number is looked up as ``PREFIX-STD`` (the registered name); an unknown name or a bad
+    number is the one-sentence :class:`BabysitError`.
+    """
+    prefix, sep, number = scheme.partition("-")
+    if sep and f"{prefix}-STD" in SCHEMES:
         try:
-            std = float(scheme[len("normal-"):])
+            std = float(number)
         except ValueError:
             std = math.nan
         if math.isfinite(std) and std > 0:
-            return std
-        raise BabysitError(f"init scheme {scheme!r} needs a positive number after 'normal-', e.g. normal-0.01")
-    raise BabysitError(f"unknown init scheme {scheme!r}; the known schemes are {', '.join(SCHEMES)} (e.g. normal-0.01)")
+            return SCHEMES.get(f"{prefix}-STD"), std
+        raise BabysitError(f"init scheme {scheme!r} needs a positive number after '{prefix}-', e.g. {prefix}-0.01")
+    return SCHEMES.get(scheme), None
 
 
 def check_scheme(scheme: str) -> None:
     """Raise the one-sentence error for an unknown scheme name."""
-    _std_for(scheme)
+    parse_scheme(scheme)
 
 
 def needs_data(scheme: str) -> bool:
     """Whether ``scheme`` measures a data batch (lsuv, data)."""
-    return scheme in DATA_SCHEMES
+    return scheme in SCHEMES and SCHEMES.get(scheme).needs_data
 
 
 def _auto_rule(layers: tuple[Layer, ...], i: int) -> tuple[str, float]:
@@ -89,9 +115,8 @@ def _weighted(module: nn.Module) -> Weighted:
     return module
 
 
-def _rules(model: nn.Module, scheme: str) -> list[tuple[Weighted, str, float]]:
+def _rules(model: nn.Module, scheme: str, by_activation: bool) -> list[tuple[Weighted, str, float]]:
     """(module, "he" | "xavier" | scheme, leaky slope) per conv/fc layer, in forward order."""
-    by_activation = scheme in ("auto", "orthogonal", "lsuv", "data")
     spec = getattr(model, "spec", None)
     if isinstance(spec, str):
         layers = parse(spec).layers()
@@ -113,16 +138,16 @@ def init_weights(model: nn.Module, scheme: str = "auto", batch: torch.Tensor | N
     ``orthogonal``: gain * orthogonal; ``auto``: He or Xavier per layer from the activation that
     follows it; ``lsuv`` and ``data`` also need ``batch``, inputs (N, C, H, W) as the model sees them.
     """
-    std = _std_for(scheme)
-    if needs_data(scheme) and batch is None:
+    entry, std = parse_scheme(scheme)
+    if entry.needs_data and batch is None:
         raise BabysitError(f"init scheme {scheme!r} measures a batch of training images; pass batch= to "
                            "init_weights (babysit train uses model.init_batch images).")
-    rules = _rules(model, scheme)
+    rules = _rules(model, scheme, entry.by_activation)
     for module, rule, slope in rules:
         weight = module.weight
         if std is not None:
             nn.init.normal_(weight, 0.0, std)
-        elif scheme in ("orthogonal", "lsuv"):
+        elif entry.orthogonal:
             nn.init.orthogonal_(weight, gain=math.sqrt(2 / (1 + slope**2)) if rule == "he" else 1.0)
         elif rule == "he":
             nn.init.kaiming_normal_(weight, a=slope, mode="fan_in", nonlinearity="leaky_relu")

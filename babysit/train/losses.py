@@ -14,23 +14,16 @@ import torch
 import torch.nn.functional as F
 
 from babysit.config import LossConfig
-from babysit.errors import BabysitError
+from babysit.registry import Registry
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-LOSSES: dict[str, Callable[[LossConfig], LossFn]] = {}
-
-
-def loss(name: str) -> Callable[[Callable[[LossConfig], LossFn]], Callable[[LossConfig], LossFn]]:
-    """Register a loss under the name users type in ``--loss.name``."""
-    def register(fn: Callable[[LossConfig], LossFn]) -> Callable[[LossConfig], LossFn]:
-        LOSSES[name] = fn
-        return fn
-    return register
+LOSSES: Registry[Callable[[LossConfig], LossFn]] = Registry("loss.name")
+"""The data losses by the name users type in ``--loss.name``: ``fn(cfg) -> loss(scores, y)``."""
 
 
 def list_losses() -> list[str]:
     """The names ``--loss.name`` accepts."""
-    return list(LOSSES)
+    return LOSSES.names()
 
 
 def softmax_loss(scores: torch.Tensor, y: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
@@ -83,33 +76,31 @@ def bce_loss(scores: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(scores, target, reduction="none").sum(1).mean()
 
 
-@loss("softmax")
+@LOSSES.register("softmax")
 def _softmax(cfg: LossConfig) -> LossFn:
     return partial(softmax_loss, label_smoothing=cfg.label_smoothing)
 
 
-@loss("svm")
+@LOSSES.register("svm")
 def _svm(cfg: LossConfig) -> LossFn:
     return partial(svm_loss, delta=cfg.delta)
 
 
-@loss("squared-hinge")
+@LOSSES.register("squared-hinge")
 def _squared_hinge(cfg: LossConfig) -> LossFn:
     return partial(svm_loss, delta=cfg.delta, squared=True)
 
 
-@loss("attribute-hinge")
+@LOSSES.register("attribute-hinge")
 def _attribute_hinge(cfg: LossConfig) -> LossFn:
     return attribute_hinge_loss
 
 
-@loss("bce")
+@LOSSES.register("bce")
 def _bce(cfg: LossConfig) -> LossFn:
     return bce_loss
 
 
 def make_loss(cfg: LossConfig, train: bool = True) -> LossFn:
     """The configured data loss; ``train=False`` drops label smoothing (what validation reports)."""
-    if cfg.name not in LOSSES:
-        raise BabysitError(f"unknown loss.name {cfg.name!r}; choose one of {', '.join(LOSSES)}.")
-    return LOSSES[cfg.name](cfg if train else LossConfig(cfg.name, cfg.delta, 0.0))
+    return LOSSES.get(cfg.name)(cfg if train else LossConfig(cfg.name, cfg.delta, 0.0))

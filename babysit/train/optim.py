@@ -25,30 +25,24 @@ from torch import nn
 
 from babysit.config import OptimConfig, RunConfig
 from babysit.errors import BabysitError
+from babysit.registry import Registry
 from babysit.train.regularize import decay_is_decoupled, decay_table, decoupled_weight_decay_, l2_penalty
 
 __all__ = ["OPTIMIZERS", "AlmostAdam", "check_choices", "clip_gradients", "decayed_parameters", "describe_groups",
-           "l2_penalty", "list_optimizers", "make_optimizer", "optimizer", "param_groups"]
+           "l2_penalty", "list_optimizers", "make_optimizer", "param_groups"]
 
 Groups = list[dict[str, Any]]
-OPTIMIZERS: dict[str, Callable[[Groups, OptimConfig], torch.optim.Optimizer]] = {}
-
-
-def optimizer(name: str) -> Callable[[Callable[[Groups, OptimConfig], torch.optim.Optimizer]],
-                                     Callable[[Groups, OptimConfig], torch.optim.Optimizer]]:
-    """Register an update rule under the name users type in ``--optim.name``."""
-    def register(fn: Callable[[Groups, OptimConfig], torch.optim.Optimizer]) -> Callable[..., torch.optim.Optimizer]:
-        OPTIMIZERS[name] = fn
-        return fn
-    return register
+OptimizerFn = Callable[[Groups, OptimConfig], torch.optim.Optimizer]
+OPTIMIZERS: Registry[OptimizerFn] = Registry("optim.name")
+"""The update rules by the name users type in ``--optim.name``: ``fn(param_groups, cfg) -> optimizer``."""
 
 
 def list_optimizers() -> list[str]:
     """The names ``--optim.name`` accepts."""
-    return list(OPTIMIZERS)
+    return OPTIMIZERS.names()
 
 
-@optimizer("sgd")
+@OPTIMIZERS.register("sgd")
 def _sgd(groups: Groups, cfg: OptimConfig) -> torch.optim.Optimizer:
     # torch keeps v = mu*v + dx; x -= lr*v (the slides' v = gamma*v + grad J; w -= alpha*v). With a
     # constant lr that is the cs231n form v = mu*v - lr*dx; x += v with v scaled by -lr; when the
@@ -58,27 +52,27 @@ def _sgd(groups: Groups, cfg: OptimConfig) -> torch.optim.Optimizer:
     return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
 
 
-@optimizer("adagrad")
+@OPTIMIZERS.register("adagrad")
 def _adagrad(groups: Groups, cfg: OptimConfig) -> torch.optim.Optimizer:
     return torch.optim.Adagrad(groups, lr=cfg.lr, eps=cfg.eps)
 
 
-@optimizer("rmsprop")
+@OPTIMIZERS.register("rmsprop")
 def _rmsprop(groups: Groups, cfg: OptimConfig) -> torch.optim.Optimizer:
     return torch.optim.RMSprop(groups, lr=cfg.lr, alpha=cfg.decay_rate, eps=cfg.eps)
 
 
-@optimizer("adam")
+@OPTIMIZERS.register("adam")
 def _adam(groups: Groups, cfg: OptimConfig) -> torch.optim.Optimizer:
     return torch.optim.Adam(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
 
 
-@optimizer("almost-adam")
+@OPTIMIZERS.register("almost-adam")
 def _almost_adam(groups: Groups, cfg: OptimConfig) -> torch.optim.Optimizer:
     return AlmostAdam(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
 
 
-@optimizer("adamw")
+@OPTIMIZERS.register("adamw")
 def _adamw(groups: Groups, cfg: OptimConfig) -> torch.optim.Optimizer:
     # each group carries its own weight_decay (0 for biases and norm parameters)
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
@@ -157,10 +151,8 @@ def make_optimizer(model: nn.Module, cfg: OptimConfig | RunConfig) -> torch.opti
     """
     run = cfg if isinstance(cfg, RunConfig) else RunConfig(optim=cfg)
     o = run.optim
-    if o.name not in OPTIMIZERS:
-        raise BabysitError(f"unknown optimizer {o.name!r}; choose one of {', '.join(OPTIMIZERS)}.")
-    groups = param_groups(model, run)
-    opt = OPTIMIZERS[o.name](groups, o)
+    rule = OPTIMIZERS.get(o.name)
+    opt = rule(param_groups(model, run), o)
     if o.decoupled and o.name != "adamw":
         opt.register_step_pre_hook(_decoupled_hook)
     return opt
@@ -193,10 +185,9 @@ def check_choices(cfg: RunConfig) -> None:
     from babysit.train.losses import LOSSES
     from babysit.train.schedules import SCHEDULES
 
-    for key, name, known in (("optim.name", cfg.optim.name, OPTIMIZERS), ("schedule.name", cfg.schedule.name,
-                             SCHEDULES), ("loss.name", cfg.loss.name, LOSSES)):
-        if name not in known:
-            raise BabysitError(f"unknown {key} {name!r}; choose one of {', '.join(known)}.")
+    OPTIMIZERS.get(cfg.optim.name)
+    SCHEDULES.get(cfg.schedule.name)
+    LOSSES.get(cfg.loss.name)
     if cfg.optim.nesterov and cfg.optim.momentum == 0 and cfg.optim.name == "sgd":
         raise BabysitError("optim.nesterov needs momentum; set --optim.momentum=0.9 (or drop --optim.nesterov).")
     check_scheme(cfg.model.init)

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from babysit.config import ScheduleConfig
-from babysit.errors import BabysitError
+from babysit.registry import Registry
 
 
 def step_decay(t: float, lr: float, gamma: float, step_size: float) -> float:
@@ -121,33 +121,26 @@ class Clock:
         return self.cfg.min_lr or self.lr / 25
 
 
-SCHEDULES: dict[str, Callable[[Clock], float]] = {}
-
-
-def schedule(name: str) -> Callable[[Callable[[Clock], float]], Callable[[Clock], float]]:
-    """Register a schedule under the name users type in ``--schedule.name``."""
-    def register(fn: Callable[[Clock], float]) -> Callable[[Clock], float]:
-        SCHEDULES[name] = fn
-        return fn
-    return register
+SCHEDULES: Registry[Callable[[Clock], float]] = Registry("schedule.name")
+"""The schedules by the name users type in ``--schedule.name``: ``fn(clock) -> lr`` before warm-up."""
 
 
 def list_schedules() -> list[str]:
     """The names ``--schedule.name`` accepts."""
-    return list(SCHEDULES)
+    return SCHEDULES.names()
 
 
-schedule("constant")(lambda c: c.lr)
-schedule("step")(lambda c: step_decay(c.t, c.lr, c.cfg.gamma, c.cfg.step_size))
-schedule("exp")(lambda c: exponential(c.t, c.lr, c.cfg.k))
-schedule("inv-time")(lambda c: inverse_time(c.t, c.lr, c.cfg.k))
-schedule("inv-sqrt")(lambda c: inverse_sqrt(c.t, c.lr, c.cfg.k))
-schedule("linear")(lambda c: linear(c.progress, c.lr))
-schedule("sqrt")(lambda c: sqrt_decay(c.progress, c.lr))
-schedule("cosine")(lambda c: cosine(c.progress, c.lr))
-schedule("cyclical")(lambda c: triangular(c.t, c.low, c.lr, c.cfg.half_cycle))
-schedule("onecycle")(lambda c: one_cycle(c.step, c.total_steps, c.low, c.lr, c.cfg.pct_start))
-schedule("plateau")(lambda c: c.lr)  # times Plateau.scale, which LRSchedule applies
+SCHEDULES.add("constant", lambda c: c.lr)
+SCHEDULES.add("step", lambda c: step_decay(c.t, c.lr, c.cfg.gamma, c.cfg.step_size))
+SCHEDULES.add("exp", lambda c: exponential(c.t, c.lr, c.cfg.k))
+SCHEDULES.add("inv-time", lambda c: inverse_time(c.t, c.lr, c.cfg.k))
+SCHEDULES.add("inv-sqrt", lambda c: inverse_sqrt(c.t, c.lr, c.cfg.k))
+SCHEDULES.add("linear", lambda c: linear(c.progress, c.lr))
+SCHEDULES.add("sqrt", lambda c: sqrt_decay(c.progress, c.lr))
+SCHEDULES.add("cosine", lambda c: cosine(c.progress, c.lr))
+SCHEDULES.add("cyclical", lambda c: triangular(c.t, c.low, c.lr, c.cfg.half_cycle))
+SCHEDULES.add("onecycle", lambda c: one_cycle(c.step, c.total_steps, c.low, c.lr, c.cfg.pct_start))
+SCHEDULES.add("plateau", lambda c: c.lr)  # times Plateau.scale, which LRSchedule applies
 
 
 def lr_at(step: int, base_lr: float, cfg: ScheduleConfig, steps_per_epoch: int, total_steps: int) -> float:
@@ -155,9 +148,7 @@ def lr_at(step: int, base_lr: float, cfg: ScheduleConfig, steps_per_epoch: int, 
 
     (For ``plateau`` this is the lr before any reduction; :class:`LRSchedule` applies those.)
     """
-    if cfg.name not in SCHEDULES:
-        raise BabysitError(f"unknown schedule {cfg.name!r}; choose one of {', '.join(SCHEDULES)}.")
-    lr = SCHEDULES[cfg.name](Clock(step, steps_per_epoch, total_steps, base_lr, cfg))
+    lr = SCHEDULES.get(cfg.name)(Clock(step, steps_per_epoch, total_steps, base_lr, cfg))
     return lr * warmup_factor(step, int(cfg.warmup_epochs * steps_per_epoch))
 
 
@@ -192,8 +183,7 @@ class LRSchedule:
     """The run's schedule: ``lr(step)`` for every step, ``epoch_end(val_loss)`` after every epoch."""
 
     def __init__(self, base_lr: float, cfg: ScheduleConfig, steps_per_epoch: int, total_steps: int) -> None:
-        if cfg.name not in SCHEDULES:
-            raise BabysitError(f"unknown schedule {cfg.name!r}; choose one of {', '.join(SCHEDULES)}.")
+        SCHEDULES.get(cfg.name)  # an unknown name fails here, before the first step
         self.base_lr, self.cfg = base_lr, cfg
         self.steps_per_epoch, self.total_steps = steps_per_epoch, total_steps
         self.plateau = Plateau(cfg.factor, cfg.patience) if cfg.name == "plateau" else None

@@ -23,7 +23,7 @@ from torch import nn
 
 from babysit.config import RunConfig
 from babysit.data.augment import AUGMENTATIONS, Augment, parse_pipeline
-from babysit.data.warp import affine_matrix, warp
+from babysit.data.warp import compose, flip_matrix, shift_matrix, warp
 from babysit.errors import BabysitError
 
 TTA_TOKENS = ("flip", "flip-h", "flip-v", "translate[-P]", "random-N")
@@ -103,9 +103,9 @@ def tta_probabilities(model: nn.Module, pre: Callable[[torch.Tensor], torch.Tens
         batches = []
         for _, (fh, fv, dx, dy) in views.fixed:
             if fh or fv or dx or dy:
-                m = affine_matrix(h, w, shift=torch.tensor([[dx, dy]], device=dev).expand(b, 2),
-                                  flip_h=torch.full((b,), bool(fh), device=dev),
-                                  flip_v=torch.full((b,), bool(fv), device=dev))
+                m = compose([shift_matrix(torch.tensor([[dx, dy]], device=dev).expand(b, 2)),
+                             flip_matrix(h, w, torch.full((b,), bool(fh), device=dev), axis=0),
+                             flip_matrix(h, w, torch.full((b,), bool(fv), device=dev), axis=1)], b, dev)
                 batches.append(warp(xb, m, views.fill, views.fill_value))
             else:
                 batches.append(xb)

@@ -12,14 +12,25 @@ from babysit import config as C
 from babysit.data.augment import (
     AUGMENTATIONS,
     Augment,
+    OpInfo,
     augment_warnings,
     check_augment,
     make_augment,
     parse_op,
     parse_pipeline,
 )
+from babysit.data.named import Traits
 from babysit.data.sources import load_dataset
-from babysit.data.warp import affine_matrix, crop_matrix, warp
+from babysit.data.warp import (
+    compose,
+    crop_matrix,
+    flip_matrix,
+    rotation_matrix,
+    scale_matrix,
+    shear_matrix,
+    shift_matrix,
+    warp,
+)
 from babysit.errors import BabysitError
 
 # One token per op with an argument that suits 8 x 8 digits.
@@ -44,7 +55,7 @@ def test_fill_modes_give_numpy_pad_border_pixels_on_a_4x4(mode, dx, dy):
     """Shift a hand-made 4x4 by whole pixels: the uncovered pixels are exactly numpy.pad's for that mode:
     out[y, x] = padded[y - dy, x - dx]."""
     img = np.arange(1, 17, dtype=np.float32).reshape(4, 4)  # 1 .. 16, row by row
-    m = affine_matrix(4, 4, shift=torch.tensor([[float(dx), float(dy)]]))
+    m = shift_matrix(torch.tensor([[float(dx), float(dy)]]))
     out = warp(torch.from_numpy(img)[None, None], m, mode, fill_value=-7.0)[0, 0].numpy()
     kw = {"constant_values": -7.0} if mode == "constant" else {}
     padded = np.pad(img, 4, mode=NUMPY_PAD[mode], **kw)
@@ -55,20 +66,20 @@ def test_fill_modes_give_numpy_pad_border_pixels_on_a_4x4(mode, dx, dy):
 def test_fill_modes_written_out_for_a_shift_right_by_two():
     """The lecture's five ways to fill the gap, for the row 1 2 3 4 shifted two pixels right."""
     row = torch.tensor([[[[1.0, 2.0, 3.0, 4.0]] * 4]])
-    m = affine_matrix(4, 4, shift=torch.tensor([[2.0, 0.0]]))
+    m = shift_matrix(torch.tensor([[2.0, 0.0]]))
     first_two = {mode: warp(row, m, mode, fill_value=0.0)[0, 0, 0, :2].tolist() for mode in NUMPY_PAD}
     assert first_two == {"constant": [0, 0], "edge": [1, 1], "reflect": [3, 2], "symmetric": [2, 1], "wrap": [3, 4]}
 
 
 def test_flip_rotate_and_crop_matrices_move_pixels_where_expected():
     img = torch.arange(1.0, 17.0).view(1, 1, 4, 4)
-    assert torch.equal(warp(img, affine_matrix(4, 4, flip_h=torch.tensor([True]))), img.flip(-1))
-    assert torch.equal(warp(img, affine_matrix(4, 4, flip_v=torch.tensor([True]))), img.flip(-2))
-    turned = warp(img, affine_matrix(4, 4, angle=torch.tensor([90.0])))
+    assert torch.equal(warp(img, flip_matrix(4, 4, torch.tensor([True]), axis=0)), img.flip(-1))
+    assert torch.equal(warp(img, flip_matrix(4, 4, torch.tensor([True]), axis=1)), img.flip(-2))
+    turned = warp(img, rotation_matrix(4, 4, torch.tensor([90.0])))
     assert torch.allclose(turned, torch.rot90(img, -1, (2, 3)), atol=1e-4)  # a quarter turn, clockwise as shown
     zoomed = warp(img, crop_matrix(4, 4, torch.tensor([[1.0, 1.0, 2.0, 2.0]])))  # the centre 2x2 blown up
     assert zoomed[0, 0, 0, 0] == img[0, 0, 1, 1] and zoomed[0, 0, 3, 3] == img[0, 0, 2, 2]
-    assert torch.equal(warp(img, affine_matrix(4, 4)), img)  # the identity leaves pixels untouched
+    assert torch.equal(warp(img, compose([], 1)), img)  # the identity leaves pixels untouched
 
 
 @pytest.mark.parametrize("token", EXAMPLES)
@@ -160,6 +171,43 @@ def test_bad_tokens_are_clear_errors(token, message):
         parse_op(token)
 
 
+def test_unknown_names_suggest_the_nearest():
+    with pytest.raises(BabysitError, match=r"^unknown augmentation 'rotat-10'; choose one of translate, .* "
+                                           r"\(`babysit augment list` explains each\); did you mean 'rotate'\?$"):
+        parse_op("rotat-10")
+
+
+def test_translate_then_flip_draws_in_registry_order_and_composes_shift_after_flip():
+    """Pins the draw order (the step's seed draw, translate's shifts, then flip-h's coins, then cutout's
+    centres) and the composition (the mirror is applied first, then the shift): with wrap fill every
+    output is a roll of a possibly mirrored input."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (6, 1, 5, 7), dtype=torch.uint8, generator=g)
+    y = torch.arange(6)
+    out, _ = Augment(parse_pipeline(["cutout-2", "flip-h", "translate-2"]), 10, seed=4, fill="wrap",
+                     mean_pixel=torch.tensor([-1.0])).pixels(x, y, step=9)
+    rng = np.random.default_rng([4, 9, 0xA06])
+    rng.integers(2**62)
+    shift, flip = rng.integers(-2, 3, (6, 2)), rng.random(6) < 0.5
+    cy, cx = rng.integers(0, 5, 6), rng.integers(0, 7, 6)
+    for i in range(6):
+        img = x[i].float().flip(-1) if flip[i] else x[i].float()
+        expected = img.roll((int(shift[i, 1]), int(shift[i, 0])), (1, 2))
+        expected[:, max(cy[i] - 1, 0) : cy[i] + 1, max(cx[i] - 1, 0) : cx[i] + 1] = -1.0
+        torch.testing.assert_close(out[i], expected, atol=1e-3, rtol=0)
+
+
+def test_adding_an_augmentation_is_one_entry(monkeypatch):
+    """A new photometric op needs only its registry entry: the parser, the stage order and the runner follow."""
+    entry = OpInfo(lambda x, args, d: 255 - x, "photometric", (0, 0), "invert: 255 - pixel (takes no number)")
+    monkeypatch.setitem(AUGMENTATIONS._entries, "invert", entry)
+    x = torch.randint(0, 256, (3, 1, 4, 4), dtype=torch.uint8)
+    out, _ = Augment(parse_pipeline(["invert"]), 10).pixels(x, torch.zeros(3, dtype=torch.long), step=0)
+    assert torch.equal(out, 255 - x.float())
+    with pytest.raises(BabysitError, match="invert: 255 - pixel"):
+        parse_op("invert-2")
+
+
 def test_duplicates_and_mixing_with_a_hinge_loss_are_refused():
     with pytest.raises(BabysitError, match="listed twice"):
         parse_pipeline(["rotate-10", "rotate-5"])
@@ -173,6 +221,18 @@ def test_flip_warnings_follow_the_notes():
     assert len(augment_warnings(ops, "digits")) == 2 and len(augment_warnings(ops, "mnist")) == 2
     assert [w.split()[0] for w in augment_warnings(ops, "fashion-mnist")] == ["flip-v"]  # mirrored clothes are fine
     assert augment_warnings(ops, "/data/cats-vs-dogs") == []
+    assert augment_warnings(ops, "my-digits") == []  # a folder's traits are unknown: its name is not read
+
+
+def test_warnings_read_the_data_sets_traits():
+    ops = parse_pipeline(["flip-h", "flip-v", "rotate-40"])
+    assert augment_warnings(ops, "letters", traits=Traits(mirror_safe=True, upright_only=False)) == []
+    said = augment_warnings(ops, "letters", traits=Traits(mirror_safe=False, max_rotation=20))
+    assert said == ["flip-h on letters: a mirrored image can show another class; drop flip-h and use translate or "
+                    "rotate instead.",
+                    "rotate-40 on letters: turns beyond ~20 degrees can change the class; use rotate-10."]
+    assert augment_warnings(ops, "digits")[2] == ("rotate-40 on digits: turns beyond ~30 degrees confuse 6 and 9; "
+                                                  "use rotate-15.")
 
 
 def test_geometry_on_whole_image_whitening_is_warned_about():
@@ -220,9 +280,10 @@ def test_warp_matches_torch_and_kornia_where_they_have_the_fill_mode(mode, torch
     g = torch.Generator().manual_seed(3)
     x = torch.rand(4, 2, 9, 11, generator=g) * 255
     h, w = 9, 11
-    m = affine_matrix(h, w, angle=torch.tensor([17.0, -40.0, 5.0, 90.0]), scale=torch.tensor([1.1, 0.8, 1.0, 1.3]),
-                      shear=torch.tensor([0.0, 10.0, -20.0, 5.0]), shift=torch.tensor([[1.5, -2.0], [0, 0], [3, 1],
-                                                                                        [-0.25, 0.5]]))
+    m = compose([shift_matrix(torch.tensor([[1.5, -2.0], [0, 0], [3, 1], [-0.25, 0.5]])),
+                 rotation_matrix(h, w, torch.tensor([17.0, -40.0, 5.0, 90.0])),
+                 scale_matrix(h, w, torch.tensor([1.1, 0.8, 1.0, 1.3])),
+                 shear_matrix(h, w, torch.tensor([0.0, 10.0, -20.0, 5.0]))], 4)
     ours = warp(x, m, mode, fill_value=0.0)
     to_norm = torch.tensor([[2 / (w - 1), 0, -1], [0, 2 / (h - 1), -1], [0, 0, 1]])
     theta = to_norm @ torch.linalg.inv(m) @ torch.linalg.inv(to_norm)  # output (normalised) -> source (normalised)

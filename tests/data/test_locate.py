@@ -73,7 +73,7 @@ def test_missing_set_says_how_to_get_it(isolated: Path, name: str) -> None:
 
 
 def test_unknown_named_set_is_user_error(isolated: Path) -> None:
-    with pytest.raises(BabysitError, match="Unknown named set 'cifar'"):
+    with pytest.raises(BabysitError, match="^unknown named set 'cifar'; choose one of digits, mnist, fashion-mnist"):
         find_dataset("cifar")
 
 

@@ -10,6 +10,7 @@ import torch
 from sklearn.datasets import load_digits
 
 from babysit.data.locate import idx_files
+from babysit.data.named import NAMED_SETS, UNKNOWN
 from babysit.data.sources import (
     FASHION_MNIST_CLASSES,
     balance_verdict,
@@ -47,6 +48,21 @@ def test_name_normalised() -> None:
 
 def test_list_datasets() -> None:
     assert list_datasets() == ["digits", "mnist", "fashion-mnist"]
+
+
+def test_named_sets_carry_their_traits_and_folders_do_not(tmp_path: Path) -> None:
+    digits = load_dataset("digits").traits
+    assert (digits.mirror_safe, digits.upright_only, digits.max_rotation) == (False, True, 30.0)
+    clothes = NAMED_SETS.get("fashion-mnist").traits
+    assert (clothes.mirror_safe, clothes.upright_only, clothes.max_rotation) == (True, True, None)
+    np.savez(tmp_path / "digits_copy.npz", x=np.zeros((4, 8, 8), np.uint8), y=np.arange(4) % 2)
+    assert load_dataset(str(tmp_path / "digits_copy.npz")).traits == UNKNOWN
+
+
+def test_a_misspelt_named_set_gets_a_suggestion(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(BabysitError, match=r"'mnsit' is not a named set .*; did you mean 'mnist'\?$"):
+        load_dataset("mnsit")
 
 
 @pytest.mark.skipif(not idx_files(DEBIAN_FASHION), reason="dataset-fashion-mnist not installed")

@@ -199,7 +199,10 @@ def test_auto_without_a_spec_treats_the_last_linear_as_scores() -> None:
 
 
 @pytest.mark.parametrize(("scheme", "message"), [
-    ("kaiming", "unknown init scheme 'kaiming'; the known schemes are auto, he, xavier, normal-STD"),
+    ("kaiming", "unknown init scheme 'kaiming'; choose one of auto, he, xavier, normal-STD"),
+    ("normal", "unknown init scheme 'normal'; choose one of auto, he, xavier, normal-STD, orthogonal, lsuv, data "
+               "(e.g. normal-0.01); did you mean 'normal-STD'?"),
+    ("normal-STD", "needs a positive number after 'normal-'"),
     ("normal-x", "needs a positive number after 'normal-'"),
     ("normal--1", "needs a positive number"),
 ])

@@ -8,7 +8,7 @@ from babysit.cli import main
 from babysit.config import RunConfig, apply_overrides
 from babysit.errors import BabysitError
 from babysit.models import build
-from babysit.models.init import activation_stats, init_check, init_weights, needs_data
+from babysit.models.init import SCHEMES, activation_stats, init_check, init_weights, needs_data, parse_scheme
 from babysit.start import make_model
 
 DEEP = "[fc-500 relu]*10 fc"  # the lecture's 10-layer net of 500 units
@@ -77,7 +77,7 @@ def test_bias_constant_and_data_schemes_need_a_batch():
     assert needs_data("lsuv") and needs_data("data") and not needs_data("he")
     with pytest.raises(BabysitError, match="init scheme 'lsuv' measures a batch of training images"):
         init_weights(net, "lsuv")
-    known = "the known schemes are auto, he, xavier, normal-STD, orthogonal, lsuv, data"
+    known = "choose one of auto, he, xavier, normal-STD, orthogonal, lsuv, data"
     with pytest.raises(BabysitError, match=known):
         init_weights(net, "kaiming")
 
@@ -127,3 +127,9 @@ def test_auto_init_starts_at_chance_loss_on_digits():
     assert abs(loss - math.log(10)) < 0.01
     he = make_model(C.apply_overrides(C.RunConfig(), {"model.init": "he"}), (1, 8, 8), 10).eval()
     assert F.cross_entropy(he(x), ds.train.y[:500]).item() > math.log(10) + 0.1  # why auto scales the scores
+
+
+def test_parse_scheme_reads_the_number_of_normal_std():
+    assert parse_scheme("normal-0.01") == (SCHEMES.get("normal-STD"), 0.01)
+    assert parse_scheme("lsuv") == (SCHEMES.get("lsuv"), None) and SCHEMES.get("lsuv").needs_data
+    assert [n for n, s in SCHEMES.items() if s.by_activation] == ["auto", "orthogonal", "lsuv", "data"]

@@ -239,6 +239,8 @@ def test_names_and_errors():
     assert list_optimizers() == ["sgd", "adagrad", "rmsprop", "adam", "almost-adam", "adamw"]
     with pytest.raises(BabysitError, match=r"^unknown optim.name 'adamax'; choose one of sgd, adagrad"):
         check_choices(apply_overrides(RunConfig(), {"optim.name": "adamax"}))
+    with pytest.raises(BabysitError, match=r"^unknown optim.name 'sgdd'; choose one of .*adamw; did you mean 'sgd'\?$"):
+        make_optimizer(net(), apply_overrides(RunConfig(), {"optim.name": "sgdd"}))
     with pytest.raises(BabysitError, match="optim.nesterov needs momentum"):
         make_optimizer(net(), apply_overrides(RunConfig(), {"optim.nesterov": "true", "optim.momentum": "0"}))
     with pytest.raises(BabysitError, match="optim.betas needs 2 numbers"):

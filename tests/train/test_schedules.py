@@ -135,7 +135,7 @@ def test_lr_schedule_keeps_plateau_state_for_resume():
 def test_names_and_unknown_schedule():
     assert S.list_schedules() == ["constant", "step", "exp", "inv-time", "inv-sqrt", "linear", "sqrt", "cosine",
                                   "cyclical", "onecycle", "plateau"]
-    with pytest.raises(BabysitError, match="^unknown schedule 'poly'; choose one of constant, step"):
+    with pytest.raises(BabysitError, match="^unknown schedule.name 'poly'; choose one of constant, step"):
         S.lr_at(0, 0.1, sched(name="poly"), 10, 100)
 
 
