@@ -160,7 +160,8 @@ def train_step(u: Update, xb: torch.Tensor, yb: torch.Tensor, lr: float | None =
 
     ``lr`` (when given) is set on every parameter group first. With ``check_finite`` a NaN or Inf loss or
     gradient raises :class:`NonFinite` before the update, so it never reaches the weights. Returns the
-    loss (data + regularisation) as a detached 0-d tensor."""
+    cost (data loss + regularisation, the L2 term included when the update rule applies it) as a
+    detached 0-d tensor."""
     if lr is not None:
         for group in u.optimizer.param_groups:
             group["lr"] = lr
@@ -169,6 +170,7 @@ def train_step(u: Update, xb: torch.Tensor, yb: torch.Tensor, lr: float | None =
         loss = loss + u.reg.penalty()
     u.optimizer.zero_grad(set_to_none=True)
     loss.backward()
+    l2 = u.reg.l2_value() if u.reg is not None else None  # the reported cost includes the L2 term the rule applies
     if check_finite:
         value = loss.item()
         grads = [p.grad for p in u.model.parameters() if p.grad is not None]
@@ -179,7 +181,7 @@ def train_step(u: Update, xb: torch.Tensor, yb: torch.Tensor, lr: float | None =
     u.optimizer.step()
     if u.reg is not None:
         u.reg.project()  # max-norm constraint, when set
-    return loss.detach()
+    return loss.detach() if l2 is None else loss.detach() + l2
 
 
 def fit(model: nn.Module, data: TensorData, cfg: RunConfig, run: RunDir | None = None,

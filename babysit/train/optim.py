@@ -26,7 +26,13 @@ from torch import nn
 from babysit.config import OptimConfig, RunConfig
 from babysit.errors import BabysitError
 from babysit.registry import Registry
-from babysit.train.regularize import decay_is_decoupled, decay_table, decoupled_weight_decay_, l2_penalty
+from babysit.train.regularize import (
+    decay_is_decoupled,
+    decay_table,
+    decoupled_weight_decay_,
+    l2_in_step,
+    l2_penalty,
+)
 
 __all__ = ["OPTIMIZERS", "AlmostAdam", "check_choices", "clip_gradients", "decayed_parameters", "describe_groups",
            "l2_penalty", "list_optimizers", "make_optimizer", "param_groups"]
@@ -124,16 +130,16 @@ def decayed_parameters(model: nn.Module, decay_bias: bool = False) -> tuple[list
 def param_groups(model: nn.Module, cfg: RunConfig) -> Groups:
     """One group per weight-decay strength; biases and norm parameters go to a group with strength 0.
 
-    ``decay`` is the group's lambda. torch's own ``weight_decay`` is set only for adamw (its decoupled
-    decay); ``optim.decoupled`` with another rule decays in a step pre-hook, and otherwise the L2 term
-    lives in the loss (regularize.py).
+    ``decay`` is the group's lambda. torch's own ``weight_decay`` carries it for adamw (decoupled decay) and
+    for the rules that add lambda*W to the gradient (regularize.l2_in_step); ``optim.decoupled`` with another
+    rule decays in a step pre-hook, and otherwise (almost-adam) the L2 term lives in the loss.
     """
-    adamw = cfg.optim.name == "adamw"
+    in_rule = cfg.optim.name == "adamw" or l2_in_step(cfg)  # the rule's own weight_decay does the decay
     by_strength: dict[float, list[nn.Parameter]] = {}
     for _, p, strength in decay_table(model, cfg.optim.weight_decay, cfg.optim.decay_bias,
                                       cfg.regularize.layer_weight_decay):
         by_strength.setdefault(strength, []).append(p)
-    return [{"params": params, "weight_decay": strength if adamw else 0.0, "decay": strength}
+    return [{"params": params, "weight_decay": strength if in_rule else 0.0, "decay": strength}
             for strength, params in sorted(by_strength.items(), key=lambda kv: -kv[0])]
 
 
@@ -146,8 +152,10 @@ def _decoupled_hook(opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
 def make_optimizer(model: nn.Module, cfg: OptimConfig | RunConfig) -> torch.optim.Optimizer:
     """Build the configured update rule over :func:`param_groups` of ``model``.
 
-    Weight decay is the L2 term in the loss (see :class:`~babysit.train.regularize.Regularizer`), except
-    for ``adamw`` and with ``optim.decoupled``, where the rule decays the weights itself.
+    Weight decay is the notes' L2 term lambda/2*||W||^2. For sgd, adagrad, rmsprop and adam its gradient
+    lambda*W is added by the rule's own ``weight_decay`` (the same maths as the term in the loss, without
+    the extra autograd work); ``almost-adam`` keeps it in the loss (regularize.py); ``adamw`` and
+    ``optim.decoupled`` decay the weights themselves (w -= lr*lambda*w).
     """
     run = cfg if isinstance(cfg, RunConfig) else RunConfig(optim=cfg)
     o = run.optim
@@ -160,7 +168,8 @@ def make_optimizer(model: nn.Module, cfg: OptimConfig | RunConfig) -> torch.opti
 
 def describe_groups(opt: torch.optim.Optimizer, cfg: RunConfig) -> str:
     """One line: the rule, and how many tensors / values are decayed and how."""
-    how = "decoupled, in the step" if decay_is_decoupled(cfg) else "as L2 in the loss"
+    how = ("decoupled, in the step" if decay_is_decoupled(cfg) else
+           "L2, its gradient lambda*W added in the step" if l2_in_step(cfg) else "as L2 in the loss")
     parts = []
     for g in opt.param_groups:
         tensors, values = len(g["params"]), sum(p.numel() for p in g["params"])

@@ -109,15 +109,30 @@ def decay_is_decoupled(cfg: RunConfig) -> bool:
     return cfg.optim.decoupled or cfg.optim.name == "adamw"
 
 
+COUPLED_DECAY_RULES = ("sgd", "adagrad", "rmsprop", "adam")
+"""Update rules whose torch ``weight_decay`` adds lambda*W to the gradient before the update: exactly the
+gradient of the loss term lambda/2*||W||^2, so the L2 term can live in the step instead of the loss."""
+
+
+def l2_in_step(cfg: RunConfig) -> bool:
+    """True when the L2 term lambda/2*||W||^2 is applied by the update rule (gradient + lambda*W, the same
+    maths, without an extra term in the autograd graph) rather than added to the loss."""
+    return not decay_is_decoupled(cfg) and cfg.optim.name in COUPLED_DECAY_RULES
+
+
 @dataclass
 class Regularizer:
-    """The run's regularisation, built once: ``penalty()`` goes into the loss, ``project()`` after each step."""
+    """The run's regularisation, built once: ``penalty()`` goes into the loss, ``project()`` after each step.
 
-    l2_groups: list[tuple[float, list[nn.Parameter]]]  # (lambda, weights) of the L2 loss term
+    When the update rule applies the L2 term itself (:func:`l2_in_step`), ``penalty()`` holds only L1 and
+    ``l2_value()`` gives the L2 term's value for the reported cost (data loss + regularisation)."""
+
+    l2_groups: list[tuple[float, list[nn.Parameter]]]  # (lambda, weights) of the L2 term
     l1: float  # lambda1 of the L1 term
     l1_params: list[nn.Parameter]
     max_norm: float  # c of the max-norm constraint; 0 = off
     constrained: list[nn.Parameter]  # weights with one row (or filter) per unit
+    l2_step: bool = False  # the update rule applies the L2 term (its gradient lambda*W); it is not in penalty()
 
     @classmethod
     def from_config(cls, model: nn.Module, cfg: RunConfig) -> Regularizer:
@@ -130,14 +145,25 @@ class Regularizer:
                     groups.setdefault(strength, []).append(p)
         l1_params = [p for _, p, _ in table if p.ndim > 1 or o.decay_bias]
         constrained = [p for _, p, _ in table if p.ndim > 1]
-        return cls(sorted(groups.items(), key=lambda kv: kv[0]), r.l1, l1_params, r.max_norm, constrained)
+        return cls(sorted(groups.items(), key=lambda kv: kv[0]), r.l1, l1_params, r.max_norm, constrained,
+                   l2_in_step(cfg))
 
     def penalty(self) -> torch.Tensor:
-        """R(W) = sum over layers of lambda_l/2 * ||W_l||^2  +  lambda1 * sum |W|."""
+        """R(W) = sum over layers of lambda_l/2 * ||W_l||^2  +  lambda1 * sum |W| (without the L2 part when
+        the update rule applies it)."""
         total = l1_penalty(self.l1_params, self.l1)
-        for strength, params in self.l2_groups:
-            total = total + l2_penalty(params, strength)
+        if not self.l2_step:
+            for strength, params in self.l2_groups:
+                total = total + l2_penalty(params, strength)
         return total
+
+    @torch.no_grad()
+    def l2_value(self) -> torch.Tensor | None:
+        """sum over layers of lambda_l/2 * ||W_l||^2 when the update rule applies it (for the reported
+        cost, no autograd graph); None when the L2 term is in :meth:`penalty` or there is none."""
+        if not self.l2_step or not self.l2_groups:
+            return None
+        return sum(0.5 * strength * torch.nn.utils.get_total_norm(params) ** 2 for strength, params in self.l2_groups)
 
     def project(self) -> None:
         """The max-norm constraint, applied after the parameter update (no-op when max_norm is 0)."""

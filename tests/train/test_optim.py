@@ -208,10 +208,13 @@ def test_no_decay_on_biases_and_norm_parameters_by_default():
     assert len(decayed) == 1 and {p.ndim for p in decayed[0]["params"]} == {2, 4}
     rest = [p for g in groups if g["decay"] == 0 for p in g["params"]]
     assert len(rest) == 4 and all(p.ndim == 1 for p in rest)  # conv bias, bn weight + bias, fc bias
-    assert all(g["weight_decay"] == 0 for g in groups)  # sgd: the L2 term is in the loss
+    assert all(g["weight_decay"] == g["decay"] for g in groups)  # sgd: the rule adds lambda*W to the gradient
     line = describe_groups(make_optimizer(net(), cfg), cfg)
     assert line == ("optimizer sgd: 2 tensors (1,476 values) weight decay 0.0005; 4 tensors (22 values) "
-                    "no decay (biases, norm parameters) [as L2 in the loss]")
+                    "no decay (biases, norm parameters) [L2, its gradient lambda*W added in the step]")
+    almost = apply_overrides(cfg, {"optim.name": "almost-adam"})  # no weight_decay of its own: L2 in the loss
+    assert all(g["weight_decay"] == 0 for g in param_groups(net(), almost))
+    assert describe_groups(make_optimizer(net(), almost), almost).endswith("[as L2 in the loss]")
     with_bias = param_groups(net(), apply_overrides(cfg, {"optim.decay_bias": "true"}))
     assert len(with_bias) == 1 and len(with_bias[0]["params"]) == 6
 

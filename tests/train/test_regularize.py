@@ -64,9 +64,43 @@ def test_regularizer_penalty_is_the_sum_of_its_terms():
     weights = {n: p for n, p in m.named_parameters() if n.endswith("weight")}
     expected = (l2_penalty([weights["0.weight"], weights["3.weight"]], 0.01) + l2_penalty([weights["5.weight"]], 0.5)
                 + l1_penalty(list(weights.values()), 0.001))
-    torch.testing.assert_close(Regularizer.from_config(m, cfg).penalty(), expected)
+    l1 = l1_penalty(list(weights.values()), 0.001)
+    almost = apply_overrides(cfg, {"optim.name": "almost-adam"})  # L2 in the loss: penalty() holds both terms
+    torch.testing.assert_close(Regularizer.from_config(m, almost).penalty(), expected)
+    sgd = Regularizer.from_config(m, cfg)  # the rule applies L2: penalty() is L1, l2_value() the L2 term's value
+    torch.testing.assert_close(sgd.penalty(), l1)
+    torch.testing.assert_close(sgd.l2_value() + sgd.penalty(), expected)
     adamw = apply_overrides(cfg, {"optim.name": "adamw"})  # decoupled: no L2 term in the loss
-    torch.testing.assert_close(Regularizer.from_config(m, adamw).penalty(), l1_penalty(list(weights.values()), 0.001))
+    torch.testing.assert_close(Regularizer.from_config(m, adamw).penalty(), l1)
+    assert Regularizer.from_config(m, adamw).l2_value() is None
+
+
+@pytest.mark.parametrize("rule", ["sgd", "adagrad", "rmsprop", "adam"])
+def test_l2_in_the_step_is_the_l2_term_in_the_loss(rule):
+    """The rule's weight_decay (gradient + lambda*W) trains exactly like lambda/2*||W||^2 added to the loss,
+    per-layer strengths included; torch's own update rule on both sides."""
+    from babysit.train.loop import Update, train_step
+    from babysit.train.optim import make_optimizer
+
+    cfg = apply_overrides(RunConfig(), {"optim.name": rule, "optim.lr": "0.01", "optim.weight_decay": "0.05",
+                                        "regularize.layer_weight_decay": "5=0.2"})
+    torch.manual_seed(1)
+    x, y = torch.randn(32, 1, 8, 8), torch.randint(0, 10, (32,))
+    in_step, in_loss = model(), model()
+    a = Update.from_config(in_step, cfg)
+    assert a.reg.l2_step and all(g["weight_decay"] == g["decay"] for g in a.optimizer.param_groups)
+    opt_b = make_optimizer(in_loss, cfg)
+    for g in opt_b.param_groups:
+        g["weight_decay"] = 0.0  # the same rule without its decay ...
+    reg_b = Regularizer.from_config(in_loss, cfg)
+    reg_b.l2_step = False  # ... and the L2 term in the loss instead
+    b = Update(in_loss, opt_b, a.criterion, reg_b)
+    for _ in range(5):
+        cost_a = train_step(a, x, y)
+        cost_b = train_step(b, x, y)
+        torch.testing.assert_close(cost_a, cost_b, rtol=1e-5, atol=1e-6)  # the reported cost includes L2 either way
+    for p, q in zip(in_step.parameters(), in_loss.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-6)
 
 
 def test_max_norm_projects_each_unit_onto_the_ball():
