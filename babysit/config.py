@@ -113,6 +113,13 @@ class TrainConfig:
     train_eval_size: int = 1000  # training images scored after each epoch for "train" accuracy
     eval_batch_size: int = 1000  # examples per forward pass when evaluating
     sync_every: int = 50  # steps between reading the losses back from the device (checked, recorded); 1 = each step
+    threads: int = 0  # CPU threads torch may use; 0 = $OMP_NUM_THREADS when set, else every core this process may use
+    channels_last: bool = False  # keep conv activations channels-last (NHWC): faster for BN nets on many CPUs/GPUs
+    precision: str = "fp32"  # arithmetic of forward and loss: fp32 | bf16
+    # (bf16 = autocast to bfloat16, CUDA only)
+    compile: str = "off"  # torch.compile the model (opt-in; first steps compile): off | default | reduce-overhead
+    # | max-autotune (reduce-overhead uses CUDA graphs)
+    deterministic: bool = False  # deterministic kernels (cuDNN and others): bit-identical resume on CUDA, slower
 
 
 @dataclass(frozen=True)
@@ -289,6 +296,8 @@ def _toolbox_checks(cfg: RunConfig) -> list[tuple[bool, str]]:
 
 
 FILL_MODES = ("constant", "edge", "reflect", "symmetric", "wrap")
+PRECISIONS = ("fp32", "bf16")
+COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
 
 
 def _data_checks(cfg: RunConfig) -> list[tuple[bool, str]]:
@@ -316,6 +325,11 @@ def validate(cfg: RunConfig) -> None:
         (cfg.train.batch_size > 0, f"train.batch_size must be at least 1, got {cfg.train.batch_size}."),
         (cfg.train.eval_batch_size > 0, f"train.eval_batch_size must be at least 1, got {cfg.train.eval_batch_size}."),
         (cfg.train.sync_every > 0, f"train.sync_every must be at least 1 step, got {cfg.train.sync_every}."),
+        (cfg.train.threads >= 0, f"train.threads must be >= 0 (0: automatic), got {cfg.train.threads}."),
+        (cfg.train.precision in PRECISIONS, f"train.precision must be one of {', '.join(PRECISIONS)}, "
+                                            f"got {cfg.train.precision!r}."),
+        (cfg.train.compile in COMPILE_MODES, f"train.compile must be one of {', '.join(COMPILE_MODES)}, "
+                                             f"got {cfg.train.compile!r}."),
         (cfg.checkpoint.every > 0, f"checkpoint.every must be at least 1 step, got {cfg.checkpoint.every}."),
         (0 <= cfg.train.seed < 2**32, f"train.seed must be in 0 .. 2**32-1, got {cfg.train.seed}; try --train.seed=0."),
         (0 < cfg.data.val_fraction < 1, f"data.val_fraction must be between 0 and 1, got {cfg.data.val_fraction}."),

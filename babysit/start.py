@@ -13,6 +13,7 @@ the training split). Both run before a run directory is made, so a mistake never
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 
 import torch
@@ -65,6 +66,31 @@ def resolve_device(name: str) -> torch.device:
     return dev
 
 
+def cpu_threads(requested: int = 0) -> int:
+    """The CPU threads a run uses: ``requested``, else $OMP_NUM_THREADS when set, else every core this
+    process may use (its CPU affinity, which containers and ``taskset`` narrow)."""
+    if requested > 0:
+        return requested
+    env = os.environ.get("OMP_NUM_THREADS", "")
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def set_hardware(cfg: C.RunConfig, device: torch.device) -> None:
+    """Apply ``cfg.train``'s hardware options to this process: CPU threads and deterministic kernels."""
+    t = cfg.train
+    if t.precision == "bf16" and device.type != "cuda":
+        raise BabysitError("train.precision=bf16 autocasts on CUDA GPUs; on the CPU it is slower than fp32 on most "
+                           "machines, so use --train.precision=fp32 (or train on a GPU).")
+    torch.set_num_threads(cpu_threads(t.threads))
+    if t.deterministic and device.type == "cuda":  # cuBLAS reads this when it starts
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(t.deterministic)
+    torch.backends.cudnn.deterministic = t.deterministic
+    torch.backends.cudnn.benchmark = not t.deterministic and device.type == "cuda"
+
+
 def check_config(cfg: C.RunConfig) -> tuple[Spec, tuple[AugmentOp, ...]]:
     """What a config alone can get wrong: ranges, names (optimiser, schedule, loss, init, preprocessing),
     the spec's grammar and the augmentation pipeline. Returns the parsed spec and pipeline."""
@@ -101,6 +127,7 @@ def plan_run(cfg: C.RunConfig) -> Plan:
     against it, and return the plan every entry point starts from."""
     check_config(cfg)
     device = resolve_device(cfg.train.device)
+    set_hardware(cfg, device)
     ds, splits = prepare_data(cfg)
     spec, ops = check_run(cfg, splits)
     return Plan(cfg, ds, splits, spec, ops, splits.train.input_shape, len(splits.classes),

@@ -201,6 +201,8 @@ CHOICES = {
     "data.preprocess": ("babysit.data.preprocess", "KINDS"),
     "model.init": ("babysit.models.init", "SCHEMES"),
     "augment.fill": ("babysit.config", "FILL_MODES"),
+    "train.precision": ("babysit.config", "PRECISIONS"),
+    "train.compile": ("babysit.config", "COMPILE_MODES"),
 }
 
 

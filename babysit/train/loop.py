@@ -127,12 +127,18 @@ class Update:
     criterion: LossFn
     reg: Regularizer | None = None  # L2 / L1 terms added to the loss, max-norm after the step
     clip_norm: float = 0.0  # clip the gradient's global L2 norm to this; 0 = off
+    autocast: torch.dtype | None = None  # forward and loss under autocast to this dtype (bf16 on CUDA)
+    channels_last: bool = False  # image batches go in channels-last (NHWC) like the model's weights
 
     @classmethod
     def from_config(cls, model: nn.Module, cfg: RunConfig, optimizer: torch.optim.Optimizer | None = None) -> Update:
-        """The run's own step: ``cfg``'s update rule (or ``optimizer``), loss, regularisation and clipping."""
+        """The run's own step: ``cfg``'s update rule (or ``optimizer``), loss, regularisation, clipping and
+        arithmetic (train.precision, train.channels_last: the model is converted here)."""
+        if cfg.train.channels_last:
+            model.to(memory_format=torch.channels_last)
         return cls(model, optimizer if optimizer is not None else make_optimizer(model, cfg), make_loss(cfg.loss),
-                   Regularizer.from_config(model, cfg), cfg.optim.clip_norm)
+                   Regularizer.from_config(model, cfg), cfg.optim.clip_norm,
+                   torch.bfloat16 if cfg.train.precision == "bf16" else None, cfg.train.channels_last)
 
 
 class NonFinite(Exception):
@@ -165,7 +171,10 @@ def train_step(u: Update, xb: torch.Tensor, yb: torch.Tensor, lr: float | None =
     if lr is not None:
         for group in u.optimizer.param_groups:
             group["lr"] = lr
-    loss = u.criterion(u.model(xb), yb)  # scores (B, classes) -> data loss
+    if u.channels_last and xb.dim() == 4:
+        xb = xb.contiguous(memory_format=torch.channels_last)
+    with torch.autocast(xb.device.type, dtype=u.autocast or torch.bfloat16, enabled=u.autocast is not None):
+        loss = u.criterion(u.model(xb), yb)  # scores (B, classes) -> data loss
     if u.reg is not None:
         loss = loss + u.reg.penalty()
     u.optimizer.zero_grad(set_to_none=True)
@@ -204,6 +213,8 @@ def fit(model: nn.Module, data: TensorData, cfg: RunConfig, run: RunDir | None =
         raise ValueError("fit(augment=...) needs the raw training pixels in data.x_raw")
     rec: Recorder = RunRecorder(run) if run is not None else MemoryRecorder()
     update = Update.from_config(model, cfg)
+    if t.compile != "off":  # in place, so the state_dict keys (checkpoints) stay the model's own
+        model.compile(mode=None if t.compile == "default" else t.compile)
     steps_per_epoch = math.ceil(n / t.batch_size)
     schedule = LRSchedule(cfg.optim.lr, cfg.schedule, steps_per_epoch, t.epochs * steps_per_epoch)
     state = LoopState(model, update.optimizer, cfg, steps_per_epoch, schedule=schedule)

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
 # Options a resumed run may change in config.toml: none of them alters the weights (epochs stretches the schedule).
 RESUME_FREE_KEYS = ("train.epochs", "train.progress", "train.device", "train.eval_batch_size",
-                    "train.train_eval_size", "train.sync_every", "checkpoint.every", "monitor")
+                    "train.train_eval_size", "train.sync_every", "train.threads", "checkpoint.every", "monitor")
 
 
 class MemoryRecorder:
