@@ -20,6 +20,7 @@ from babysit.lazy import attach
 
 if TYPE_CHECKING:  # the public names; attach() imports each from here on first use, so `babysit --help`
     # and `import babysit` need no torch
+    from babysit.commands import check, diagnose, report
     from babysit.config import RunConfig, apply_overrides, load_toml
     from babysit.data import (
         Augment,
@@ -39,7 +40,6 @@ if TYPE_CHECKING:  # the public names; attach() imports each from here on first 
     from babysit.errors import BabysitError
     from babysit.experiment import evaluate_run, load_run, train
     from babysit.models import build, format_summary, init_weights, parse, summary
-    from babysit.monitor.commands import check, diagnose, report
     from babysit.monitor.gradcheck import gradcheck
     from babysit.rundir import RunDir
     from babysit.start import Plan, fresh_start, make_model, plan_run

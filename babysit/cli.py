@@ -139,7 +139,7 @@ def cmd_schedule(args: argparse.Namespace) -> None:
     for epoch in range(cfg.train.epochs):
         print(f"epoch {epoch + 1:3d}: lr {lrs[epoch * args.steps_per_epoch]:.6g} at its first step")
     if args.plot:
-        from babysit.monitor.plots import plot_schedule
+        from babysit.figures import plot_schedule
 
         print(f"plot: {plot_schedule(lrs, args.steps_per_epoch, args.plot, title=args.name)}")
 
@@ -169,14 +169,14 @@ def cmd_init_check(args: argparse.Namespace) -> None:
     results = init_check(args.spec, shape, schemes, args.classes, args.batch_size)
     print(format_init_check(results))
     if args.plot:
-        from babysit.monitor.plots import plot_init_check
+        from babysit.figures import plot_init_check
 
         print(f"plot: {plot_init_check(results, args.plot)}")
 
 
 def cmd_check(args: argparse.Namespace) -> None:
     cfg = _config(args)
-    from babysit.monitor.commands import ChecksFailed, check, failed
+    from babysit.commands import ChecksFailed, check, failed
 
     _, results = check(cfg, out=args.out, name=args.name)
     if failed(results):
@@ -186,7 +186,7 @@ def cmd_check(args: argparse.Namespace) -> None:
 
 def cmd_gradcheck(args: argparse.Namespace) -> None:
     cfg = _config(args)
-    from babysit.monitor.commands import ChecksFailed, gradcheck_config
+    from babysit.commands import ChecksFailed, gradcheck_config
 
     result = gradcheck_config(cfg, points=args.points, entries=args.entries)
     print(result.format())
@@ -196,15 +196,16 @@ def cmd_gradcheck(args: argparse.Namespace) -> None:
 
 
 def cmd_diagnose(args: argparse.Namespace) -> None:
-    from babysit.monitor.commands import diagnose
-    from babysit.monitor.findings import format_findings
+    from babysit.commands import diagnose
+    from babysit.review.findings import format_findings
+    from babysit.rundir import RunDir
 
     print(format_findings(diagnose(args.run)))
-    print(f"written to {Path(args.run) / 'findings.json'}")
+    print(f"written to {RunDir(args.run).findings}")
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    from babysit.monitor.commands import report
+    from babysit.commands import report
 
     print(f"report: {report(args.run, args.device)}")
 

@@ -55,7 +55,7 @@ class EvalResult:
 
 
 def _load_preprocessor(run: RunDir) -> Preprocessor:
-    path = run.path / "preprocess.safetensors"
+    path = run.preprocess
     stats, meta = load_checkpoint(path)
     if meta.get("kind") not in KINDS or not {"mean", "std"} <= stats.keys():
         raise BabysitError(f"{path} does not hold preprocessing statistics; put back the run's own file.")
@@ -64,24 +64,23 @@ def _load_preprocessor(run: RunDir) -> Preprocessor:
 
 def _first_files(run: RunDir, plan: Plan) -> Preprocessor:
     """Write spec.txt, meta.json and the preprocessing statistics unless a killed start already did."""
-    if not (run.path / "spec.txt").exists():
-        atomic_write_text(run.path / "spec.txt", str(plan.spec) + "\n")
-    if (run.path / "meta.json").exists():
+    if not run.spec.exists():
+        atomic_write_text(run.spec, str(plan.spec) + "\n")
+    if run.meta.exists():
         _check_split(run, plan.splits)
     else:
-        run.write_json("meta.json", _provenance(plan.cfg, plan.dataset, plan.splits))
-    if (run.path / "preprocess.safetensors").exists():
+        run.write_json(run.meta, _provenance(plan.cfg, plan.dataset, plan.splits))
+    if run.preprocess.exists():
         return _load_preprocessor(run)
     pre = Preprocessor.from_config(plan.splits.train.x, plan.cfg.data)
-    save_checkpoint(run.path / "preprocess.safetensors", pre.state_dict(), {"kind": pre.kind,
-                                                                            "describe": pre.describe()})
+    save_checkpoint(run.preprocess, pre.state_dict(), {"kind": pre.kind, "describe": pre.describe()})
     return pre
 
 
 def _check_split(run: RunDir, splits: Splits) -> None:
     """The data must still split into the sizes the run was trained on."""
     sizes = [len(splits.train), len(splits.val), len(splits.test)]
-    saved = run.read_json("meta.json").get("split_sizes")
+    saved = run.read_json(run.meta).get("split_sizes")
     if saved is not None and saved != sizes:
         raise BabysitError(f"the data now splits into {sizes} train/val/test images but run {run.path} was trained "
                            f"on {saved}; the data set changed since, so its scores would not be comparable.")
@@ -123,8 +122,8 @@ def train(cfg: C.RunConfig, out: str | Path = "runs", name: str = "", resume: st
         print(f"warning: {warning}", flush=True)
     if augment is not None:
         print(f"augmentation, training batches only: {augment}", flush=True)
-        (run.path / "stats").mkdir(exist_ok=True)  # what the first batches look like, for the report
-        save_augment_picture(augment, splits, run.path / "stats" / "augment.png", min(plan.num_classes, 10))
+        run.stats.mkdir(exist_ok=True)  # what the first batches look like, for the report
+        save_augment_picture(augment, splits, run.augment, min(plan.num_classes, 10))
     print(f"run {run.path}: {ds.name} {len(splits.train)}/{len(splits.val)}/{len(splits.test)} train/val/test, "
           f"{sum(p.numel() for p in model.parameters()):,} params, device {plan.device}", flush=True)
     monitor = RunMonitor(cfg, run)  # sanity checks, layer probes, findings, report (cfg.monitor)
@@ -135,8 +134,8 @@ def train(cfg: C.RunConfig, out: str | Path = "runs", name: str = "", resume: st
     _, test_acc, _ = evaluate(model, pre(splits.test.x.to(plan.device)), splits.test.y.to(plan.device),
                               cfg.train.eval_batch_size)
     seconds = time.perf_counter() - started
-    run.write_json("result.json", {"best_val_acc": state.best_val_acc, "best_epoch": state.best_epoch,
-                                   "test_acc": test_acc, "seconds": seconds})
+    run.write_json(run.result, {"best_val_acc": state.best_val_acc, "best_epoch": state.best_epoch,
+                                "test_acc": test_acc, "seconds": seconds})
     print(f"best val {state.best_val_acc:.4f} (epoch {state.best_epoch}), test {test_acc:.4f}, "
           f"{seconds:.1f} s; run directory {run.path}", flush=True)
     monitor.after_fit(model, data, splits.val.x, splits.classes)

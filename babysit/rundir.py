@@ -1,5 +1,7 @@
 """The run directory: the one interface between training and everything after it.
 
+Every file and folder of a run is declared once, as a property of :class:`RunDir` (``run.meta`` is
+RUN/meta.json); no other module spells a run file's name (tests/test_rundir_wall.py checks it).
 Layout::
 
     RUN/config.toml            resolved config (every key, defaults included)
@@ -10,6 +12,11 @@ Layout::
     RUN/preprocess.safetensors statistics fitted on the training split
     RUN/checkpoints/last.safetensors  everything needed to resume (weights, optimiser, RNG, position)
     RUN/checkpoints/best.safetensors  the weights with the best validation accuracy
+    RUN/checks.json            the sanity checks before training
+    RUN/findings.json          the diagnoses in words
+    RUN/report.html            the self-contained report
+    RUN/stats/                 layer statistics, first-layer filters, validation analysis, augmented images
+    RUN/events/                TensorBoard event files (monitor.tensorboard)
 
 Crash safety. Every file except the history is written atomically: a temporary file in the same
 folder (named ``.<name>.<pid>.<random>.tmp``), fsynced, renamed over the old file, and the folder
@@ -29,7 +36,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 from babysit.errors import BabysitError
 
@@ -135,8 +142,55 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+class RunPath:
+    """One file or folder of a run, declared on :class:`RunDir`: ``run.<name>`` is its path in that run."""
+
+    def __init__(self, rel: str, doc: str) -> None:
+        self.rel = rel  # relative to the run directory, "/"-separated
+        self.__doc__ = f"RUN/{rel}: {doc}"
+
+    @overload
+    def __get__(self, run: None, owner: type) -> RunPath: ...
+    @overload
+    def __get__(self, run: RunDir, owner: type) -> Path: ...
+    def __get__(self, run: RunDir | None, owner: type) -> RunPath | Path:
+        return self if run is None else run.path / self.rel
+
+
 class RunDir:
-    """Paths and small I/O helpers for one run directory."""
+    """Paths and small I/O helpers for one run directory: one property per file or folder."""
+
+    config = RunPath("config.toml", "resolved config (every key, defaults included)")
+    spec = RunPath("spec.txt", "the model spec, as parsed and printed back")
+    meta = RunPath("meta.json", "seed, versions, git commit, data source, class names, split sizes")
+    result = RunPath("result.json", "best val accuracy, its epoch, test accuracy, wall time")
+    history = RunPath("history.jsonl", "one JSON object per step / epoch, append-only")
+    preprocess = RunPath("preprocess.safetensors", "preprocessing statistics fitted on the training split")
+    checkpoints = RunPath("checkpoints", "the folder of the two checkpoints")
+    last = RunPath("checkpoints/last.safetensors", "everything needed to resume (weights, optimiser, RNG, position)")
+    best = RunPath("checkpoints/best.safetensors", "the weights with the best validation accuracy")
+    checks = RunPath("checks.json", "the sanity checks: verdicts and numbers")
+    findings = RunPath("findings.json", "the diagnoses (observation -> likely cause -> next action)")
+    report = RunPath("report.html", "the self-contained HTML report")
+    stats = RunPath("stats", "the folder of what the report shows besides the history")
+    layers = RunPath("stats/layers.json", "layer-statistics records of the probes, bounded in number")
+    histograms = RunPath("stats/histograms.json", "activation / gradient histogram snapshots, bounded in number")
+    filters = RunPath("stats/filters.png", "the first layer's filters at the last epoch end")
+    filters_initial = RunPath("stats/filters_initial.png", "the first layer's filters at initialisation")
+    confusion = RunPath("stats/confusion.json", "val confusion matrix, per-class accuracy, most-confused pairs")
+    confused = RunPath("stats/confused.npz", "example val images (uint8) of each most-confused pair")
+    augment = RunPath("stats/augment.png", "training images as the first augmented batches show them")
+    events = RunPath("events", "the folder of TensorBoard event files")
+
+    @classmethod
+    def layout(cls) -> dict[str, str]:
+        """Every declared file and folder: property name -> path relative to the run directory."""
+        return {name: v.rel for name, v in vars(cls).items() if isinstance(v, RunPath)}
+
+    @classmethod
+    def of(cls, run: RunDir | str | Path) -> RunDir:
+        """``run`` itself when it is a RunDir, else the RunDir at that path (not checked: see :meth:`open`)."""
+        return run if isinstance(run, RunDir) else cls(run)
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -152,7 +206,7 @@ class RunDir:
         if blocker is not None:
             raise BabysitError(f"{str(blocker)!r} is a file, so run directory {str(p)!r} cannot be made there; "
                                "choose another --out or --name.")
-        if (p / "config.toml").exists():
+        if cls(p).config.exists():
             raise BabysitError(f"run directory {str(p)!r} already holds a run; resume it with "
                                f"`babysit train --resume {p}` or choose another --name.")
         before = {q.name for q in p.iterdir()} if p.is_dir() else None
@@ -161,7 +215,7 @@ class RunDir:
         run._undo = made[-1] if made else None
         run._before = before
         try:
-            (p / "checkpoints").mkdir(parents=True, exist_ok=True)
+            run.checkpoints.mkdir(parents=True, exist_ok=True)
             probe = p / f".write-test.{os.getpid()}.probe.tmp"  # removed as an orphan if killed here
             probe.write_bytes(b"")
             probe.unlink()
@@ -172,25 +226,19 @@ class RunDir:
         return run
 
     @classmethod
-    def open(cls, path: str | Path, write: bool = False) -> RunDir:
+    def open(cls, path: RunDir | str | Path, write: bool = False) -> RunDir:
         """An existing run. With ``write`` (resuming) temporary files orphaned by a killed run are removed."""
-        p = Path(path)
-        if not (p / "config.toml").is_file():
-            if p.is_dir() and (p / "checkpoints").is_dir():
+        run = cls.of(path)
+        p = run.path
+        if not run.config.is_file():
+            if p.is_dir() and run.checkpoints.is_dir():
                 raise BabysitError(f"{str(p)!r} has no config.toml: the run was stopped before it saved its "
                                    "config; start it again with its original options.")
             raise BabysitError(f"{str(p)!r} is not a babysit run directory (no config.toml); "
                                "pass the folder that `babysit train` printed.")
-        run = cls(p)
         if write:
             run.remove_orphans()
         return run
-
-    config = property(lambda self: self.path / "config.toml")
-    history = property(lambda self: self.path / "history.jsonl")
-    checkpoints = property(lambda self: self.path / "checkpoints")
-    last = property(lambda self: self.path / "checkpoints" / "last.safetensors")
-    best = property(lambda self: self.path / "checkpoints" / "best.safetensors")
 
     def remove_orphans(self) -> list[Path]:
         """Delete temporary files left by a writer that no longer runs; returns what was removed."""
@@ -242,11 +290,17 @@ class RunDir:
     def read_history(self) -> list[dict[str, Any]]:
         return read_history(self.history)
 
-    def write_json(self, name: str, obj: Any) -> None:
-        atomic_write_text(self.path / name, json.dumps(obj, indent=2) + "\n")
+    def _file(self, name: str | Path) -> Path:
+        """A path given as a property (``run.meta``) is used as is; a name is taken inside the run."""
+        return name if isinstance(name, Path) else self.path / name
 
-    def read_json(self, name: str) -> Any:
-        path = self.path / name
+    def write_json(self, name: str | Path, obj: Any) -> None:
+        """Write ``obj`` as indented JSON, atomically, to ``name`` (e.g. ``run.write_json(run.meta, ...)``)."""
+        atomic_write_text(self._file(name), json.dumps(obj, indent=2) + "\n")
+
+    def read_json(self, name: str | Path) -> Any:
+        """Read a JSON file of the run; a missing or damaged one is a BabysitError saying how to rewrite it."""
+        path = self._file(name)
         try:
             return json.loads(path.read_text())
         except (OSError, ValueError):

@@ -158,7 +158,7 @@ def test_training_with_patch_whitening_and_pca(tmp_path):
 
 
 def test_augmented_report_loads_in_headless_chromium(augmented, tmp_path):
-    from babysit.monitor.htmlcheck import check_html, find_chromium
+    from babysit.review.htmlcheck import check_html, find_chromium
 
     if find_chromium() is None:
         pytest.skip("chromium is not installed (make test installs it where apt-get can)")

@@ -15,9 +15,10 @@ PACKAGE = Path(__file__).resolve().parents[1] / "babysit"
 
 LAYERS: dict[str, int] = {
     # base: no babysit imports above them
-    "errors": 0,
+    "errors": 0, "figures": 0,
     "registry": 1, "ema": 1, "lazy": 1,
-    "config": 2, "rundir": 2, "ckptfile": 2, "divergence": 2,
+    "config": 2, "rundir": 2, "divergence": 2,
+    "ckptfile": 3,  # the checkpoint file format, written through rundir's atomic writes
     # the stages of the data flow
     "data": 3, "models": 3,
     "train": 4, "review": 4,  # review reads finished runs; it imports nothing of training

@@ -19,7 +19,7 @@ from babysit.lazy import exports_of
 
 ROOT = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "kornia", "matplotlib", "sklearn", "scipy", "PIL", "tensorboard")
-PACKAGES = ("babysit", "babysit.data", "babysit.models", "babysit.monitor")
+PACKAGES = ("babysit", "babysit.data", "babysit.models", "babysit.monitor", "babysit.review")
 
 
 def fresh(code: str, *args: str) -> subprocess.CompletedProcess:

@@ -1,15 +1,17 @@
-"""Babysitting a run, as the notes teach it: sanity checks, gradient check, live layer statistics,
-diagnoses in words, the HTML report and TensorBoard events.
+"""Babysitting a run before and during training, as the notes teach it: sanity checks, gradient check,
+live layer statistics, the divergence guard and TensorBoard events.
 
-- ``babysit check`` / :func:`babysit.check`: initial loss, regularisation raises the loss, overfit 20
-  images, zero-input baseline (sanity.py)
-- ``babysit gradcheck`` / :func:`gradcheck`: analytic vs centred-difference gradients (gradcheck.py)
-- :class:`LayerProbes`: activation/gradient statistics and update/weight ratios during fit() (probes.py)
-- ``babysit diagnose`` / :func:`diagnose_run`: findings from a run directory (diagnose.py)
-- ``babysit report`` / :func:`write_report`: RUN/report.html (report.py, plots.py)
+- :func:`run_checks`: initial loss, regularisation raises the loss, overfit 20 images, zero-input
+  baseline (sanity.py)
+- :func:`gradcheck`: analytic vs centred-difference gradients (gradcheck.py)
+- :class:`LayerProbes`: activation/gradient statistics and update/weight ratios during fit() (probes.py,
+  kept bounded by store.py)
+- watch.py: the divergence guard and the live diagnosis; valstats.py: the validation analysis made
+  with the model at the end of a run
+- :class:`RunMonitor`: what ``babysit train`` adds around fit() (session.py)
 
-The run-level entry points the CLI calls are in commands.py (``babysit.check``, ``babysit.diagnose``,
-``babysit.report`` at the top level); here the submodule names diagnose and report stay modules.
+What only reads a finished run (findings, diagnosis rules, the report) is babysit.review; the commands
+``babysit check`` / ``gradcheck`` / ``diagnose`` / ``report`` are in babysit.commands.
 """
 
 from typing import TYPE_CHECKING
@@ -17,18 +19,13 @@ from typing import TYPE_CHECKING
 from babysit.lazy import attach
 
 if TYPE_CHECKING:  # the public names; attach() imports each from here on first use
-    from babysit.monitor.commands import check, gradcheck_config
-    from babysit.monitor.diagnose import best_on_border, diagnose_run
-    from babysit.monitor.findings import Evidence, Finding, format_findings
     from babysit.monitor.gradcheck import GradcheckResult, gradcheck
     from babysit.monitor.probes import LayerProbes
-    from babysit.monitor.report import write_report
     from babysit.monitor.sanity import CheckResult, run_checks
     from babysit.monitor.session import RunMonitor
     from babysit.monitor.tensorboard import TensorBoardLogger
 
-__all__ = ["CheckResult", "Evidence", "Finding", "GradcheckResult", "LayerProbes", "RunMonitor", "TensorBoardLogger",
-           "best_on_border", "check", "diagnose_run", "format_findings", "gradcheck", "gradcheck_config",
-           "run_checks", "write_report"]
+__all__ = ["CheckResult", "GradcheckResult", "LayerProbes", "RunMonitor", "TensorBoardLogger", "gradcheck",
+           "run_checks"]
 
 __getattr__, __dir__ = attach(__name__)

@@ -10,8 +10,8 @@ Every ``every`` steps one training step is probed. Hooks are attached for that s
   of that very step (the notes want it near 1e-3)
 - the first layer's filters (or, for a first fc layer, its weights as image templates) as a PNG
 
-Records go to ``stats/`` in the run directory, bounded in size whatever the run length (see
-:mod:`babysit.monitor.store`), and to TensorBoard when a logger is given.
+Records go to the run directory's stats folder (``RunDir.layers``, ``RunDir.histograms``), bounded in
+size whatever the run length (see :mod:`babysit.monitor.store`), and to TensorBoard when a logger is given.
 """
 
 from __future__ import annotations
@@ -25,21 +25,15 @@ import torch
 from torch import nn
 
 from babysit.config import MonitorConfig
-from babysit.monitor.store import (
-    FILTERS_FILE,
-    FILTERS_INITIAL_FILE,
-    HISTOGRAMS_FILE,
-    LAYERS_FILE,
-    Thinned,
-    read_json_records,
-)
+from babysit.monitor.store import Thinned
+from babysit.review.stats import read_json_records
 from babysit.rundir import RunDir, atomic_write_bytes
 from babysit.train.loop import LoopState
 
 RECORDS_CAPACITY = 256
-"""Probe records kept in stats/layers.json."""
+"""Probe records kept in RunDir.layers."""
 HISTOGRAMS_CAPACITY = 16
-"""Histogram snapshots kept in stats/histograms.json."""
+"""Histogram snapshots kept in RunDir.histograms."""
 HISTOGRAM_BINS = 32
 HISTOGRAM_SAMPLE = 1 << 14
 """Values per tensor that a histogram counts (evenly strided); its shape needs no more, the cost does."""
@@ -126,8 +120,8 @@ class LayerProbes:
     def on_fit_start(self, state: LoopState) -> None:
         self.layers = probe_layers(state.model)
         self._step = state.step
-        if self.run is not None and not (self.run.path / FILTERS_INITIAL_FILE).exists():
-            self._write_filters(state, FILTERS_INITIAL_FILE)
+        if self.run is not None and not self.run.filters_initial.exists():
+            self._write_filters(state, initial=True)
         if self.enabled:
             self._arm(state)  # the first step after (re)start shows the statistics at initialisation
 
@@ -147,7 +141,7 @@ class LayerProbes:
 
     def on_epoch_end(self, state: LoopState) -> None:
         if self.run is not None and self.enabled:
-            self._write_filters(state, FILTERS_FILE)
+            self._write_filters(state, initial=False)
         if self.live and self.latest is not None and self.latest["step"] != self._printed:
             self._printed = self.latest["step"]  # one line per new probe, not a repeat of an old one
             print(format_live(self.latest), flush=True)
@@ -163,17 +157,17 @@ class LayerProbes:
 
     def load_state_dict(self, sd: dict[str, Any]) -> None:
         step = int(sd["step"])
-        path = self.run.path if self.run is not None else None
-        self.records.restore(sd["records"], read_json_records(path / LAYERS_FILE) if path else [], step)
-        self.histograms.restore(sd["histograms"], read_json_records(path / HISTOGRAMS_FILE) if path else [], step)
+        run = self.run
+        self.records.restore(sd["records"], read_json_records(run.layers) if run is not None else [], step)
+        self.histograms.restore(sd["histograms"], read_json_records(run.histograms) if run is not None else [], step)
         self.latest = self.records.items[-1] if self.records.items else None
 
     def flush(self) -> None:
         if self.run is None:
             return
         meta = {"every": self.every, "layers": [[n, k] for n, _, k in self.layers]}
-        self.records.dump(self.run.path / LAYERS_FILE, meta)
-        self.histograms.dump(self.run.path / HISTOGRAMS_FILE, {"bins": HISTOGRAM_BINS})
+        self.records.dump(self.run.layers, meta)
+        self.histograms.dump(self.run.histograms, {"bins": HISTOGRAM_BINS})
 
     # -- probing -------------------------------------------------------------------------------
     def _arm(self, state: LoopState) -> None:
@@ -247,12 +241,13 @@ class LayerProbes:
                                    for part, (lo, hi, counts) in parts.items()}
         return out
 
-    def _write_filters(self, state: LoopState, rel: str) -> None:
+    def _write_filters(self, state: LoopState, initial: bool) -> None:
+        """The first layer's image at initialisation (``initial``) or now; only "now" goes to the sink."""
         image = first_layer_image(state.model)
         if image is None or self.run is None:
             return
-        atomic_write_bytes(self.run.path / rel, png_bytes(image))
-        if self.sink is not None and rel == FILTERS_FILE:
+        atomic_write_bytes(self.run.filters_initial if initial else self.run.filters, png_bytes(image))
+        if self.sink is not None and not initial:
             self.sink.log_image("filters/first_layer", image, state.step)
 
 

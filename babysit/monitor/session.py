@@ -21,22 +21,22 @@ from torch import nn
 
 from babysit.config import RunConfig
 from babysit.errors import Diverged
-from babysit.monitor.diagnose import diagnose_run
-from babysit.monitor.findings import Finding, format_findings
 from babysit.monitor.probes import LayerProbes
 from babysit.monitor.sanity import CheckResult, format_checks, run_checks
-from babysit.monitor.tensorboard import EVENTS_DIR, TensorBoardLogger
+from babysit.monitor.tensorboard import TensorBoardLogger
 from babysit.monitor.valstats import val_analysis, write_val_analysis
 from babysit.monitor.watch import DivergenceGuard, LiveDiagnosis, divergence_record
+from babysit.review.diagnose import diagnose_run
+from babysit.review.findings import Finding, format_findings
 from babysit.rundir import RunDir
 from babysit.train.loop import TensorData
 
 
 def write_checks(run: RunDir, results: list[CheckResult]) -> None:
     """RUN/checks.json: every check with its verdict and numbers."""
-    run.write_json("checks.json", {"created": datetime.now().isoformat(timespec="seconds"),
-                                   "passed": all(r.passed for r in results),
-                                   "checks": [r.to_dict() for r in results]})
+    run.write_json(run.checks, {"created": datetime.now().isoformat(timespec="seconds"),
+                                "passed": all(r.passed for r in results),
+                                "checks": [r.to_dict() for r in results]})
 
 
 class RunMonitor:
@@ -61,7 +61,7 @@ class RunMonitor:
         m = self.cfg.monitor
         cbs: list[Any] = [DivergenceGuard(self.run)]
         if m.tensorboard:
-            self.tensorboard = TensorBoardLogger(self.run.path / EVENTS_DIR)
+            self.tensorboard = TensorBoardLogger(self.run.events)
             cbs.append(self.tensorboard)
         if m.stats_every > 0:
             self.probes = LayerProbes(m.stats_every, self.run, self.tensorboard)
@@ -98,7 +98,7 @@ class RunMonitor:
         findings = diagnose_run(self.run.path)
         print(format_findings(findings), flush=True)
         if self.cfg.monitor.report:
-            from babysit.monitor.report import write_report
+            from babysit.review.report import write_report
 
             print(f"report: {write_report(self.run.path)}", flush=True)
         return findings
@@ -106,5 +106,5 @@ class RunMonitor:
 
 def checks_json(run: RunDir) -> list[dict[str, Any]]:
     """The checks a run recorded ([] when none)."""
-    p = run.path / "checks.json"
+    p = run.checks
     return json.loads(p.read_text()).get("checks", []) if p.is_file() else []

@@ -1,8 +1,8 @@
-"""Bounded storage for layer statistics, and reading it back from a run directory.
+"""Bounded storage for layer statistics (its reader is :mod:`babysit.review.stats`).
 
-``stats/layers.json`` holds probe records, ``stats/histograms.json`` histogram snapshots. Both keep a
-fixed number of entries spread evenly over the whole run, whatever its length: when a store is full
-every other entry is dropped and from then on only every second offered entry is kept.
+``RunDir.layers`` holds probe records, ``RunDir.histograms`` histogram snapshots. Both keep a fixed
+number of entries spread evenly over the whole run, whatever its length: when a store is full every
+other entry is dropped and from then on only every second offered entry is kept.
 """
 
 from __future__ import annotations
@@ -12,13 +12,6 @@ from pathlib import Path
 from typing import Any
 
 from babysit.rundir import atomic_write_text
-
-LAYERS_FILE = "stats/layers.json"
-HISTOGRAMS_FILE = "stats/histograms.json"
-FILTERS_FILE = "stats/filters.png"
-FILTERS_INITIAL_FILE = "stats/filters_initial.png"
-CONFUSION_FILE = "stats/confusion.json"
-CONFUSED_FILE = "stats/confused.npz"
 
 
 class Thinned:
@@ -54,23 +47,3 @@ class Thinned:
 
     def dump(self, path: Path, meta: dict[str, Any]) -> None:
         atomic_write_text(path, json.dumps({**meta, **self.state(), "records": self.items}) + "\n")
-
-
-def read_json_records(path: Path) -> list[dict[str, Any]]:
-    """The ``records`` of a stats file; [] when the run has none."""
-    if not path.is_file():
-        return []
-    try:
-        return list(json.loads(path.read_text()).get("records", []))
-    except (json.JSONDecodeError, AttributeError):
-        return []
-
-
-def read_layer_records(run_path: str | Path) -> list[dict[str, Any]]:
-    """Probe records of a run: ``{"step", "epoch", "lr", "layers": {name: {"kind", stat: value}}}``."""
-    return read_json_records(Path(run_path) / LAYERS_FILE)
-
-
-def read_histograms(run_path: str | Path) -> list[dict[str, Any]]:
-    """Histogram snapshots: ``{"step", "layers": {name: {"act": [lo, hi, counts], "grad": ...}}}``."""
-    return read_json_records(Path(run_path) / HISTOGRAMS_FILE)

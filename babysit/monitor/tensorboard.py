@@ -16,7 +16,6 @@ import numpy as np
 from babysit.errors import BabysitError
 from babysit.train.loop import LoopState
 
-EVENTS_DIR = "events"
 LAYER_SCALARS = ("update_ratio", "w_norm", "grad_norm", "act_mean", "act_std", "grad_rms", "dead", "saturated")
 
 

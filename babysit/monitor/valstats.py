@@ -1,7 +1,8 @@
 """What the report shows about validation: confusion matrix, per-class accuracy, most-confused pairs.
 
-Written once at the end of a run to ``stats/confusion.json`` and ``stats/confused.npz`` (example
-images of each most-confused pair, raw uint8 pixels), so the report reads only the run directory.
+Computed with the model once at the end of a run and written to ``RunDir.confusion`` and
+``RunDir.confused`` (example images of each most-confused pair, raw uint8 pixels), so the report
+reads only the run directory (:func:`babysit.review.stats.read_val_analysis`).
 """
 
 from __future__ import annotations
@@ -15,8 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from babysit.monitor.store import CONFUSED_FILE, CONFUSION_FILE
-from babysit.rundir import atomic_write_bytes, atomic_write_text
+from babysit.rundir import RunDir, atomic_write_bytes, atomic_write_text
 
 TOP_PAIRS = 6
 """Most-confused (true, predicted) pairs shown in the report."""
@@ -68,21 +68,10 @@ def val_analysis(model: nn.Module, x: torch.Tensor, y: torch.Tensor, raw: torch.
     return summary, examples
 
 
-def write_val_analysis(run_path: str | Path, summary: dict[str, Any], examples: dict[str, np.ndarray]) -> None:
-    p = Path(run_path)
-    atomic_write_text(p / CONFUSION_FILE, json.dumps(summary) + "\n")
+def write_val_analysis(run: RunDir | str | Path, summary: dict[str, Any], examples: dict[str, np.ndarray]) -> None:
+    """Write what :func:`val_analysis` returned into the run's stats folder."""
+    run = RunDir.of(run)
+    atomic_write_text(run.confusion, json.dumps(summary) + "\n")
     buf = io.BytesIO()
     np.savez_compressed(buf, **examples)  # type: ignore[arg-type]  # numpy's stub types **kwds too narrowly
-    atomic_write_bytes(p / CONFUSED_FILE, buf.getvalue())
-
-
-def read_val_analysis(run_path: str | Path) -> tuple[dict[str, Any] | None, dict[str, np.ndarray]]:
-    p = Path(run_path)
-    if not (p / CONFUSION_FILE).is_file():
-        return None, {}
-    summary = json.loads((p / CONFUSION_FILE).read_text())
-    examples: dict[str, np.ndarray] = {}
-    if (p / CONFUSED_FILE).is_file():
-        with np.load(p / CONFUSED_FILE) as z:
-            examples = {k: z[k] for k in z.files}
-    return summary, examples
+    atomic_write_bytes(run.confused, buf.getvalue())

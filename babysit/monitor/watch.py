@@ -13,13 +13,13 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from babysit.ckptfile import checkpoint_step
 from babysit.divergence import DivergenceRule
 from babysit.errors import Diverged
-from babysit.monitor.diagnose import LIVE_RULES, diagnose
-from babysit.monitor.findings import Evidence
 from babysit.monitor.probes import LayerProbes
+from babysit.review.diagnose import LIVE_RULES, diagnose
+from babysit.review.findings import Evidence
 from babysit.rundir import RunDir
-from babysit.train.checkpoint import checkpoint_step
 from babysit.train.loop import LoopState
 
 

@@ -203,7 +203,7 @@ def format_result(result: LRFindResult) -> str:
 
 def run_lr_find(cfg: RunConfig, plot: str | Path | None = None) -> LRFindResult:
     """The whole range test as ``babysit lr-find`` runs it: data, preprocessing, model, test, plot."""
-    from babysit.monitor.plots import plot_lr_find
+    from babysit.figures import plot_lr_find
 
     model, data, augment = fresh_start(plan_run(cfg))
     result = lr_range_test(model, data, cfg, augment=augment)

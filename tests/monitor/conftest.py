@@ -51,11 +51,16 @@ def run_main(args: list[str]) -> tuple[int, str, str]:
     return code, out.getvalue(), err.getvalue()
 
 
+_TRAINED: list[tuple] = []  # tests/review/conftest.py shares the fixture: one training per session, not two
+
+
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory):
     """One tiny `babysit train` on digits with TensorBoard and frequent probes: (run path, stdout)."""
-    d = tmp_path_factory.mktemp("monitor-run")
-    code, out, err = run_main(["train", *TINY_RUN, "--tensorboard", "--monitor.stats_every=3", "--out", str(d),
-                               "--name", "tiny"])
-    assert code == 0, err
-    return d / "tiny", out
+    if not _TRAINED:
+        d = tmp_path_factory.mktemp("monitor-run")
+        code, out, err = run_main(["train", *TINY_RUN, "--tensorboard", "--monitor.stats_every=3", "--out", str(d),
+                                   "--name", "tiny"])
+        assert code == 0, err
+        _TRAINED.append((d / "tiny", out))
+    return _TRAINED[0]

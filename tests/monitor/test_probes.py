@@ -7,7 +7,8 @@ import torch
 from torch import nn
 
 from babysit.monitor import probes as P
-from babysit.monitor.store import Thinned, read_histograms, read_layer_records
+from babysit.monitor.store import Thinned
+from babysit.review.stats import read_histograms, read_layer_records
 from babysit.rundir import RunDir
 from babysit.train.loop import fit
 from tests.monitor.conftest import cfg, tiny_model

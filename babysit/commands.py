@@ -1,8 +1,8 @@
-"""The monitor's run-level entry points, one per command: ``babysit check``, ``gradcheck``,
-``diagnose`` and ``report``. Each is a plain function a user can call from Python.
+"""The run-level entry points of checking and reviewing, one per command: ``babysit check``,
+``gradcheck``, ``diagnose`` and ``report``. Each is a plain function a user can call from Python.
 
-They prepare data and models the way ``babysit train`` does, through babysit.experiment, which is
-imported inside the functions: experiment itself imports this package to babysit its runs.
+They prepare data and models the way ``babysit train`` does (babysit.start), then call babysit.monitor
+(checks before training) or babysit.review (what a run directory shows afterwards).
 """
 
 from __future__ import annotations
@@ -16,13 +16,14 @@ from torch import nn
 
 from babysit import config as C
 from babysit.errors import BabysitError
-from babysit.monitor.diagnose import diagnose_run
-from babysit.monitor.findings import Finding
 from babysit.monitor.gradcheck import GradcheckResult, gradcheck
-from babysit.monitor.report import write_report
 from babysit.monitor.sanity import CheckResult, format_checks, run_checks
 from babysit.monitor.session import write_checks
-from babysit.monitor.valstats import read_val_analysis, val_analysis, write_val_analysis
+from babysit.monitor.valstats import val_analysis, write_val_analysis
+from babysit.review.diagnose import diagnose_run
+from babysit.review.findings import Finding
+from babysit.review.report import write_report
+from babysit.review.stats import read_val_analysis
 from babysit.rundir import RunDir, atomic_write_text
 from babysit.start import Plan, fresh_start, plan_run
 from babysit.train.loop import TensorData
@@ -55,11 +56,11 @@ def check(cfg: C.RunConfig, out: str | Path = "runs", name: str = "") -> tuple[R
         print(f"warning: {warning}", flush=True)
     run = RunDir.create(Path(out) / (name or f"{cfg.data.name.replace('/', '_')}-check-{datetime.now():%Y%m%d-%H%M%S}"))
     atomic_write_text(run.config, C.dumps_toml(cfg))
-    atomic_write_text(run.path / "spec.txt", cfg.model.spec + "\n")
+    atomic_write_text(run.spec, cfg.model.spec + "\n")
     results = run_checks(model, data, cfg, plan.num_classes)
     print(format_checks(results), flush=True)
     write_checks(run, results)
-    print(f"recorded in {run.path / 'checks.json'}", flush=True)
+    print(f"recorded in {run.checks}", flush=True)
     return run, results
 
 
@@ -88,28 +89,27 @@ def gradcheck_config(cfg: C.RunConfig, points: int = 4, entries: int = 10) -> Gr
     return result
 
 
-def diagnose(run: str | Path) -> list[Finding]:
+def diagnose(run: RunDir | str | Path) -> list[Finding]:
     """``babysit diagnose RUN``: the findings of a run directory, also written to RUN/findings.json."""
-    return diagnose_run(RunDir.open(run).path)
+    return diagnose_run(RunDir.open(run))
 
 
-def report(run: str | Path, device: str = "cpu") -> Path:
+def report(run: RunDir | str | Path, device: str = "cpu") -> Path:
     """``babysit report RUN``: write RUN/report.html. A run that stopped before its validation analysis
     gets one now from its best (or last) checkpoint."""
-    path = RunDir.open(run).path
+    path = RunDir.open(run)
     summary, _ = read_val_analysis(path)
-    if summary is None and ((path / "checkpoints" / "best.safetensors").exists()
-                            or (path / "checkpoints" / "last.safetensors").exists()):
+    if summary is None and (path.best.exists() or path.last.exists()):
         _analyse_val(path, device)
     diagnose_run(path)
     return write_report(path)
 
 
-def _analyse_val(path: Path, device: str) -> None:
+def _analyse_val(path: RunDir, device: str) -> None:
     from babysit.experiment import load_run
 
     try:
-        _, cfg, model, pre, splits = load_run(path, device)
+        _, cfg, model, pre, splits = load_run(path.path, device)
     except BabysitError:
         return  # the report says the analysis is missing
     dev = next(model.parameters()).device

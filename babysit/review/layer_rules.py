@@ -1,14 +1,14 @@
 """Diagnosis rules over the layer statistics (the probes' records): update/weight ratio per layer, dead
 ReLUs, saturated tanh/sigmoid units, vanishing or exploding gradients across depth.
 
-Same contract as the rules in :mod:`babysit.monitor.diagnose`, which runs them; thresholds below.
+Same contract as the rules in :mod:`babysit.review.diagnose`, which runs them; thresholds below.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from babysit.monitor.findings import Evidence, Finding, median
+from babysit.review.findings import Evidence, Finding, median
 
 MIN_PROBES = 3
 """Layer-statistics rules need at least this many probe records."""

@@ -4,8 +4,8 @@ import re
 
 import pytest
 
-from babysit.monitor.htmlcheck import check_html, find_chromium
-from babysit.monitor.report import render_report
+from babysit.review.htmlcheck import check_html, find_chromium
+from babysit.review.report import render_report
 
 
 def test_report_is_self_contained_with_every_section(trained_run):

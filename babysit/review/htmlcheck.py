@@ -1,6 +1,6 @@
 """Open an HTML file in headless Chromium: console messages and a screenshot.
 
-    python -m babysit.monitor.htmlcheck RUN/report.html [--screenshot shot.png]
+    python -m babysit.review.htmlcheck RUN/report.html [--screenshot shot.png]
 
 prints the console messages (there should be none) and whether the screenshot is blank; exits 1
 when either is wrong. The tests use :func:`check_html` on a fresh report.

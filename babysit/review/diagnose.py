@@ -1,6 +1,6 @@
 """Diagnoses: rules over a run's history and layer statistics -> findings in words.
 
-Each rule reads an :class:`~babysit.monitor.findings.Evidence` and returns findings stated as
+Each rule reads an :class:`~babysit.review.findings.Evidence` and returns findings stated as
 observation -> likely cause -> next action, with the numbers that triggered them. The rules follow
 the notes' "babysitting the learning process": the loss curve (flat, linear, exploding, noisy), the
 train/val accuracy gap, the update/weight ratio per layer, dead ReLUs, saturated tanh/sigmoid units,
@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from babysit.divergence import EXPLODE_FACTOR, first_divergence
-from babysit.monitor.findings import Evidence, Finding, format_findings, mean, smooth, sort_findings
-from babysit.monitor.layer_rules import (
+from babysit.review.findings import Evidence, Finding, format_findings, mean, smooth, sort_findings
+from babysit.review.layer_rules import (
     DEAD_RELU_MAX,
     EXPLODING_RATIO,
     MIN_PROBES,
@@ -32,9 +32,8 @@ from babysit.monitor.layer_rules import (
     saturation,
     update_ratio,
 )
-from babysit.rundir import atomic_write_text
+from babysit.rundir import RunDir, atomic_write_text
 
-"""The notes: "if loss > 3 * original loss, quit early (learning rate too high)"."""
 MIN_STEPS = 20
 """Loss-curve rules need at least this many recorded steps."""
 LOSS_FLAT_DROP = 0.02
@@ -295,18 +294,20 @@ def diagnose(ev: Evidence, rules: list[Rule] | None = None) -> list[Finding]:
     return sort_findings(findings)
 
 
-def diagnose_run(path: str | Path, write: bool = True) -> list[Finding]:
+def diagnose_run(path: RunDir | str | Path, write: bool = True) -> list[Finding]:
     """Diagnose a run directory; with ``write`` the findings go to RUN/findings.json."""
-    findings = diagnose(Evidence.from_run(path))
+    run = RunDir.of(path)
+    findings = diagnose(Evidence.from_run(run))
     if write:
-        atomic_write_text(Path(path) / "findings.json", json.dumps(
+        atomic_write_text(run.findings, json.dumps(
             {"created": datetime.now().isoformat(timespec="seconds"),
              "findings": [f.to_dict() for f in findings]}, indent=2) + "\n")
     return findings
 
 
-def read_findings(path: str | Path) -> list[Finding]:
-    p = Path(path) / "findings.json"
+def read_findings(path: RunDir | str | Path) -> list[Finding]:
+    """The findings a run recorded ([] when it has none yet)."""
+    p = RunDir.of(path).findings
     return [Finding.from_dict(d) for d in json.loads(p.read_text())["findings"]] if p.is_file() else []
 
 

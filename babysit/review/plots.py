@@ -1,91 +1,15 @@
-"""Figures as PNG files: learning-rate schedules, the LR range test, activation statistics per layer.
+"""The report's figures: each function takes plain numbers read from a run and returns a ``Figure``;
+:func:`babysit.figures.png` encodes it for the page.
 
-Uses matplotlib's object API (``Figure`` + Agg canvas), so no display and no global pyplot state.
+Uses matplotlib's object API (``Figure``), so no display and no global pyplot state.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-
-if TYPE_CHECKING:
-    from babysit.models.init import ActivationStat
-    from babysit.tune.lr_find import LRFindResult
-
-
-def _save(fig: Figure, path: str | Path) -> Path:
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    FigureCanvasAgg(fig)
-    fig.savefig(out, dpi=120, bbox_inches="tight")
-    return out
-
-
-def plot_schedule(lrs: Sequence[float], steps_per_epoch: int, path: str | Path, title: str = "") -> Path:
-    """Learning rate against epoch (x = step / steps_per_epoch)."""
-    fig = Figure(figsize=(6, 3.5))
-    ax = fig.add_subplot()
-    ax.plot(np.arange(len(lrs)) / steps_per_epoch, lrs)
-    ax.set(xlabel="epoch", ylabel="learning rate", title=title)
-    ax.grid(alpha=0.3)
-    return _save(fig, path)
-
-
-def plot_lr_find(result: LRFindResult, path: str | Path) -> Path:
-    """Smoothed loss against lr (log x): the mean over seeds, the min..max band, and the suggestions."""
-    curves = np.full((len(result.smoothed), len(result.lrs)), np.nan)
-    for i, curve in enumerate(result.smoothed):
-        curves[i, : len(curve)] = curve
-    lrs = np.asarray(result.lrs)
-    seen = ~np.all(np.isnan(curves), axis=0)
-    common = min(len(c) for c in result.smoothed)  # every seed still running up to here
-    fig = Figure(figsize=(6.5, 4))
-    ax = fig.add_subplot()
-    ax.fill_between(lrs[:common], curves[:, :common].min(0), curves[:, :common].max(0), alpha=0.3,
-                    label=f"min..max over {len(result.smoothed)} seeds")
-    ax.plot(lrs[:common], curves[:, :common].mean(0), color="C0", label="smoothed loss (mean)")
-    for curve in result.smoothed:  # each seed's own tail, up to where it stopped
-        ax.plot(lrs[common - 1 : len(curve)], curve[common - 1 :], color="C0", lw=0.7, alpha=0.6)
-    ax.axvline(result.suggestion, color="C2", ls="--", label=f"steepest descent {result.suggestion:.2g}")
-    ax.axvline(result.min_loss_lr / 10, color="C3", ls=":", label=f"min-loss lr / 10 {result.min_loss_lr / 10:.2g}")
-    ax.set_xscale("log")
-    top = np.nanmax(curves[:, seen][:, : max(1, seen.sum() // 3)])  # the early loss sets the useful height
-    ax.set_ylim(max(0.0, np.nanmin(curves) * 0.9), top * 1.3)
-    ax.set(xlabel="learning rate (log scale)", ylabel="loss", title="LR range test")
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
-    return _save(fig, path)
-
-
-def plot_init_check(results: dict[str, list[ActivationStat]], path: str | Path) -> Path:
-    """The lecture's picture: std of each activation layer's output, one line per init scheme (log y)."""
-    fig = Figure(figsize=(6.5, 4))
-    ax = fig.add_subplot()
-    for scheme, stats in results.items():
-        ax.plot(range(1, len(stats) + 1), [max(s.std, 1e-30) for s in stats], marker="o", label=scheme)
-    ax.set_yscale("log")
-    ax.set(xlabel="activation layer", ylabel="std of activations", title="activations at initialisation")
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
-    return _save(fig, path)
-
-
-# -- report figures (babysit/monitor/report.py): each returns a Figure; png() encodes it ----------------
-
-
-def png(fig: Figure, dpi: int = 100) -> bytes:
-    """Encode a figure as PNG bytes (for embedding in the HTML report)."""
-    import io
-
-    FigureCanvasAgg(fig)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
-    return buf.getvalue()
 
 
 def loss_figure(steps: Sequence[int], losses: Sequence[float], smoothed: Sequence[float], log: bool = False,

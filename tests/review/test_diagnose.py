@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from babysit.monitor import diagnose as D
-from babysit.monitor.findings import Evidence, format_findings
+from babysit.review import diagnose as D
+from babysit.review.findings import Evidence, format_findings
 
 
 def steps(losses, lr=0.01):

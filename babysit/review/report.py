@@ -15,12 +15,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+from babysit.ckptfile import load_checkpoint
+from babysit.ema import ema
 from babysit.errors import BabysitError
-from babysit.monitor.diagnose import UPDATE_RATIO_HIGH, UPDATE_RATIO_LOW, diagnose_run, read_findings
-from babysit.monitor.findings import Finding, ema
-from babysit.monitor.store import FILTERS_FILE, FILTERS_INITIAL_FILE, read_histograms, read_layer_records
-from babysit.monitor.valstats import read_val_analysis
-from babysit.rundir import RunDir, atomic_write_text, read_history
+from babysit.review.diagnose import UPDATE_RATIO_HIGH, UPDATE_RATIO_LOW, diagnose_run, read_findings
+from babysit.review.findings import Finding
+from babysit.review.stats import read_histograms, read_layer_records, read_val_analysis
+from babysit.rundir import RunDir, atomic_write_text
 
 CSS = """
 body{font-family:-apple-system,'Segoe UI',Helvetica,Arial,sans-serif;max-width:1050px;margin:24px auto;padding:0 16px;
@@ -42,7 +43,7 @@ def _img(data: bytes, alt: str) -> str:
 
 
 def _fig(fig: Any, alt: str) -> str:
-    from babysit.monitor.plots import png
+    from babysit.figures import png
 
     return _img(png(fig), alt)
 
@@ -63,7 +64,7 @@ def _findings_html(findings: list[Finding]) -> str:
         for f in findings)
 
 
-def _summary_html(run: Path, meta: dict[str, Any], result: dict[str, Any], epochs: list[dict[str, Any]]) -> str:
+def _summary_html(run: RunDir, meta: dict[str, Any], result: dict[str, Any], epochs: list[dict[str, Any]]) -> str:
     rows = [("data", f"{meta.get('data', '?')} ({meta.get('source', '')})"),
             ("classes", len(meta.get("classes", []))),
             ("input", "x".join(map(str, meta.get("input_shape", [])))),
@@ -75,8 +76,8 @@ def _summary_html(run: Path, meta: dict[str, Any], result: dict[str, Any], epoch
             ("seed", meta.get("seed", "?")), ("torch", meta.get("torch", "?")),
             ("git commit", meta.get("git_commit") or "-"), ("created", meta.get("created", "?"))]
     body = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows)
-    spec = (run / "spec.txt").read_text().strip() if (run / "spec.txt").is_file() else "?"
-    config = (run / "config.toml").read_text() if (run / "config.toml").is_file() else ""
+    spec = run.spec.read_text().strip() if run.spec.is_file() else "?"
+    config = run.config.read_text() if run.config.is_file() else ""
     return (f"<table>{body}</table><p>spec: <code>{html.escape(spec)}</code></p>"
             f"<details><summary>resolved config</summary><pre>{html.escape(config)}</pre></details>")
 
@@ -92,7 +93,7 @@ def _checks_html(checks: list[dict[str, Any]]) -> str:
 
 
 def _curves_html(steps: list[dict[str, Any]], epochs: list[dict[str, Any]]) -> str:
-    from babysit.monitor.plots import accuracy_figure, loss_figure, lr_figure
+    from babysit.review.plots import accuracy_figure, loss_figure, lr_figure
 
     if not steps:
         return '<p class="muted">No steps recorded.</p>'
@@ -124,8 +125,8 @@ def _series(records: list[dict[str, Any]], stat: str, kinds: tuple[str, ...]) ->
     return out
 
 
-def _layers_html(run: Path) -> str:
-    from babysit.monitor.plots import histograms_figure, layer_stat_figure
+def _layers_html(run: RunDir) -> str:
+    from babysit.review.plots import histograms_figure, layer_stat_figure
 
     records = read_layer_records(run)
     if not records:
@@ -152,10 +153,10 @@ def _layers_html(run: Path) -> str:
     return "".join(parts)
 
 
-def _filters_html(run: Path) -> str:
-    cells = [f"<figure>{_img((run / rel).read_bytes(), label)}<figcaption>{label}</figcaption></figure>"
-             for rel, label in ((FILTERS_INITIAL_FILE, "at initialisation"), (FILTERS_FILE, "at the end"))
-             if (run / rel).is_file()]
+def _filters_html(run: RunDir) -> str:
+    cells = [f"<figure>{_img(path.read_bytes(), label)}<figcaption>{label}</figcaption></figure>"
+             for path, label in ((run.filters_initial, "at initialisation"), (run.filters, "at the end"))
+             if path.is_file()]
     if not cells:
         return ('<p class="muted">No first-layer image (layer statistics were off, or the first layer is not '
                 "image-shaped).</p>")
@@ -164,17 +165,15 @@ def _filters_html(run: Path) -> str:
             "a badly set learning rate or too little regularisation; smooth, diverse ones that training goes well.</p>")
 
 
-def _inputs_html(run: Path) -> str:
+def _inputs_html(run: RunDir) -> str:
     """Preprocessing and the training augmentation, with a picture of augmented training images."""
     import tomllib
 
-    from babysit.train.checkpoint import load_checkpoint
-
-    config = tomllib.loads((run / "config.toml").read_text()) if (run / "config.toml").is_file() else {}
+    config = tomllib.loads(run.config.read_text()) if run.config.is_file() else {}
     described = config.get("data", {}).get("preprocess", "?")
-    if (run / "preprocess.safetensors").is_file():
+    if run.preprocess.is_file():
         try:
-            saved = load_checkpoint(run / "preprocess.safetensors")[1]
+            saved = load_checkpoint(run.preprocess)[1]
             described = saved.get("describe") or saved.get("kind") or described
         except BabysitError:  # a damaged statistics file must not stop the report
             pass
@@ -183,15 +182,15 @@ def _inputs_html(run: Path) -> str:
     parts = [f"<p>preprocessing (fitted on the training split): <code>{html.escape(str(described))}</code><br>"
              f"augmentation (training batches only): <code>{html.escape(pipeline)}</code>"
              + (f", fill {html.escape(str(augment.get('fill')))}" if augment.get("pipeline") else "") + "</p>"]
-    if (run / "stats" / "augment.png").is_file():
-        parts.append(_img((run / "stats" / "augment.png").read_bytes(), "augmented training images") +
+    if run.augment.is_file():
+        parts.append(_img(run.augment.read_bytes(), "augmented training images") +
                      '<p class="muted">First column: the training image; then the same image in the first '
                      "training batches. If a class is no longer recognisable, the augmentation is too strong.</p>")
     return "".join(parts)
 
 
-def _val_html(run: Path) -> str:
-    from babysit.monitor.plots import confused_pairs_figure, confusion_figure
+def _val_html(run: RunDir) -> str:
+    from babysit.review.plots import confused_pairs_figure, confusion_figure
 
     summary, examples = read_val_analysis(run)
     if summary is None:
@@ -205,18 +204,18 @@ def _val_html(run: Path) -> str:
     return "".join(parts)
 
 
-def render_report(path: str | Path) -> str:
+def render_report(path: RunDir | str | Path) -> str:
     """The report of run directory ``path`` as one HTML string."""
-    run = RunDir.open(path).path
-    history = read_history(run / "history.jsonl")
+    run = RunDir.open(path)
+    history = run.read_history()
     steps = [r for r in history if r.get("kind") == "step"]
     epochs = [r for r in history if r.get("kind") == "epoch"]
-    meta = _read_json(run / "meta.json") or {}
-    result = _read_json(run / "result.json")
-    checks = (_read_json(run / "checks.json") or {}).get("checks", [])
-    if not (run / "findings.json").is_file():
+    meta = _read_json(run.meta) or {}
+    result = _read_json(run.result)
+    checks = (_read_json(run.checks) or {}).get("checks", [])
+    if not run.findings.is_file():
         diagnose_run(run)
-    title = f"babysit report: {run.name}"
+    title = f"babysit report: {run.path.name}"
     sections = [f"<h1>{html.escape(title)}</h1>", "<h2>Findings</h2>", _findings_html(read_findings(run)),
                 "<h2>Run</h2>", _summary_html(run, meta, result, epochs),
                 "<h2>Input pipeline</h2>", _inputs_html(run),
@@ -227,8 +226,8 @@ def render_report(path: str | Path) -> str:
             f'<style>{CSS}</style></head><body>{"".join(sections)}</body></html>\n')
 
 
-def write_report(path: str | Path) -> Path:
+def write_report(path: RunDir | str | Path) -> Path:
     """Write RUN/report.html (atomically) and return its path."""
-    out = Path(path) / "report.html"
+    out = RunDir.of(path).report
     atomic_write_text(out, render_report(path))
     return out

@@ -13,8 +13,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from babysit.monitor.store import read_layer_records
-from babysit.rundir import read_history
+from babysit.review.stats import read_layer_records
+from babysit.rundir import RunDir
 
 SEVERITIES = ("error", "warning", "info")
 
@@ -75,15 +75,15 @@ class Evidence:
         return cls(steps=steps, epochs=epochs, diverged=diverged, **kw)
 
     @classmethod
-    def from_run(cls, path: str | Path) -> Evidence:
-        """Read a run directory: history.jsonl, stats/layers.json, checks.json, config.toml, meta.json."""
+    def from_run(cls, path: RunDir | str | Path) -> Evidence:
+        """Read a run directory: history, layer records, sanity checks, config, meta (class names)."""
         import tomllib
 
-        p = Path(path)
-        config = tomllib.loads((p / "config.toml").read_text()) if (p / "config.toml").is_file() else {}
-        checks = json.loads((p / "checks.json").read_text()).get("checks", []) if (p / "checks.json").is_file() else []
-        meta = json.loads((p / "meta.json").read_text()) if (p / "meta.json").is_file() else {}
-        return cls.from_history(read_history(p / "history.jsonl"), layers=read_layer_records(p), checks=checks,
+        run = RunDir.of(path)
+        config = tomllib.loads(run.config.read_text()) if run.config.is_file() else {}
+        checks = json.loads(run.checks.read_text()).get("checks", []) if run.checks.is_file() else []
+        meta = json.loads(run.meta.read_text()) if run.meta.is_file() else {}
+        return cls.from_history(run.read_history(), layers=read_layer_records(run), checks=checks,
                                 config=config, num_classes=len(meta.get("classes", [])))
 
     def cfg(self, section: str, key: str, default: Any = None) -> Any:
@@ -126,13 +126,4 @@ def smooth(xs: list[float], window: int) -> list[float]:
     for i in range(len(xs)):
         part = xs[max(0, i - half) : i + half + 1]
         out.append(sum(part) / len(part))
-    return out
-
-
-def ema(xs: list[float], beta: float = 0.9) -> list[float]:
-    """Bias-corrected exponential moving average, as loss curves are usually smoothed."""
-    out, m = [], 0.0
-    for i, x in enumerate(xs, 1):
-        m = beta * m + (1 - beta) * x
-        out.append(m / (1 - beta**i))
     return out

@@ -1,0 +1,81 @@
+"""The checkpoint file format: safetensors tensors with their JSON metadata in the same file's header.
+
+Loading never executes code: tensors come from safetensors and everything else is JSON. One file
+per checkpoint means the weights and the metadata can never disagree after a crash. This module is
+below training so that readers of a finished run (babysit.review) open checkpoints without it; what
+goes into a checkpoint (optimiser and RNG state) is babysit.train.checkpoint's business.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from safetensors import SafetensorError
+
+from babysit.errors import BabysitError
+from babysit.rundir import atomic_write_bytes, atomic_write_text
+
+if TYPE_CHECKING:
+    import torch
+
+
+def save_checkpoint(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    """Atomically write ``tensors`` and the JSON-able ``meta`` to one safetensors file.
+
+    A readable copy of ``meta`` goes next to it as ``<name>.json`` (informational only).
+    """
+    from safetensors.torch import save as st_save  # torch is imported where tensors are written, not before
+
+    flat = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    atomic_write_bytes(path, st_save(flat, metadata={"babysit": json.dumps(meta)}))
+    atomic_write_text(path.with_suffix(".json"), json.dumps(meta, indent=2) + "\n")
+
+
+def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Read a checkpoint written by :func:`save_checkpoint`: (tensors, meta).
+
+    Only safetensors and JSON are parsed, so a crafted file (a pickle, a ``torch.save`` archive)
+    is refused as "not a babysit checkpoint" and never executed.
+    """
+    from safetensors.torch import load as st_load
+
+    if not path.is_file():
+        raise BabysitError(f"checkpoint {str(path)!r} does not exist; the run stopped before saving it, so resume "
+                           "it with `babysit train --resume RUN` or train it afresh.")
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise BabysitError(f"cannot read checkpoint {str(path)!r} ({e.strerror}); check its permissions.") from None
+    try:
+        tensors = st_load(data)
+        meta = _header_meta(data)
+    except (SafetensorError, ValueError, UnicodeDecodeError, RecursionError):
+        raise BabysitError(f"checkpoint {str(path)!r} is damaged (truncated or overwritten) or not a babysit "
+                           "checkpoint; put back the run's own file or start the run afresh.") from None
+    if not isinstance(meta, dict):
+        raise BabysitError(f"{str(path)!r} is a safetensors file but not a babysit checkpoint (no metadata); "
+                           "put back the run's own file or start the run afresh.")
+    return tensors, meta
+
+
+def _header_meta(data: bytes) -> Any:
+    """The JSON ``meta`` stored in a safetensors header (``__metadata__["babysit"]``), or None."""
+    header_len = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + header_len])
+    meta = header.get("__metadata__") if isinstance(header, dict) else None
+    raw = meta.get("babysit") if isinstance(meta, dict) else None
+    return json.loads(raw) if isinstance(raw, str) else None
+
+
+def checkpoint_step(path: Path) -> int | None:
+    """The step a checkpoint was saved at, read from its header only; None when there is none."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+            meta = _header_meta(head + f.read(min(int.from_bytes(head, "little"), 100_000_000)))
+    except (OSError, ValueError, UnicodeDecodeError, RecursionError):
+        return None
+    step = meta.get("step") if isinstance(meta, dict) else None
+    return step if isinstance(step, int) else None
