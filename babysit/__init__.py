@@ -38,11 +38,11 @@ if TYPE_CHECKING:  # the public names; attach() imports each from here on first 
     )
     from babysit.data.split import prepare_data
     from babysit.errors import BabysitError
-    from babysit.experiment import evaluate_run, load_run, train
+    from babysit.experiment import evaluate_run, train
     from babysit.models import build, format_summary, init_weights, parse, summary
     from babysit.monitor.gradcheck import gradcheck
     from babysit.rundir import RunDir
-    from babysit.start import Plan, fresh_start, make_model, plan_run
+    from babysit.start import Plan, fresh_start, load_run, make_model, plan_run
     from babysit.train.loop import Callback, LoopState, TensorData, evaluate, fit
 
 __version__ = "0.1.0"  # the one place; pyproject.toml must agree (tests/test_startup.py checks)

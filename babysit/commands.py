@@ -106,7 +106,7 @@ def report(run: RunDir | str | Path, device: str = "cpu") -> Path:
 
 
 def _analyse_val(path: RunDir, device: str) -> None:
-    from babysit.experiment import load_run
+    from babysit.start import load_run
 
     try:
         _, cfg, model, pre, splits = load_run(path.path, device)

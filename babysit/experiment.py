@@ -18,17 +18,14 @@ import torch
 from torch import nn
 
 from babysit import config as C
-from babysit.data.preprocess import KINDS, Preprocessor
+from babysit.data.preprocess import Preprocessor
 from babysit.data.preview import save_augment_picture
 from babysit.data.sources import Dataset
-from babysit.data.split import Splits, prepare_data
-from babysit.errors import BabysitError
-from babysit.models.build import build
-from babysit.models.spec import parse
+from babysit.data.split import Splits
 from babysit.monitor.session import RunMonitor
 from babysit.rundir import RunDir, atomic_write_text
-from babysit.start import Plan, fresh_start, plan_run, resolve_device
-from babysit.train.checkpoint import load_checkpoint, save_checkpoint
+from babysit.start import Plan, check_split, fresh_start, load_preprocessor, load_run, plan_run
+from babysit.train.checkpoint import save_checkpoint
 from babysit.train.loop import LoopState, evaluate, fit
 from babysit.train.tta import tta_probabilities, tta_views
 
@@ -54,36 +51,19 @@ class EvalResult:
     tta_accuracy: float | None = None  # accuracy of the averaged prediction (the confusion matrix is this one's)
 
 
-def _load_preprocessor(run: RunDir) -> Preprocessor:
-    path = run.preprocess
-    stats, meta = load_checkpoint(path)
-    if meta.get("kind") not in KINDS or not {"mean", "std"} <= stats.keys():
-        raise BabysitError(f"{path} does not hold preprocessing statistics; put back the run's own file.")
-    return Preprocessor.from_state_dict(meta["kind"], stats)
-
-
 def _first_files(run: RunDir, plan: Plan) -> Preprocessor:
     """Write spec.txt, meta.json and the preprocessing statistics unless a killed start already did."""
     if not run.spec.exists():
         atomic_write_text(run.spec, str(plan.spec) + "\n")
     if run.meta.exists():
-        _check_split(run, plan.splits)
+        check_split(run, plan.splits)
     else:
         run.write_json(run.meta, _provenance(plan.cfg, plan.dataset, plan.splits))
     if run.preprocess.exists():
-        return _load_preprocessor(run)
+        return load_preprocessor(run)
     pre = Preprocessor.from_config(plan.splits.train.x, plan.cfg.data)
     save_checkpoint(run.preprocess, pre.state_dict(), {"kind": pre.kind, "describe": pre.describe()})
     return pre
-
-
-def _check_split(run: RunDir, splits: Splits) -> None:
-    """The data must still split into the sizes the run was trained on."""
-    sizes = [len(splits.train), len(splits.val), len(splits.test)]
-    saved = run.read_json(run.meta).get("split_sizes")
-    if saved is not None and saved != sizes:
-        raise BabysitError(f"the data now splits into {sizes} train/val/test images but run {run.path} was trained "
-                           f"on {saved}; the data set changed since, so its scores would not be comparable.")
 
 
 def _provenance(cfg: C.RunConfig, ds: Dataset, splits: Splits) -> dict[str, Any]:
@@ -140,23 +120,6 @@ def train(cfg: C.RunConfig, out: str | Path = "runs", name: str = "", resume: st
           f"{seconds:.1f} s; run directory {run.path}", flush=True)
     monitor.after_fit(model, data, splits.val.x, splits.classes)
     return TrainResult(run, model, state, test_acc, seconds)
-
-
-def load_run(path: str | Path, device: str = "cpu") -> tuple[RunDir, C.RunConfig, nn.Module, Preprocessor, Splits]:
-    """Open a finished (or interrupted) run: its config, best model, preprocessing and splits."""
-    run = RunDir.open(path)
-    cfg = C.load_toml(run.config)
-    _, splits = prepare_data(cfg)
-    _check_split(run, splits)
-    pre = _load_preprocessor(run)
-    weights_path = run.best if run.best.exists() else run.last
-    tensors, _ = load_checkpoint(weights_path)
-    model = build(parse(cfg.model.spec), pre.output_shape(splits.train.input_shape), len(splits.classes))
-    try:
-        model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
-    except RuntimeError as e:
-        raise BabysitError(f"{weights_path} does not match the run's spec ({str(e).splitlines()[0]}).") from None
-    return run, cfg, model.to(resolve_device(device)), pre, splits
 
 
 def evaluate_run(path: str | Path, split: str = "test", device: str = "cpu", tta: str = "") -> EvalResult:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -29,7 +30,8 @@ from babysit.models.build import build
 from babysit.models.init import init_weights, needs_data
 from babysit.models.shapes import infer_shapes
 from babysit.models.spec import Conv, GlobalAvgPool, Pool, Spec, parse
-from babysit.train.checkpoint import seed_all
+from babysit.rundir import RunDir
+from babysit.train.checkpoint import load_checkpoint, seed_all
 from babysit.train.loop import TensorData, check_batch_size
 from babysit.train.optim import check_choices
 
@@ -168,3 +170,39 @@ def fresh_start(plan: Plan, pre: Preprocessor | None = None) -> tuple[nn.Module,
     data = TensorData(pre(x_raw), splits.train.y.to(device), pre(splits.val.x.to(device)), splits.val.y.to(device),
                       x_raw=x_raw if plan.ops else None)
     return model, data, make_augment(plan, pre)
+
+
+def load_preprocessor(run: RunDir) -> Preprocessor:
+    """The preprocessing statistics a run fitted on its training split (RUN/preprocess.safetensors)."""
+    path = run.preprocess
+    stats, meta = load_checkpoint(path)
+    if meta.get("kind") not in KINDS or not {"mean", "std"} <= stats.keys():
+        raise BabysitError(f"{path} does not hold preprocessing statistics; put back the run's own file.")
+    return Preprocessor.from_state_dict(meta["kind"], stats)
+
+
+def check_split(run: RunDir, splits: Splits) -> None:
+    """The data must still split into the sizes the run was trained on."""
+    sizes = [len(splits.train), len(splits.val), len(splits.test)]
+    saved = run.read_json(run.meta).get("split_sizes")
+    if saved is not None and saved != sizes:
+        raise BabysitError(f"the data now splits into {sizes} train/val/test images but run {run.path} was trained "
+                           f"on {saved}; the data set changed since, so its scores would not be comparable.")
+
+
+def load_run(path: str | Path, device: str = "cpu") -> tuple[RunDir, C.RunConfig, nn.Module, Preprocessor, Splits]:
+    """Set a run up again from its directory: its config, best (else last) weights in the model, the
+    preprocessing it fitted and the same splits (refused when the data no longer splits the same)."""
+    run = RunDir.open(path)
+    cfg = C.load_toml(run.config)
+    _, splits = prepare_data(cfg)
+    check_split(run, splits)
+    pre = load_preprocessor(run)
+    weights_path = run.best if run.best.exists() else run.last
+    tensors, _ = load_checkpoint(weights_path)
+    model = build(parse(cfg.model.spec), pre.output_shape(splits.train.input_shape), len(splits.classes))
+    try:
+        model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
+    except RuntimeError as e:
+        raise BabysitError(f"{weights_path} does not match the run's spec ({str(e).splitlines()[0]}).") from None
+    return run, cfg, model.to(resolve_device(device)), pre, splits
