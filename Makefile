@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow lint bench clean
+.PHONY: demo test test-slow lint bench bench-frameworks clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -30,6 +30,20 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/loop_overhead.py
 	$(BIN)/python bench/monitor_overhead.py
+
+# babysit vs PyTorch Lightning vs Keras 3 (torch backend): their own venv, never babysit's dependencies.
+# torch is pinned first so pip keeps the CPU wheel instead of pulling the CUDA one.
+BENCH_VENV ?= /work/benchvenv
+BENCH_ARGS ?=
+
+$(BENCH_VENV)/.installed: pyproject.toml
+	test -x $(BENCH_VENV)/bin/python || $(PY) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/pip install --quiet torch==2.13.0
+	$(BENCH_VENV)/bin/pip install --quiet -e '.[bench]'
+	touch $@
+
+bench-frameworks: $(BENCH_VENV)/.installed
+	KERAS_BACKEND=torch $(BENCH_VENV)/bin/python bench/frameworks.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) runs
