@@ -58,3 +58,25 @@ def test_the_rule_resumes_exactly():
 @pytest.mark.parametrize("lr_loss", [1e3, 1e8])
 def test_a_large_finite_first_jump_is_caught_on_the_second_step(lr_loss):
     assert first_divergence([2.3, lr_loss])[0] == 1
+
+
+TRACES = __import__("pathlib").Path(__file__).parent / "traces"
+
+
+def recorded(name: str) -> list[float]:
+    return __import__("json").loads((TRACES / name).read_text())["losses"]
+
+
+def test_a_recorded_one_cycle_run_with_a_10x_warm_up_spike_is_not_a_divergence():
+    """A real MNIST one-cycle run (BN net, lr 0.2, batch 512): at step 77 the loss jumps to ~10x the initial and
+    recovers; stopping at the first step above 3x (the old rule) killed runs like this one."""
+    losses = recorded("onecycle_bn_mnist.json")
+    assert max(losses) > 3 * EXPLODE_FACTOR * losses[0]
+    assert first_divergence(losses) is None
+
+
+def test_a_recorded_sustained_blow_up_is_stopped():
+    """A real digits run at constant lr 0.3: the loss climbs to ~18 and stays; the guard stopped it at step 48."""
+    losses = recorded("constant_lr0.3_digits.json")
+    index, reason = first_divergence(losses)
+    assert index == len(losses) - 1 == 47 and "stayed above 3x" in reason
