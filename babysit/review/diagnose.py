@@ -90,7 +90,8 @@ def lr_too_high(ev: Evidence, found: set[str]) -> list[Finding]:
     except ValueError:
         value = math.nan
     if ev.diverged is not None and ev.diverged.get("what"):  # the guard's or the loop's own words
-        what = f"{ev.diverged['what']} at step {step} (initial loss {initial:.4g})"
+        what = f"{ev.diverged['what']} at step {step}"
+        what += "" if "initial" in what else f" (initial loss {initial:.4g})"
     elif math.isfinite(value):
         what = (f"the loss reached {value:.4g} at step {step}, {value / initial:.3g}x the initial loss {initial:.4g} "
                 f"(the notes quit above {EXPLODE_FACTOR:g}x)")
