@@ -95,10 +95,11 @@ def main() -> None:
     ap.add_argument("--spec", default="", help="model.spec (default: babysit's default for the data)")
     ap.add_argument("--batch-size", type=int, default=0, help="default: babysit's")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: babysit's automatic choice)")
+    ap.add_argument("--channels-last", action="store_true", help="NHWC in both loops (train.channels_last)")
     args = ap.parse_args()
     over = {"data.name": args.data, "data.limit": args.limit, "train.progress": False, "train.device": args.device,
             "schedule.name": "constant", "schedule.warmup_epochs": 0, "train.epochs": 1, "train.threads": args.threads,
-            "monitor.checks": False, "monitor.report": False}
+            "monitor.checks": False, "monitor.report": False, "train.channels_last": args.channels_last}
     over.update({"model.spec": args.spec} if args.spec else {})
     over.update({"train.batch_size": args.batch_size} if args.batch_size else {})
     cfg = C.apply_overrides(C.RunConfig(), over)
@@ -111,6 +112,10 @@ def main() -> None:
                       splits.val.y.to(device))
     model_fit = make_model(cfg, splits.train.input_shape, len(splits.classes)).to(device)
     model_lean = copy.deepcopy(model_fit)
+    if args.channels_last:
+        model_lean.to(memory_format=torch.channels_last)
+        data = TensorData(data.x_train.contiguous(memory_format=torch.channels_last), data.y_train,
+                          data.x_val.contiguous(memory_format=torch.channels_last), data.y_val)
     decay, rest = decayed_parameters(model_lean)
     opt = torch.optim.SGD([{"params": decay, "weight_decay": cfg.optim.weight_decay},
                            {"params": rest, "weight_decay": 0.0}], lr=cfg.optim.lr, momentum=cfg.optim.momentum)
