@@ -33,7 +33,8 @@ bench: $(STAMP)
 
 # babysit vs PyTorch Lightning vs Keras 3 (torch backend): their own venv, never babysit's dependencies.
 # torch is pinned first so pip keeps the CPU wheel instead of pulling the CUDA one.
-BENCH_VENV ?= .venv-bench  # Lightning and Keras live here only, never in .venv
+# Lightning and Keras live in this venv only, never in .venv
+BENCH_VENV ?= .venv-bench
 BENCH_ARGS ?=
 
 $(BENCH_VENV)/.installed: pyproject.toml
