@@ -40,7 +40,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from recipes import ExamplesNet  # bench/ is on sys.path when a bench runs
 
 from babysit import config as C
 from babysit.data.preprocess import Preprocessor
@@ -68,23 +68,6 @@ def make_optimizer(params: Any) -> torch.optim.Optimizer:
     if name == "adadelta":
         return torch.optim.Adadelta(params, lr=lr)
     return torch.optim.SGD(params, lr=lr, momentum=0.9)
-
-
-class Net(nn.Module):
-    """pytorch/examples mnist/main.py's Net, returning scores (the loss is cross-entropy on them)."""
-
-    def __init__(self, in_ch: int, h: int, w: int, classes: int) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(in_ch, 32, 3, 1)
-        self.conv2 = nn.Conv2d(32, 64, 3, 1)
-        self.dropout1 = nn.Dropout(0.25)
-        self.dropout2 = nn.Dropout(0.5)
-        self.fc1 = nn.Linear(64 * ((h - 4) // 2) * ((w - 4) // 2), 128)
-        self.fc2 = nn.Linear(128, classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.max_pool2d(F.relu(self.conv2(F.relu(self.conv1(x)))), 2)
-        return self.fc2(self.dropout2(F.relu(self.fc1(torch.flatten(self.dropout1(x), 1)))))
 
 
 class Batches:
@@ -115,7 +98,7 @@ def marks_to_epochs(marks: list[float]) -> list[float]:
 
 def run_hand(data: TensorData, shape: tuple[int, int, int], classes: int, epochs: int) -> list[float]:
     torch.manual_seed(0)
-    model = Net(*shape, classes).to(data.x_train.device)
+    model = ExamplesNet(*shape, classes).to(data.x_train.device)
     opt = make_optimizer(model.parameters())
     batches = Batches(data.x_train, data.y_train, BATCH, shuffle=True)
     marks = []
@@ -190,7 +173,7 @@ def run_lightning(data: TensorData, shape: tuple[int, int, int], classes: int, e
     class Module(pl.LightningModule):
         def __init__(self) -> None:
             super().__init__()
-            self.net = Net(*shape, classes)
+            self.net = ExamplesNet(*shape, classes)
 
         def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
             x, y = batch

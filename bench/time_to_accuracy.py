@@ -41,6 +41,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from recipes import ExamplesNet  # bench/ is on sys.path when a bench runs
 from torch import nn
 
 from babysit import config as C
@@ -141,24 +142,6 @@ def run_babysit(args: argparse.Namespace, seed: int, splits: Splits, echo: Any) 
     return curve
 
 
-class ExamplesNet(nn.Module):
-    """pytorch/examples mnist/main.py's Net (log-softmax scores, trained with the NLL loss)."""
-
-    def __init__(self, in_ch: int, h: int, w: int, classes: int) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(in_ch, 32, 3, 1)
-        self.conv2 = nn.Conv2d(32, 64, 3, 1)
-        self.dropout1 = nn.Dropout(0.25)
-        self.dropout2 = nn.Dropout(0.5)
-        self.fc1 = nn.Linear(64 * ((h - 4) // 2) * ((w - 4) // 2), 128)
-        self.fc2 = nn.Linear(128, classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.max_pool2d(F.relu(self.conv2(F.relu(self.conv1(x)))), 2)
-        x = self.dropout2(F.relu(self.fc1(torch.flatten(self.dropout1(x), 1))))
-        return F.log_softmax(self.fc2(x), dim=1)
-
-
 def small_bn_net(in_ch: int, h: int, w: int, classes: int) -> nn.Sequential:
     """[conv3 (no bias) bn relu maxpool2] with 16, 32, 64 filters, then fc: 29,178 parameters on 28x28x1."""
     layers: list[nn.Module] = []
@@ -186,7 +169,7 @@ def hand_run(name: str, args: argparse.Namespace, seed: int, splits: Splits, ech
         epochs, batch = args.epochs or 14, 64
         opt: torch.optim.Optimizer = torch.optim.Adadelta(model.parameters(), lr=1.0)
         sched: Any = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.7)
-        per_step, criterion = False, F.nll_loss
+        per_step, criterion = False, F.cross_entropy
     else:
         xf = splits.train.x.float() / 255  # the training split's pixel mean and std, computed once
         mean, std = xf.mean().item(), xf.std().item()
