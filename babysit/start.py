@@ -6,7 +6,7 @@
     model, data, augment = fresh_start(plan)
 
 :func:`check_config` holds what needs no data (value ranges, names, the spec, the augmentation
-pipeline), :func:`check_run` what the data decides (layer geometry for this input, the batch against
+pipeline), :func:`check_data` what the data decides (layer geometry for this input, the batch against
 the training split). Both run before a run directory is made, so a mistake never leaves one behind.
 """
 
@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from babysit import config as C
-from babysit.data.augment import Augment, AugmentOp, augment_warnings, check_augment
+from babysit.data.augment import Augment, AugmentOp, augment_warnings, check_augment, make_augment
 from babysit.data.preprocess import KINDS, Preprocessor
 from babysit.data.sources import Dataset
 from babysit.data.split import Splits, prepare_data
@@ -112,26 +112,32 @@ def check_config(cfg: C.RunConfig) -> tuple[Spec, tuple[AugmentOp, ...]]:
 
 
 def check_run(cfg: C.RunConfig, splits: Splits) -> tuple[Spec, tuple[AugmentOp, ...]]:
-    """Every mistake a run can hold, checked once against its data: :func:`check_config`, then the layer
-    geometry for this input and the mini-batch against the training split."""
+    """Every mistake a run can hold, checked once against its data: :func:`check_config`, then
+    :func:`check_data`."""
     spec, ops = check_config(cfg)
+    check_data(cfg, spec, splits)
+    return spec, ops
+
+
+def check_data(cfg: C.RunConfig, spec: Spec, splits: Splits) -> None:
+    """What the data decides: the layer geometry of ``spec`` for this input, and the mini-batch against the
+    training split."""
     kind = cfg.data.preprocess
     if kind not in VECTOR_KINDS:  # a pca vector's length is only known once fitted; fc layers take any length
         c, h, w = splits.train.input_shape
         infer_shapes(spec, (c * cfg.data.patch_size**2, h, w) if kind == "patch-white" else (c, h, w),
                      len(splits.classes))
     check_batch_size(cfg.train.batch_size, len(splits.train))
-    return spec, ops
 
 
 def plan_run(cfg: C.RunConfig) -> Plan:
     """Check ``cfg`` (the cheap checks before loading any data), load and split the data, check the run
     against it, and return the plan every entry point starts from."""
-    check_config(cfg)
+    spec, ops = check_config(cfg)
     device = resolve_device(cfg.train.device)
     set_hardware(cfg, device)
     ds, splits = prepare_data(cfg)
-    spec, ops = check_run(cfg, splits)
+    check_data(cfg, spec, splits)
     return Plan(cfg, ds, splits, spec, ops, splits.train.input_shape, len(splits.classes),
                 math.ceil(len(splits.train) / cfg.train.batch_size), device,
                 tuple(augment_warnings(list(ops), ds.name, cfg.data.preprocess, ds.traits)))
@@ -147,16 +153,6 @@ def make_model(cfg: C.RunConfig, input_shape: tuple[int, int, int], num_classes:
     return model
 
 
-def make_augment(plan: Plan, pre: Preprocessor) -> Augment | None:
-    """The run's training-batch augmentation (None without a pipeline); cutout fills with the mean pixel."""
-    if not plan.ops:
-        return None
-    x = plan.splits.train.x
-    mean_pixel = torch.stack([x[:, c].float().mean() for c in range(x.shape[1])])
-    a = plan.cfg.augment
-    return Augment(list(plan.ops), plan.num_classes, plan.cfg.train.seed, pre, mean_pixel, a.fill, a.fill_value)
-
-
 def fresh_start(plan: Plan, pre: Preprocessor | None = None) -> tuple[nn.Module, TensorData, Augment | None]:
     """The seeded, initialised model, the preprocessed train/val tensors on the plan's device (plus the raw
     training pixels when the run augments) and the augmentation, exactly as a new ``babysit train`` starts
@@ -169,7 +165,7 @@ def fresh_start(plan: Plan, pre: Preprocessor | None = None) -> tuple[nn.Module,
     x_raw = splits.train.x.to(device)
     data = TensorData(pre(x_raw), splits.train.y.to(device), pre(splits.val.x.to(device)), splits.val.y.to(device),
                       x_raw=x_raw if plan.ops else None)
-    return model, data, make_augment(plan, pre)
+    return model, data, make_augment(cfg, plan.num_classes, splits.train.x, pre, list(plan.ops))
 
 
 def load_preprocessor(run: RunDir) -> Preprocessor:

@@ -153,10 +153,11 @@ class Augment:
 
 
 def make_augment(cfg: RunConfig, num_classes: int, x_train: torch.Tensor,
-                 preprocess: Callable[[torch.Tensor], torch.Tensor] | None) -> Augment | None:
+                 preprocess: Callable[[torch.Tensor], torch.Tensor] | None,
+                 ops: list[AugmentOp] | None = None) -> Augment | None:
     """The run's augmentation (None when ``augment.pipeline`` is empty); ``x_train`` (N, C, H, W) uint8
-    gives cutout its mean pixel."""
-    ops = check_augment(cfg)
+    gives cutout its mean pixel. ``ops``: the pipeline already parsed (default: parse ``cfg``'s)."""
+    ops = check_augment(cfg) if ops is None else ops
     if not ops:
         return None
     mean_pixel = torch.stack([x_train[:, c].float().mean() for c in range(x_train.shape[1])])
