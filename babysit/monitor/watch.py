@@ -21,6 +21,7 @@ from babysit.review.diagnose import LIVE_RULES, diagnose
 from babysit.review.findings import Evidence
 from babysit.rundir import RunDir
 from babysit.train.loop import LoopState
+from babysit.train.record import MemoryRecorder, RunRecorder
 
 
 def divergence_record(step: int, loss: float | str, lr: float, run: RunDir | None, message: str,
@@ -48,9 +49,7 @@ class DivergenceGuard:
             reason = self.rule.update(r["loss"])
             if reason is None:
                 continue
-            saved = checkpoint_step(self.run.last) if self.run is not None and self.run.last.exists() else None
-            kept = (f"the last good checkpoint, step {saved}, is kept in {self.run.last}"
-                    if self.run is not None and saved is not None else "no checkpoint was saved before it")
+            kept = (RunRecorder(self.run) if self.run is not None else MemoryRecorder()).kept()
             raise Diverged(f"{reason} at step {r['step']} (lr {r['lr']:.3g}); the learning rate is too high: start "
                            f"a new run with --optim.lr ten times smaller ({kept}).", r["step"], r["loss"], r["lr"],
                            reason)

@@ -45,11 +45,9 @@ class MemoryRecorder:
         self.records: list[dict[str, Any]] = []
         self.best: dict[str, torch.Tensor] | None = None
 
-    def append(self, record: dict[str, Any]) -> None:
-        self.records.append(record)
-
-    def append_many(self, records: list[dict[str, Any]]) -> None:
-        self.records.extend(records)
+    def append(self, records: dict[str, Any] | list[dict[str, Any]]) -> None:
+        """One history record, or a block of them."""
+        self.records.extend(records if isinstance(records, list) else [records])
 
     def keep_best(self, state: LoopState, meta: dict[str, Any]) -> None:
         self.best = {k: v.detach().clone() for k, v in state.model.state_dict().items()}
@@ -77,10 +75,8 @@ class RunRecorder:
     def __init__(self, run: RunDir) -> None:
         self.run = run
 
-    def append(self, record: dict[str, Any]) -> None:
-        self.run.append_history(record)
-
-    def append_many(self, records: list[dict[str, Any]]) -> None:
+    def append(self, records: dict[str, Any] | list[dict[str, Any]]) -> None:
+        """One history record, or a block of them in one write."""
         self.run.append_history(records)
 
     def keep_best(self, state: LoopState, meta: dict[str, Any]) -> None:
@@ -230,7 +226,7 @@ class StepLosses:
         self.good.take()
 
     def _record(self, state: LoopState, records: list[dict[str, Any]]) -> None:
-        self.rec.append_many(records)
+        self.rec.append(records)
         for r in records:  # one add per step, in order: the same float sum as adding each step's loss
             state.loss_sum += r["loss"]
         if records:
