@@ -52,6 +52,7 @@ def check(cfg: C.RunConfig, out: str | Path = "runs", name: str = "") -> tuple[R
     """``babysit check``: the four sanity checks for ``cfg``; writes RUN/config.toml, spec.txt, checks.json.
     Config warnings (a flip that changes what a digit means) come first."""
     model, data, plan = _prepared(cfg)
+    cfg = plan.cfg
     for warning in plan.warnings:
         print(f"warning: {warning}", flush=True)
     run = RunDir.create(Path(out) / (name or f"{cfg.data.name.replace('/', '_')}-check-{datetime.now():%Y%m%d-%H%M%S}"))

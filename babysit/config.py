@@ -23,7 +23,7 @@ import tomli_w
 
 from babysit.errors import BabysitError
 
-DEFAULT_SPEC = "[conv3-32 relu]*2 pool2 [conv3-64 relu]*2 pool2 fc-256 relu dropout-0.5 fc"
+DEFAULT_SPEC = "auto"  # a small BN net sized to the input (babysit/models/auto.py); "lecture" names the old default
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ class AugmentConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    spec: str = DEFAULT_SPEC  # architecture in the lecture's pattern; see README "Spec grammar"
+    spec: str = DEFAULT_SPEC  # architecture: auto (a small BN net sized to the input), lecture, or a spec (README)
     init: str = "auto"  # weight init: auto (He for ReLU, Xavier for tanh/sigmoid) | he | xavier | normal-STD
     #   | orthogonal | lsuv | data
     init_bias: float = 0.0  # every conv/fc bias starts at this constant (0, or small like 0.01 so ReLUs fire)
@@ -61,9 +61,9 @@ class ModelConfig:
 @dataclass(frozen=True)
 class OptimConfig:
     name: str = "sgd"  # update rule: sgd | adagrad | rmsprop | adam | almost-adam | adamw
-    lr: float = 0.05  # learning rate per step, before the schedule
+    lr: float = 0.2  # learning rate per step, before the schedule (onecycle: its peak)
     momentum: float = 0.9  # sgd: mu in v = mu*v - lr*dx; 0 gives vanilla SGD
-    nesterov: bool = False  # sgd: Nesterov momentum (look-ahead gradient)
+    nesterov: bool = True  # sgd: Nesterov momentum (look-ahead gradient); no effect with momentum 0
     betas: tuple[float, float] = (0.9, 0.999)  # adam, almost-adam, adamw: decay rates beta1, beta2 of m and v
     decay_rate: float = 0.99  # rmsprop: cache = decay_rate*cache + (1-decay_rate)*dx^2 (torch's alpha)
     eps: float = 1e-8  # adagrad, rmsprop, adam*: added to sqrt(cache) so the step never divides by zero
@@ -75,9 +75,9 @@ class OptimConfig:
 
 @dataclass(frozen=True)
 class ScheduleConfig:
-    name: str = "cosine"  # learning-rate schedule:
+    name: str = "onecycle"  # learning-rate schedule:
     #   constant | step | exp | inv-time | inv-sqrt | linear | sqrt | cosine | cyclical | onecycle | plateau
-    warmup_epochs: float = 1.0  # linear warm-up from 0 over this many epochs, multiplying any schedule
+    warmup_epochs: float = 0.0  # linear warm-up from 0 over this many epochs, multiplying any schedule
     unit: str = "epoch"  # what t counts for step, exp, inv-time, inv-sqrt, cyclical: epoch (fractional) | step
     step_size: float = 20.0  # step: multiply lr by gamma every step_size units (20 epochs; or 50000 steps)
     gamma: float = 0.1  # step: decay factor (x0.1 every 20 epochs, x0.5 every 5, x0.97 every 1)
@@ -105,8 +105,8 @@ class RegularizeConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = 15  # passes over the training split
-    batch_size: int = 64  # examples per mini-batch
+    epochs: int = 6  # passes over the training split
+    batch_size: int = 0  # examples per mini-batch; 0 = auto: n_train/100 rounded down to a power of 2, in 32..512
     seed: int = 0  # seeds the split, init, shuffling and dropout
     device: str = "auto"  # where to train: auto (cuda when available, else cpu), cpu, cuda or cuda:N
     progress: bool = True  # progress bar during an epoch (only when stdout is a terminal)
@@ -114,7 +114,7 @@ class TrainConfig:
     eval_batch_size: int = 1000  # examples per forward pass when evaluating
     sync_every: int = 50  # steps between reading the losses back from the device (checked, recorded); 1 = each step
     threads: int = 0  # CPU threads torch may use; 0 = $OMP_NUM_THREADS when set, else every core this process may use
-    channels_last: bool = False  # keep conv activations channels-last (NHWC): faster for BN nets on many CPUs/GPUs
+    channels_last: bool = True  # keep conv activations channels-last (NHWC): faster for BN nets on many CPUs/GPUs
     precision: str = "fp32"  # arithmetic of forward and loss: fp32 | bf16
     # (bf16 = autocast to bfloat16, CUDA only)
     compile: str = "off"  # torch.compile the model (opt-in; first steps compile): off | default | reduce-overhead
@@ -322,7 +322,8 @@ def validate(cfg: RunConfig) -> None:
         (cfg.optim.momentum >= 0, f"optim.momentum must be >= 0, got {cfg.optim.momentum}."),
         (cfg.optim.weight_decay >= 0, f"optim.weight_decay must be >= 0, got {cfg.optim.weight_decay}."),
         (cfg.train.epochs > 0, f"train.epochs must be at least 1, got {cfg.train.epochs}."),
-        (cfg.train.batch_size > 0, f"train.batch_size must be at least 1, got {cfg.train.batch_size}."),
+        (cfg.train.batch_size >= 0,
+         f"train.batch_size must be at least 1 (or 0 for auto), got {cfg.train.batch_size}."),
         (cfg.train.eval_batch_size > 0, f"train.eval_batch_size must be at least 1, got {cfg.train.eval_batch_size}."),
         (cfg.train.sync_every > 0, f"train.sync_every must be at least 1 step, got {cfg.train.sync_every}."),
         (cfg.train.threads >= 0, f"train.threads must be >= 0 (0: automatic), got {cfg.train.threads}."),

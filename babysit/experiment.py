@@ -89,6 +89,7 @@ def train(cfg: C.RunConfig, out: str | Path = "runs", name: str = "", resume: st
         run = RunDir.open(resume, write=True)
         cfg = C.load_toml(run.config)
     plan = plan_run(cfg)  # every mistake is refused here, before anything is written
+    cfg = plan.cfg  # the automatic values (spec name, batch size) made concrete for this data
     ds, splits = plan.dataset, plan.splits
     if resume is None:
         run = RunDir.create(Path(out) / (name or f"{ds.name.replace('/', '_')}-{datetime.now():%Y%m%d-%H%M%S}"))

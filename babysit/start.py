@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -26,6 +26,7 @@ from babysit.data.preprocess import KINDS, Preprocessor
 from babysit.data.sources import Dataset
 from babysit.data.split import Splits, prepare_data
 from babysit.errors import BabysitError
+from babysit.models.auto import is_named, resolve_spec
 from babysit.models.build import build
 from babysit.models.init import init_weights, needs_data
 from babysit.models.shapes import infer_shapes
@@ -93,16 +94,39 @@ def set_hardware(cfg: C.RunConfig, device: torch.device) -> None:
     torch.backends.cudnn.benchmark = not t.deterministic and device.type == "cuda"
 
 
-def check_config(cfg: C.RunConfig) -> tuple[Spec, tuple[AugmentOp, ...]]:
+AUTO_BATCH = (32, 512)  # train.batch_size=0: n_train/100 rounded down to a power of two, within these bounds
+
+
+def auto_batch_size(n_train: int) -> int:
+    """``train.batch_size=0``: about a hundred steps per epoch, as a power of two in 32..512 (never more than
+    the training images). Big batches keep a CPU or GPU busy; a hundred steps an epoch keep one-cycle smooth."""
+    lo, hi = AUTO_BATCH
+    target = max(lo, min(hi, n_train // 100))
+    return min(1 << (target.bit_length() - 1), n_train)
+
+
+def resolve_auto(cfg: C.RunConfig, input_shape: tuple[int, int, int], n_train: int) -> C.RunConfig:
+    """``cfg`` with its data-dependent defaults made concrete (a spec name, ``train.batch_size=0``): what
+    the run directory's config.toml records, so a resumed or repeated run never re-derives them."""
+    model, train = cfg.model, cfg.train
+    if is_named(model.spec):
+        model = replace(model, spec=resolve_spec(model.spec, input_shape))
+    if train.batch_size == 0:
+        train = replace(train, batch_size=auto_batch_size(n_train))
+    return replace(cfg, model=model, train=train)
+
+
+def check_config(cfg: C.RunConfig) -> tuple[Spec | None, tuple[AugmentOp, ...]]:
     """What a config alone can get wrong: ranges, names (optimiser, schedule, loss, init, preprocessing),
-    the spec's grammar and the augmentation pipeline. Returns the parsed spec and pipeline."""
+    the spec's grammar and the augmentation pipeline. Returns the parsed spec (None while it is a name such
+    as ``auto`` that the input decides) and pipeline."""
     C.validate(cfg)
     check_choices(cfg)
     kind = cfg.data.preprocess
     KINDS.get(kind)  # an unknown name is the registry's one sentence
-    spec = parse(cfg.model.spec)
+    spec = None if is_named(cfg.model.spec) else parse(cfg.model.spec)
     ops = tuple(check_augment(cfg))
-    if kind in VECTOR_KINDS:
+    if kind in VECTOR_KINDS and spec is not None:
         spatial = [str(layer) for layer in spec.layers() if isinstance(layer, SPATIAL)]
         if spatial:
             raise BabysitError(f"data.preprocess={kind} turns each image into a vector of principal components (no "
@@ -111,12 +135,12 @@ def check_config(cfg: C.RunConfig) -> tuple[Spec, tuple[AugmentOp, ...]]:
     return spec, ops
 
 
-def check_run(cfg: C.RunConfig, splits: Splits) -> tuple[Spec, tuple[AugmentOp, ...]]:
-    """Every mistake a run can hold, checked once against its data: :func:`check_config`, then
-    :func:`check_data`."""
-    spec, ops = check_config(cfg)
-    check_data(cfg, spec, splits)
-    return spec, ops
+def _concrete(cfg: C.RunConfig, spec: Spec | None, splits: Splits) -> tuple[C.RunConfig, Spec]:
+    """Resolve the automatic values against the data; parse the spec a name stood for."""
+    c, h, w = splits.train.input_shape
+    shape = (cfg.data.pca_components or 1, 1, 1) if cfg.data.preprocess in VECTOR_KINDS else (c, h, w)
+    cfg = resolve_auto(cfg, shape, len(splits.train))
+    return cfg, spec if spec is not None else parse(cfg.model.spec)
 
 
 def check_data(cfg: C.RunConfig, spec: Spec, splits: Splits) -> None:
@@ -133,10 +157,11 @@ def check_data(cfg: C.RunConfig, spec: Spec, splits: Splits) -> None:
 def plan_run(cfg: C.RunConfig) -> Plan:
     """Check ``cfg`` (the cheap checks before loading any data), load and split the data, check the run
     against it, and return the plan every entry point starts from."""
-    spec, ops = check_config(cfg)
+    spec_or_name, ops = check_config(cfg)
     device = resolve_device(cfg.train.device)
     set_hardware(cfg, device)
     ds, splits = prepare_data(cfg)
+    cfg, spec = _concrete(cfg, spec_or_name, splits)
     check_data(cfg, spec, splits)
     return Plan(cfg, ds, splits, spec, ops, splits.train.input_shape, len(splits.classes),
                 math.ceil(len(splits.train) / cfg.train.batch_size), device,
@@ -148,7 +173,8 @@ def make_model(cfg: C.RunConfig, input_shape: tuple[int, int, int], num_classes:
     """Build the spec for this input and initialise it (seeded); ``batch`` (preprocessed training
     images) is what the data-dependent init schemes (lsuv, data) measure."""
     seed_all(cfg.train.seed if seed is None else seed)  # torch, numpy and random: a resumed run matches
-    model = build(spec if spec is not None else parse(cfg.model.spec), input_shape, num_classes)
+    model = build(spec if spec is not None else parse(resolve_spec(cfg.model.spec, input_shape)), input_shape,
+                  num_classes)
     init_weights(model, cfg.model.init, batch=batch, bias=cfg.model.init_bias)
     return model
 

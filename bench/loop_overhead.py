@@ -95,30 +95,34 @@ def main() -> None:
     ap.add_argument("--spec", default="", help="model.spec (default: babysit's default for the data)")
     ap.add_argument("--batch-size", type=int, default=0, help="default: babysit's")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: babysit's automatic choice)")
-    ap.add_argument("--channels-last", action="store_true", help="NHWC in both loops (train.channels_last)")
+    ap.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                    help="NHWC in both loops (train.channels_last; default: babysit's)")
     args = ap.parse_args()
     over = {"data.name": args.data, "data.limit": args.limit, "train.progress": False, "train.device": args.device,
             "schedule.name": "constant", "schedule.warmup_epochs": 0, "train.epochs": 1, "train.threads": args.threads,
-            "monitor.checks": False, "monitor.report": False, "train.channels_last": args.channels_last}
+            "monitor.checks": False, "monitor.report": False}
+    over.update({"train.channels_last": args.channels_last} if args.channels_last is not None else {})
     over.update({"model.spec": args.spec} if args.spec else {})
     over.update({"train.batch_size": args.batch_size} if args.batch_size else {})
     cfg = C.apply_overrides(C.RunConfig(), over)
     from babysit.start import plan_run
 
     plan = plan_run(cfg)  # sets the threads as a run would
+    cfg = plan.cfg  # the spec and batch size babysit picks for this data
     device, splits = plan.device, plan.splits
     pre = Preprocessor.from_config(splits.train.x, cfg.data)
     data = TensorData(pre(splits.train.x).to(device), splits.train.y.to(device), pre(splits.val.x).to(device),
                       splits.val.y.to(device))
     model_fit = make_model(cfg, splits.train.input_shape, len(splits.classes)).to(device)
     model_lean = copy.deepcopy(model_fit)
-    if args.channels_last:
+    if cfg.train.channels_last:
         model_lean.to(memory_format=torch.channels_last)
         data = TensorData(data.x_train.contiguous(memory_format=torch.channels_last), data.y_train,
                           data.x_val.contiguous(memory_format=torch.channels_last), data.y_val)
     decay, rest = decayed_parameters(model_lean)
     opt = torch.optim.SGD([{"params": decay, "weight_decay": cfg.optim.weight_decay},
-                           {"params": rest, "weight_decay": 0.0}], lr=cfg.optim.lr, momentum=cfg.optim.momentum)
+                           {"params": rest, "weight_decay": 0.0}], lr=cfg.optim.lr, momentum=cfg.optim.momentum,
+                          nesterov=cfg.optim.nesterov)
     lean = Interleaved(model_lean, opt, data, cfg.train.batch_size, device)
     load = os.getloadavg()[0]
     cfg = C.apply_overrides(cfg, {"train.epochs": args.epochs + 1})
@@ -130,7 +134,7 @@ def main() -> None:
     print(f"data {args.data}: {len(data.x_train)} train images, batch {cfg.train.batch_size}, device {device}, "
           f"{torch.get_num_threads()} threads, {args.epochs} timed epochs each, load {load:.2f} -> "
           f"{os.getloadavg()[0]:.2f}")
-    print(f"spec: {cfg.model.spec}")
+    print(f"spec: {cfg.model.spec}, channels_last {cfg.train.channels_last}")
     print(f"fit  epoch: median {fit_s:.3f} s  (all: {', '.join(f'{t:.3f}' for t in times['fit'])})")
     print(f"lean epoch: median {lean_s:.3f} s  (all: {', '.join(f'{t:.3f}' for t in times['lean'])})")
     print(f"epoch-time ratio fit/lean: {fit_s / lean_s:.3f}  (target <= 1.05 on CPU, <= 1.10 on CUDA)")

@@ -116,6 +116,9 @@ def babysit_cfg(args: argparse.Namespace, seed: int) -> C.RunConfig:
         over["train.epochs"] = args.epochs
     if args.threads and "threads" in {f.name for f in fields(C.TrainConfig)}:
         over["train.threads"] = args.threads  # when babysit has the option, it sets the threads itself
+    for item in args.set:  # --set section.key=value: try a babysit config other than the defaults
+        key, _, value = item.partition("=")
+        over[key] = value
     return C.apply_overrides(C.RunConfig(), over)
 
 
@@ -269,6 +272,8 @@ def main() -> None:
     ap.add_argument("--bn-epochs", type=int, default=BN_EPOCHS, help="bn: epochs (when --epochs is 0)")
     ap.add_argument("--bn-format", default="channels_last", choices=("channels_last", "contiguous"),
                     help="bn: memory format of the model and batches (channels_last: ~0.6x the step time on CPU)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="babysit: a config override (repeatable), e.g. --set model.spec=lecture")
     ap.add_argument("--json", default="", help="also write the numbers here")
     ap.add_argument("--verbose", action="store_true", help="show babysit's own output")
     args = ap.parse_args()

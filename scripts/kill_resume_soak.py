@@ -1,6 +1,7 @@
 """Kill `babysit train` with SIGKILL at random points, resume each run, and check it ends bit-identical.
 
     python scripts/kill_resume_soak.py [--kills 20] [--seed 0] [--workdir DIR] [--keep] [--augment]
+                                       [--train-arg=--train.deterministic=true ...]
 
 One uninterrupted reference run comes first (it also counts the run's history appends and atomic
 writes). Then, per kill, a seeded generator picks a kill point (each kind equally often, in random
@@ -220,13 +221,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workdir", help="where the runs go (default: a temporary folder, removed after)")
     p.add_argument("--keep", action="store_true", help="keep the temporary folder")
     p.add_argument("--augment", action="store_true", help=f"train with augmentation too ({AUGMENT})")
+    p.add_argument("--train-arg", action="append", default=[], metavar="OPTION",
+                   help="one more train option for every run, e.g. --train-arg=--train.deterministic=true")
     args = p.parse_args(argv)
     if args.augment:
         TRAIN_ARGS.append(AUGMENT)
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="babysit-soak-"))
     workdir.mkdir(parents=True, exist_ok=True)
     try:
-        good = soak(args.kills, args.seed, workdir)
+        good = soak(args.kills, args.seed, workdir, tuple(args.train_arg))
     finally:
         if not args.workdir and not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)

@@ -102,7 +102,7 @@ def paths(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     (p["truncated"] / last).write_bytes((base / last).read_bytes()[:500])
     toml = (base / "config.toml").read_text()
     (p["spec_edited"] / "config.toml").write_text(toml.replace("conv3-4 relu pool2 fc", "conv3-16 relu pool2 fc"))
-    (p["batch_edited"] / "config.toml").write_text(toml.replace("batch_size = 64", "batch_size = 32"))
+    (p["batch_edited"] / "config.toml").write_text(toml.replace("batch_size = 32", "batch_size = 16"))  # the auto batch
     shutil.copyfile(out / "other" / last, p["other_arch"] / last)
     (p["toml_broken"] / "config.toml").write_text(toml[: len(toml) // 2] + "\n[[[")
     (p["no_weights"] / last).unlink()
@@ -168,7 +168,7 @@ CASES = [
     ("nan lr", "train --optim.lr=nan", "optim.lr must be a positive number"),
     ("infinite lr", "train --optim.lr=inf", "optim.lr must be a positive number"),
     ("negative momentum", "train --optim.momentum=-1", "optim.momentum must be >= 0"),
-    ("batch size 0", "train --train.batch_size=0", "train.batch_size must be at least 1"),
+    ("negative batch size", "train --train.batch_size=-1", "train.batch_size must be at least 1 (or 0 for auto)"),
     ("batch larger than data", "train --data.limit=30 --train.batch_size=64", "larger than the 30 training images"),
     ("epochs 0", "train --train.epochs=0", "train.epochs must be at least 1"),
     ("checkpoint every 0", "train --checkpoint.every=0", "checkpoint.every must be at least 1"),
@@ -207,7 +207,7 @@ CASES = [
     ("resume checkpoint of another architecture", "train --resume {other_arch}", "model.spec: 'conv3-6"),
     ("resume truncated checkpoint", "train --resume {truncated}", "is damaged (truncated or overwritten)"),
     ("resume spec edited in config.toml", "train --resume {spec_edited}", "was saved with another config"),
-    ("resume batch size edited", "train --resume {batch_edited}", "train.batch_size: 64 -> 32"),
+    ("resume batch size edited", "train --resume {batch_edited}", "train.batch_size: 32 -> 16"),
     ("resume config.toml broken", "train --resume {toml_broken}", "is not valid TOML"),
     ("resume from a best-weights file", "train --resume {best_is_last}", "holds weights only"),
     ("resume with damaged meta.json", "train --resume {pickled_meta}", "meta.json is missing or damaged"),

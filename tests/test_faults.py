@@ -175,7 +175,8 @@ class CrashAt:
 
 
 def test_callbacks_early_stopping_and_ema_resume_exactly(tmp_path: Path) -> None:
-    data, c = digits(), cfg(**{"train.epochs": 8, "optim.lr": 0.2})
+    data, c = digits(), cfg(**{"train.epochs": 8, "optim.lr": 0.2, "optim.nesterov": False, "schedule.name": "cosine",
+                               "schedule.warmup_epochs": 1})  # a run whose val accuracy stalls for an epoch
     whole_ema = EMA()
     whole_stopper = EarlyStopping()
     whole_cbs: list[object] = [whole_stopper, whole_ema]

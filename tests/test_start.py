@@ -6,7 +6,8 @@ import torch
 from babysit import config as C
 from babysit.errors import BabysitError
 from babysit.experiment import train
-from babysit.start import check_config, fresh_start, plan_run
+from babysit.models.auto import LECTURE, auto_spec
+from babysit.start import auto_batch_size, check_config, fresh_start, plan_run
 
 
 def cfg(**over):
@@ -17,7 +18,7 @@ def test_plan_on_digits():
     plan = plan_run(cfg(**{"augment.pipeline": "flip-h,translate-1", "train.batch_size": "64"}))
     assert plan.num_classes == 10 and plan.input_shape == (1, 8, 8)
     assert plan.steps_per_epoch == -(-len(plan.splits.train) // 64) == 20
-    assert str(plan.spec) == C.DEFAULT_SPEC
+    assert str(plan.spec) == plan.cfg.model.spec == auto_spec((1, 8, 8))  # the name made concrete for this input
     assert [str(op) for op in plan.ops] == ["flip-h", "translate-1"]
     assert any("flip-h on digits" in w for w in plan.warnings)  # a mirrored 2 is no 2
     assert plan.device == torch.device("cpu")
@@ -56,3 +57,18 @@ def test_fresh_start_is_seeded_and_on_the_plan():
     assert a1 is not None and [str(op) for op in plan.ops] == ["translate-1"]
     _, d3, a3 = fresh_start(plan_run(cfg()))
     assert a3 is None and d3.x_raw is None
+
+
+def test_auto_batch_is_a_hundredth_of_the_data_as_a_power_of_two_in_32_to_512():
+    assert [auto_batch_size(n) for n in (20, 1293, 6400, 12800, 54001, 10**6)] == [20, 32, 64, 128, 512, 512]
+
+
+def test_auto_values_are_made_concrete_and_recorded(tmp_path):
+    """spec=auto and batch_size=0 become this data's net and batch; config.toml holds them, not the names."""
+    res = train(cfg(**{"train.epochs": "1", "monitor.checks": "false", "monitor.report": "false"}), out=tmp_path,
+                name="r")
+    recorded = C.load_toml(res.run.config)
+    assert recorded.model.spec == auto_spec((1, 8, 8)) and recorded.train.batch_size == 32
+    assert (tmp_path / "r" / "spec.txt").read_text().strip() == recorded.model.spec
+    lecture = plan_run(cfg(**{"model.spec": "lecture", "train.batch_size": "16"}))
+    assert str(lecture.spec) == LECTURE and lecture.cfg.train.batch_size == 16  # a number given is kept

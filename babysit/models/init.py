@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from babysit.errors import BabysitError
+from babysit.models.auto import resolve_spec
 from babysit.models.build import MaxoutUnit, build
 from babysit.models.spec import Activation, Layer, LeakyReLU, Maxout, parse
 from babysit.registry import Registry
@@ -258,7 +259,7 @@ def init_check(spec: str, input_shape: tuple[int, int, int], schemes: tuple[str,
     results = {}
     for scheme in schemes:
         torch.manual_seed(seed)
-        model = build(spec, input_shape, num_classes)
+        model = build(resolve_spec(spec, input_shape), input_shape, num_classes)
         init_weights(model, scheme, batch=x)
         results[scheme] = activation_stats(model, x)
     return results

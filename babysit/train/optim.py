@@ -24,7 +24,6 @@ import torch
 from torch import nn
 
 from babysit.config import OptimConfig, RunConfig
-from babysit.errors import BabysitError
 from babysit.registry import Registry
 from babysit.train.regularize import (
     decay_is_decoupled,
@@ -53,9 +52,9 @@ def _sgd(groups: Groups, cfg: OptimConfig) -> torch.optim.Optimizer:
     # torch keeps v = mu*v + dx; x -= lr*v (the slides' v = gamma*v + grad J; w -= alpha*v). With a
     # constant lr that is the cs231n form v = mu*v - lr*dx; x += v with v scaled by -lr; when the
     # schedule changes lr, torch's form rescales the whole velocity at once, cs231n's keeps old steps.
-    if cfg.nesterov and cfg.momentum == 0:
-        raise BabysitError("optim.nesterov needs momentum; set --optim.momentum=0.9 (or drop --optim.nesterov).")
-    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
+    # Nesterov is the default look-ahead of momentum; with momentum 0 there is nothing to look ahead
+    # with, so --optim.momentum=0 alone gives the notes' vanilla update.
+    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0)
 
 
 @OPTIMIZERS.register("adagrad")
@@ -197,6 +196,4 @@ def check_choices(cfg: RunConfig) -> None:
     OPTIMIZERS.get(cfg.optim.name)
     SCHEDULES.get(cfg.schedule.name)
     LOSSES.get(cfg.loss.name)
-    if cfg.optim.nesterov and cfg.optim.momentum == 0 and cfg.optim.name == "sgd":
-        raise BabysitError("optim.nesterov needs momentum; set --optim.momentum=0.9 (or drop --optim.nesterov).")
     check_scheme(cfg.model.init)

@@ -205,8 +205,9 @@ def run_lr_find(cfg: RunConfig, plot: str | Path | None = None) -> LRFindResult:
     """The whole range test as ``babysit lr-find`` runs it: data, preprocessing, model, test, plot."""
     from babysit.figures import plot_lr_find
 
-    model, data, augment = fresh_start(plan_run(cfg))
-    result = lr_range_test(model, data, cfg, augment=augment)
+    plan = plan_run(cfg)
+    model, data, augment = fresh_start(plan)
+    result = lr_range_test(model, data, plan.cfg, augment=augment)
     if plot is not None:
         plot_lr_find(result, plot)
     return result

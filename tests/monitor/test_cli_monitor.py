@@ -35,7 +35,7 @@ def test_lr_1e6_stops_within_a_few_steps_with_lr_too_high(tmp_path):
 
 
 def test_a_nan_caught_by_the_loop_also_becomes_the_lr_too_high_finding(tmp_path):
-    code, out, err = run_main(["train", *TINY_RUN, "--optim.lr=1e30", "--schedule.warmup_epochs=0",
+    code, out, err = run_main(["train", *TINY_RUN, "--optim.lr=1e30", "--schedule.name=constant",
                                "--monitor.checks=false", "--monitor.report=false", "--out", str(tmp_path),
                                "--name", "x"])
     assert code == 3 and "loss exploded — LR too high" in out and "the weights became inf" in out

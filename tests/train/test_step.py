@@ -24,7 +24,8 @@ def test_train_step_is_the_notes_momentum_update_with_l2():
     data = digits_data(n_train=64)
     x, y = data.x_train, data.y_train
     lr, mu, lam = 0.1, 0.9, 1e-2
-    c = cfg(**{"optim.lr": lr, "optim.momentum": mu, "optim.weight_decay": lam, "schedule.name": "constant"})
+    c = cfg(**{"optim.lr": lr, "optim.momentum": mu, "optim.nesterov": False, "optim.weight_decay": lam,
+               "schedule.name": "constant"})
     model = _linear()
     update = Update.from_config(model, c)
     w = model[1].weight.detach().clone()

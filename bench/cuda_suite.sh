@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Every CUDA check and measurement in one go, for a lent GPU machine with no internet (its python3 holds
+# torch): kornia, kornia_rs and tomli_w travel as wheels in .whl/, MNIST as .gz IDX files in .gpu-data/mnist.
+#   bash bench/cuda_suite.sh          (writes its logs to $OUT, or /tmp/cuda-suite)
+set -u
+OUT=${OUT:-/tmp/cuda-suite}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1 BABYSIT_DATA=$PWD/.gpu-data
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+export PYTHONPATH=$PWD:/tmp/site
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+python3 -c "import torch, kornia; print('torch', torch.__version__, 'kornia', kornia.__version__, torch.cuda.get_device_name())"
+
+step() {  # step SECONDS NAME COMMAND...: run with a time limit, log to $OUT/NAME.log, say how it ended
+  local limit=$1 name=$2; shift 2
+  local t0=$SECONDS
+  echo "=== $name: $*"
+  timeout "$limit" "$@" > "$OUT/$name.log" 2>&1
+  local rc=$?
+  tail -n "${TAIL:-25}" "$OUT/$name.log"
+  echo "=== $name: rc $rc, $((SECONDS - t0)) s"
+}
+
+step 60 tests python3 -m pytest -q -x -p no:cacheprovider tests/test_hardware.py tests/test_start.py
+TAIL=12 step 80 overhead-lecture python3 bench/loop_overhead.py --device cuda --data mnist --epochs 3 \
+    --spec lecture --batch-size 64
+TAIL=12 step 50 overhead-auto python3 bench/loop_overhead.py --device cuda --data mnist --epochs 3
+TAIL=20 step 60 train-defaults python3 -m babysit train --data.name=mnist --out "$OUT/runs" --name defaults
+TAIL=8 step 100 soak-deterministic python3 scripts/kill_resume_soak.py --kills 4 \
+    --train-arg=--train.deterministic=true
+TAIL=14 step 90 time-to-accuracy python3 bench/time_to_accuracy.py --data mnist --seeds 3 --only babysit,bn \
+    --json "$OUT/tta_mnist.json"
+TAIL=10 step 150 options python3 bench/hardware_options.py --data mnist --epochs 3 --device cuda
