@@ -13,21 +13,26 @@ python3 -c "import torch, kornia; print('torch', torch.__version__, 'kornia', ko
 
 step() {  # step SECONDS NAME COMMAND...: run with a time limit, log to $OUT/NAME.log, say how it ended
   local limit=$1 name=$2; shift 2
+  if [ -n "${ONLY:-}" ] && [[ " $ONLY " != *" $name "* ]]; then return; fi  # ONLY="a b": just those steps
   local t0=$SECONDS
   echo "=== $name: $*"
   timeout "$limit" "$@" > "$OUT/$name.log" 2>&1
   local rc=$?
-  tail -n "${TAIL:-25}" "$OUT/$name.log"
+  grep -v '^W[0-9]' "$OUT/$name.log" | tail -n "${TAIL:-25}"  # (torch.compile's recompile warnings left out)
   echo "=== $name: rc $rc, $((SECONDS - t0)) s"
 }
 
-step 60 tests python3 -m pytest -q -x -p no:cacheprovider tests/test_hardware.py tests/test_start.py
-TAIL=12 step 80 overhead-lecture python3 bench/loop_overhead.py --device cuda --data mnist --epochs 3 \
-    --spec lecture --batch-size 64
-TAIL=12 step 50 overhead-auto python3 bench/loop_overhead.py --device cuda --data mnist --epochs 3
+step 60 tests python3 -m pytest -q -x -p no:cacheprovider tests/test_hardware.py tests/test_start.py \
+    tests/train/test_step.py
+TAIL=6 step 80 overhead-lecture python3 bench/loop_overhead.py --device cuda --data mnist --epochs 3 \
+    --spec lecture --batch-size 64 --lr 0.05
+TAIL=6 step 50 overhead-auto python3 bench/loop_overhead.py --device cuda --data mnist --epochs 3
+TAIL=40 step 60 profile python3 bench/profile_fit.py --data mnist --epochs 2 --device cuda --top 30
 TAIL=20 step 60 train-defaults python3 -m babysit train --data.name=mnist --out "$OUT/runs" --name defaults
-TAIL=8 step 100 soak-deterministic python3 scripts/kill_resume_soak.py --kills 4 \
+TAIL=8 step 150 soak-deterministic python3 scripts/kill_resume_soak.py --kills 4 \
     --train-arg=--train.deterministic=true
-TAIL=14 step 90 time-to-accuracy python3 bench/time_to_accuracy.py --data mnist --seeds 3 --only babysit,bn \
+TAIL=8 step 150 time-to-accuracy python3 bench/time_to_accuracy.py --data mnist --seeds 5 --only babysit,bn \
     --json "$OUT/tta_mnist.json"
+TAIL=6 step 90 time-to-accuracy-lr0.1 python3 bench/time_to_accuracy.py --data mnist --seeds 5 --only babysit \
+    --set optim.lr=0.1
 TAIL=10 step 150 options python3 bench/hardware_options.py --data mnist --epochs 3 --device cuda

@@ -94,6 +94,7 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--spec", default="", help="model.spec (default: babysit's default for the data)")
     ap.add_argument("--batch-size", type=int, default=0, help="default: babysit's")
+    ap.add_argument("--lr", type=float, default=0.0, help="constant learning rate (default: babysit's optim.lr)")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: babysit's automatic choice)")
     ap.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                     help="NHWC in both loops (train.channels_last; default: babysit's)")
@@ -104,6 +105,7 @@ def main() -> None:
     over.update({"train.channels_last": args.channels_last} if args.channels_last is not None else {})
     over.update({"model.spec": args.spec} if args.spec else {})
     over.update({"train.batch_size": args.batch_size} if args.batch_size else {})
+    over.update({"optim.lr": args.lr} if args.lr else {})
     cfg = C.apply_overrides(C.RunConfig(), over)
     from babysit.start import plan_run
 

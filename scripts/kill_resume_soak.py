@@ -104,7 +104,7 @@ def child(point: KillPoint | None, args: list[str], cwd: Path, counts_file: str 
           timer_run: Path | None = None) -> subprocess.CompletedProcess[str]:
     """Run ``babysit`` with ``args`` under the fault hooks; for a timer point, kill it from here."""
     kind, n = (point.kind, point.n) if point else ("none", 0.0)
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH", "")])))
     cmd = [sys.executable, "-c", CHILD, kind, str(n), counts_file, *args]
     proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     if kind == "timer" and timer_run is not None:

@@ -7,7 +7,7 @@ from babysit import config as C
 from babysit.errors import BabysitError
 from babysit.experiment import train
 from babysit.models.auto import LECTURE, auto_spec
-from babysit.start import auto_batch_size, check_config, fresh_start, plan_run
+from babysit.start import auto_batch_size, check_config, fresh_start, plan_run, resolve_device
 
 
 def cfg(**over):
@@ -21,7 +21,7 @@ def test_plan_on_digits():
     assert str(plan.spec) == plan.cfg.model.spec == auto_spec((1, 8, 8))  # the name made concrete for this input
     assert [str(op) for op in plan.ops] == ["flip-h", "translate-1"]
     assert any("flip-h on digits" in w for w in plan.warnings)  # a mirrored 2 is no 2
-    assert plan.device == torch.device("cpu")
+    assert plan.device == resolve_device("auto")  # cuda where there is one
 
 
 def test_config_mistakes_are_found_before_the_data_is_read():

@@ -69,12 +69,15 @@ def histogram(t: torch.Tensor, bins: int = HISTOGRAM_BINS,
     """(lo, hi, counts) of ``t`` over its [min, max] in ``bins`` equal bins, without leaving the device.
 
     The range is the whole tensor's; the counts come from at most ``sample`` evenly strided values.
+    No host sync: ``torch.bincount`` on a GPU reads its input's maximum back to size the output, which
+    stalls the launch queue once per histogram; comparing against each bin index keeps it on the device.
     """
     flat = t.detach().reshape(-1)
     lo, hi = torch.aminmax(flat)
     part = flat[:: max(1, -(-flat.numel() // sample))].float()
     idx = ((part - lo) / (hi - lo).clamp_min(1e-12) * bins).long().clamp_(0, bins - 1)
-    return lo, hi, torch.bincount(idx, minlength=bins)
+    counts = (idx[:, None] == torch.arange(bins, device=idx.device)).sum(0)  # (bins,), one pass, no sync
+    return lo, hi, counts
 
 
 def _activation_stats(kind: str, a: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -235,10 +238,15 @@ class LayerProbes:
         self._stats, self._hist = {}, {}
 
     def _histogram_record(self, step: int) -> dict[str, Any]:
+        """Every histogram of this probe, read back in one transfer."""
         out: dict[str, Any] = {"step": step, "layers": {}}
-        for name, parts in self._hist.items():
-            out["layers"][name] = {part: [float(lo), float(hi), counts.tolist()]
-                                   for part, (lo, hi, counts) in parts.items()}
+        keys = [(name, part) for name, parts in self._hist.items() for part in parts]
+        if not keys:
+            return out
+        rows = torch.stack([torch.cat([lo.view(1).double(), hi.view(1).double(), counts.double()])
+                            for lo, hi, counts in (self._hist[n][p] for n, p in keys)]).tolist()
+        for (name, part), row in zip(keys, rows):
+            out["layers"].setdefault(name, {})[part] = [row[0], row[1], [int(c) for c in row[2:]]]
         return out
 
     def _write_filters(self, state: LoopState, initial: bool) -> None:

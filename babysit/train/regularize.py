@@ -14,7 +14,7 @@ layer number of a spec model: ``"0=1e-3,9=0"``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -133,6 +133,7 @@ class Regularizer:
     max_norm: float  # c of the max-norm constraint; 0 = off
     constrained: list[nn.Parameter]  # weights with one row (or filter) per unit
     l2_step: bool = False  # the update rule applies the L2 term (its gradient lambda*W); it is not in penalty()
+    _l2_flat: tuple[list[nn.Parameter], torch.Tensor] | None = field(default=None, repr=False)  # see l2_value
 
     @classmethod
     def from_config(cls, model: nn.Module, cfg: RunConfig) -> Regularizer:
@@ -163,7 +164,12 @@ class Regularizer:
         cost, no autograd graph); None when the L2 term is in :meth:`penalty` or there is none."""
         if not self.l2_step or not self.l2_groups:
             return None
-        return sum(0.5 * strength * torch.nn.utils.get_total_norm(params) ** 2 for strength, params in self.l2_groups)
+        if self._l2_flat is None:  # every L2 tensor and its lambda/2, gathered once: a few kernels per step
+            flat = [(p, 0.5 * strength) for strength, params in self.l2_groups for p in params]
+            self._l2_flat = [p for p, _ in flat], torch.tensor([c for _, c in flat], device=flat[0][0].device)
+        params, halves = self._l2_flat
+        norms = torch.stack(torch._foreach_norm(params))  # ||W_i|| of every tensor in one fused call
+        return torch.dot(norms * norms, halves.to(norms.dtype))
 
     def project(self) -> None:
         """The max-norm constraint, applied after the parameter update (no-op when max_norm is 0)."""
