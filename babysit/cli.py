@@ -46,6 +46,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
     from babysit.experiment import evaluate_run, format_confusion
 
     res = evaluate_run(args.run, args.split, args.device, args.tta)
+    for warning in res.warnings:
+        print(f"warning: test-time augmentation: {warning}", flush=True)
     n = int(res.confusion.sum())
     print(f"{res.split}: accuracy {res.accuracy:.4f} ({round(res.accuracy * n)}/{n}), loss {res.loss:.4f}")
     if res.tta_accuracy is not None:

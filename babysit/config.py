@@ -39,7 +39,7 @@ class DataConfig:
     patch_size: int = 2  # patch-white: whiten k x k patches with a fixed k x k conv (C*k*k output channels)
     channels: int = 0  # convert images to this many channels (1 or 3); 0 keeps the source's
     size: int = 0  # resize images to size x size pixels; 0 keeps the source's
-    limit: int = 0  # use at most this many training images (0 = all); for quick experiments
+    limit: int = 0  # use at most this many training images (0 = all; val and test are not capped)
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from babysit import config as C
+from babysit.data.augment import augment_warnings, parse_pipeline
 from babysit.data.preprocess import Preprocessor
 from babysit.data.preview import save_augment_picture
 from babysit.data.sources import Dataset
@@ -49,6 +50,7 @@ class EvalResult:
     tta: str = ""  # the test-time views asked for ("" = none)
     tta_views: int = 0  # how many views each image's probabilities were averaged over
     tta_accuracy: float | None = None  # accuracy of the averaged prediction (the confusion matrix is this one's)
+    warnings: tuple[str, ...] = ()  # test-time views that change the class on this data (a mirrored digit)
 
 
 def _first_files(run: RunDir, plan: Plan) -> Preprocessor:
@@ -131,15 +133,19 @@ def evaluate_run(path: str | Path, split: str = "test", device: str = "cpu", tta
     dev = next(model.parameters()).device
     y = part.y.to(dev)
     loss, acc, pred = evaluate(model, pre(part.x.to(dev)), y, cfg.train.eval_batch_size)
-    views, tta_acc = None, None
+    views, tta_acc, warnings = None, None, []
     if tta:
+        tokens = {t.strip().lower() for t in tta.split(",")}
+        flips = ["flip-h"] * bool(tokens & {"flip", "flip-h"}) + ["flip-v"] * ("flip-v" in tokens)
+        warnings = augment_warnings(parse_pipeline(flips), cfg.data.name) if flips else []  # as train warns
         views = tta_views(tta, cfg, len(splits.classes))
         probs = tta_probabilities(model, pre, part.x, views, cfg.train.eval_batch_size)
         pred = probs.argmax(1)
         tta_acc = (pred == y).float().mean().item()
     k = len(splits.classes)
     confusion = torch.bincount(y.cpu() * k + pred.cpu(), minlength=k * k).view(k, k)
-    return EvalResult(split, loss, acc, confusion, splits.classes, tta, len(views) if views else 0, tta_acc)
+    return EvalResult(split, loss, acc, confusion, splits.classes, tta, len(views) if views else 0, tta_acc,
+                      tuple(warnings))
 
 
 def format_confusion(res: EvalResult) -> str:

@@ -56,16 +56,17 @@ class Plan:
     warnings: tuple[str, ...]  # config warnings (a flip that changes a digit), printed by the caller
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` picks CUDA when available; anything else is passed to torch.device."""
+def resolve_device(name: str, option: str = "--train.device") -> torch.device:
+    """``auto`` picks CUDA when available; anything else is passed to torch.device. ``option`` is how the
+    user typed the device (``--train.device`` for train, ``--device`` for eval), for the error's advice."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         dev = torch.device(name)
     except RuntimeError:
-        raise BabysitError(f"unknown device {name!r}; use auto, cpu or cuda.") from None
+        raise BabysitError(f"unknown device {name!r}; use {option}=auto, cpu or cuda.") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise BabysitError(f"device {name!r} was asked for but no CUDA GPU is available; use --train.device=cpu.")
+        raise BabysitError(f"device {name!r} was asked for but no CUDA GPU is available; use {option}=cpu.")
     return dev
 
 
@@ -114,6 +115,32 @@ def resolve_auto(cfg: C.RunConfig, input_shape: tuple[int, int, int], n_train: i
     if train.batch_size == 0:
         train = replace(train, batch_size=auto_batch_size(n_train))
     return replace(cfg, model=model, train=train)
+
+
+# which update rules read which optimiser options (the rest are ignored by that rule)
+_READ_BY = {"momentum": ("sgd",), "nesterov": ("sgd",), "betas": ("adam", "almost-adam", "adamw"),
+            "decay_rate": ("rmsprop",), "eps": ("adagrad", "rmsprop", "adam", "almost-adam", "adamw")}
+
+
+def config_warnings(cfg: C.RunConfig, steps_per_epoch: int) -> list[str]:
+    """Settings that are legal but almost surely not what the user meant: an option the chosen update
+    rule ignores, and a schedule constant left at its per-epoch default after ``schedule.unit=step``."""
+    out = []
+    default, o = C.OptimConfig(), cfg.optim
+    for key, rules in _READ_BY.items():
+        if o.name not in rules and getattr(o, key) != getattr(default, key):
+            out.append(f"optim.{key}={getattr(o, key)} is ignored by optim.name={o.name} (only "
+                       f"{', '.join(rules)} read it); drop it, or choose one of those rules.")
+    s, sd = cfg.schedule, C.ScheduleConfig()
+    if s.unit == "step":
+        for key, names in (("step_size", ("step",)), ("k", ("exp", "inv-time", "inv-sqrt")),
+                           ("half_cycle", ("cyclical",))):
+            if s.name in names and getattr(s, key) == getattr(sd, key):
+                value = getattr(s, key)
+                out.append(f"schedule.{key}={value:g} is the per-epoch default, but schedule.unit=step counts it in "
+                           f"steps ({steps_per_epoch} per epoch here); give it in steps, e.g. "
+                           f"--schedule.{key}={value * steps_per_epoch if key != 'k' else value / steps_per_epoch:g}.")
+    return out
 
 
 def check_config(cfg: C.RunConfig) -> tuple[Spec | None, tuple[AugmentOp, ...]]:
@@ -165,7 +192,8 @@ def plan_run(cfg: C.RunConfig) -> Plan:
     check_data(cfg, spec, splits)
     return Plan(cfg, ds, splits, spec, ops, splits.train.input_shape, len(splits.classes),
                 math.ceil(len(splits.train) / cfg.train.batch_size), device,
-                tuple(augment_warnings(list(ops), ds.name, cfg.data.preprocess, ds.traits)))
+                tuple(augment_warnings(list(ops), ds.name, cfg.data.preprocess, ds.traits)
+                      + config_warnings(cfg, math.ceil(len(splits.train) / cfg.train.batch_size))))
 
 
 def make_model(cfg: C.RunConfig, input_shape: tuple[int, int, int], num_classes: int,
@@ -227,4 +255,4 @@ def load_run(path: str | Path, device: str = "cpu") -> tuple[RunDir, C.RunConfig
         model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
     except RuntimeError as e:
         raise BabysitError(f"{weights_path} does not match the run's spec ({str(e).splitlines()[0]}).") from None
-    return run, cfg, model.to(resolve_device(device)), pre, splits
+    return run, cfg, model.to(resolve_device(device, "--device")), pre, splits

@@ -124,12 +124,15 @@ def test_train_with_augmentation_says_so_and_warns_about_flipped_digits(augmente
 def test_eval_with_tta_reports_both_accuracies(augmented, capsys):
     run, _ = augmented
     assert main(["eval", str(run), "--tta", "flip,translate"]) == 0
-    lines = capsys.readouterr().out.splitlines()
+    warning, *lines = capsys.readouterr().out.splitlines()
+    assert warning.startswith("warning: test-time augmentation: flip-h on digits: a mirrored digit")  # as train says
     assert lines[0].startswith("test: accuracy ")
     assert lines[1].startswith("test with test-time augmentation (flip,translate: 10 views averaged): accuracy ")
     plain, averaged = float(lines[0].split()[2]), float(lines[1].split("accuracy ")[1].split()[0])
     delta = float(lines[1].split("), ")[1].split(";")[0])
     assert delta == pytest.approx(averaged - plain, abs=2e-4)  # each printed to 4 places
+    assert main(["eval", str(run), "--tta", "translate"]) == 0
+    assert "warning" not in capsys.readouterr().out  # a shift keeps a digit's meaning
 
 
 def test_augment_preview_and_data_show_write_pictures(tmp_path, capsys):

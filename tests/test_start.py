@@ -72,3 +72,24 @@ def test_auto_values_are_made_concrete_and_recorded(tmp_path):
     assert (tmp_path / "r" / "spec.txt").read_text().strip() == recorded.model.spec
     lecture = plan_run(cfg(**{"model.spec": "lecture", "train.batch_size": "16"}))
     assert str(lecture.spec) == LECTURE and lecture.cfg.train.batch_size == 16  # a number given is kept
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+def test_device_advice_names_the_option_of_the_command_used():
+    with pytest.raises(BabysitError, match=r"no CUDA GPU is available; use --device=cpu\.$"):
+        resolve_device("cuda", "--device")  # babysit eval's option, not train's
+    with pytest.raises(BabysitError, match=r"use --train.device=cpu\.$"):
+        resolve_device("cuda")
+
+
+def test_options_the_rule_ignores_and_per_epoch_constants_in_steps_are_warned():
+    from babysit.start import config_warnings
+
+    adam = cfg(**{"optim.name": "adam", "optim.momentum": "0.5"})
+    assert config_warnings(adam, 10) == ["optim.momentum=0.5 is ignored by optim.name=adam (only sgd read it); "
+                                         "drop it, or choose one of those rules."]
+    assert config_warnings(cfg(), 10) == []  # the defaults warn about nothing
+    steps = cfg(**{"schedule.name": "step", "schedule.unit": "step"})
+    (warning,) = config_warnings(steps, 40)
+    assert "schedule.step_size=20 is the per-epoch default" in warning and "--schedule.step_size=800" in warning
+    assert plan_run(steps).warnings[-1] == config_warnings(steps, plan_run(steps).steps_per_epoch)[0]

@@ -79,6 +79,16 @@ class Summary:
     rows: tuple[Row, ...]
 
     @property
+    def scores_note(self) -> str:
+        """"" when the network ends in one score per class; else the sentence ``train`` would refuse it with."""
+        last = self.rows[-1]
+        shape = tuple(int(v) for v in last.volume.split("x")) if "x" in last.volume else (int(last.volume),)
+        if math.prod(shape) == self.num_classes and (len(shape) == 1 or shape[:2] == (1, 1)):
+            return ""
+        return (f"note: the network ends with volume {last.volume} but there are {self.num_classes} classes, so "
+                "`babysit train` would refuse it; end the spec with a plain 'fc' (one output per class)")
+
+    @property
     def total_activations(self) -> int:
         """Numbers in all counted volumes, per image (the notes' "TOTAL memory" before * 4 bytes)."""
         return sum(r.activations for r in self.rows)
@@ -125,8 +135,8 @@ def _weights(info: LayerInfo) -> tuple[int, str, int, int]:
             text_in = str(shape[0])
         weights = n_in * out[0]
         return weights, f"{text_in}*{out[0]} = {weights:,}", weights + out[0], weights
-    if isinstance(layer, BatchNorm):
-        return 2 * shape[0], f"2*{shape[0]} = {2 * shape[0]:,}", 2 * shape[0], 0
+    if isinstance(layer, BatchNorm):  # gamma and beta: parameters, but a scale and shift, not weights
+        return 0, f"0 (gamma, beta: 2*{shape[0]} = {2 * shape[0]:,} params)", 2 * shape[0], 0
     return 0, "0", 0, 0
 
 
@@ -144,8 +154,8 @@ def summary(spec: Spec | str, input_shape: tuple[int, int, int], num_classes: in
     rows = [Row(None, "INPUT", tuple(input_shape), n_in, _memory_formula(tuple(input_shape)),
                 n_in * BYTES_PER_NUMBER * batch_size, 0, "0", 0, 0)]
     for info in infos:
-        counted = isinstance(info.layer, Conv | Pool | GlobalAvgPool | FC)
-        if not (counted or isinstance(info.layer, BatchNorm | Maxout)):
+        counted = isinstance(info.layer, Conv | Pool | GlobalAvgPool | FC | Maxout)  # a new (smaller) volume
+        if not (counted or isinstance(info.layer, BatchNorm)):
             continue  # activations and dropout: in place, no weights, not in the notes' table
         acts = math.prod(info.out_shape) if counted else 0
         weights, formula, params, macs = _weights(info)
@@ -174,7 +184,9 @@ def format_summary(s: Summary) -> str:
         f"TOTAL memory: {human(s.total_activations, 3)} * {BYTES_PER_NUMBER} bytes ~= {_bytes(per_image)} / image"
         f"{batch} (only forward! ~*2 for bwd)",
         f"TOTAL params: {human(s.total_params, 3)} parameters ({s.total_weights:,} weights + {biases:,} biases "
-        f"= {s.total_params:,}; {_bytes(s.total_params * BYTES_PER_NUMBER)} as float32)",
+        f"and BN scales/shifts = {s.total_params:,}; {_bytes(s.total_params * BYTES_PER_NUMBER)} as float32)",
         f"TOTAL FLOPs: {human(s.total_flops / s.batch_size, 3)} / image (2 * multiply-adds of conv and fc layers)",
     ]
+    if s.scores_note:
+        lines.append(s.scores_note)
     return "\n".join(line.rstrip() for line in lines)

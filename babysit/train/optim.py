@@ -172,7 +172,9 @@ def describe_groups(opt: torch.optim.Optimizer, cfg: RunConfig) -> str:
     parts = []
     for g in opt.param_groups:
         tensors, values = len(g["params"]), sum(p.numel() for p in g["params"])
-        what = f"weight decay {g['decay']:g}" if g["decay"] else "no decay (biases, norm parameters)"
+        weights = sum(p.ndim > 1 for p in g["params"])  # conv/fc weights (a 0 strength leaves them undecayed)
+        kinds = [f"{weights} weight tensors"] * bool(weights) + ["biases, norm parameters"] * (weights < tensors)
+        what = f"weight decay {g['decay']:g}" if g["decay"] else f"no decay ({', '.join(kinds)})"
         parts.append(f"{tensors} tensors ({values:,} values) {what}")
     return f"optimizer {cfg.optim.name}: " + "; ".join(parts) + f" [{how}]"
 

@@ -95,10 +95,11 @@ def test_small_net_rows_and_counting_rules() -> None:
     assert conv.memory_bytes == 28 * 28 * 6 * 4 * 8
     grouped = rows["conv3-12-g3"]  # each filter sees 3/3 = 1 input channel
     assert grouped.weights_formula == "(3*3*3/3)*12 = 108" and grouped.params == 120
-    bn = s.rows[2]  # in place: params but no activations, as the notes count
-    assert (bn.activations, bn.memory_formula, bn.params) == (0, "-", 12)
-    assert s.rows[3].volume == "28x28x3" and s.rows[3].activations == 0
-    assert s.total_activations == 3 * 32 * 32 + 28 * 28 * 6 + 14 * 14 * 3 + 14 * 14 * 12 + 10 + 4
+    bn = s.rows[2]  # in place: params (a scale and shift) but no weights and no activations, as the notes count
+    assert (bn.activations, bn.memory_formula, bn.weights, bn.params) == (0, "-", 0, 12)
+    maxout = s.rows[3]  # not in place: max over pairs of channels makes a new volume of half the depth
+    assert maxout.volume == "28x28x3" and maxout.activations == 28 * 28 * 3 and maxout.memory_formula != "-"
+    assert s.total_activations == 3 * 32 * 32 + 28 * 28 * 6 + 28 * 28 * 3 + 14 * 14 * 3 + 14 * 14 * 12 + 10 + 4
     assert s.total_params == sum(p.numel() for p in build(s.spec, (3, 32, 32), 4).parameters())
     assert "/ batch of 8" in format_summary(s)
 
@@ -118,5 +119,7 @@ def test_a_network_prefix_can_be_tabulated_but_not_built() -> None:
     s = summary("conv5-5-p0", (3, 32, 32), 10)  # the notes' worked example, no classifier yet
     assert [(r.token, r.volume) for r in s.rows] == [("INPUT", "32x32x3"), ("conv5-5-p0", "28x28x5")]
     assert s.total_params == 5 * 5 * 3 * 5 + 5
+    assert "would refuse it; end the spec with a plain 'fc'" in format_summary(s)  # said, not only when training
+    assert "would refuse" not in format_summary(summary("conv5-5-p0 gap fc", (3, 32, 32), 10))
     with pytest.raises(BabysitError, match="end the spec with a plain 'fc'"):
         build("conv5-5-p0", (3, 32, 32), 10)

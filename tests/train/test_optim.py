@@ -213,6 +213,10 @@ def test_no_decay_on_biases_and_norm_parameters_by_default():
     line = describe_groups(make_optimizer(net(), cfg), cfg)
     assert line == ("optimizer sgd: 2 tensors (1,476 values) weight decay 0.0005; 4 tensors (22 values) "
                     "no decay (biases, norm parameters) [L2, its gradient lambda*W added in the step]")
+    off = apply_overrides(cfg, {"optim.weight_decay": 0})  # the weights are undecayed, but they are weights
+    assert describe_groups(make_optimizer(net(), off), off) == (
+        "optimizer sgd: 6 tensors (1,498 values) no decay (2 weight tensors, biases, norm parameters) "
+        "[L2, its gradient lambda*W added in the step]")
     almost = apply_overrides(cfg, {"optim.name": "almost-adam"})  # no weight_decay of its own: L2 in the loss
     assert all(g["weight_decay"] == 0 for g in param_groups(net(), almost))
     assert describe_groups(make_optimizer(net(), almost), almost).endswith("[as L2 in the loss]")
