@@ -134,7 +134,7 @@ def loss_flat(ev: Evidence, found: set[str]) -> list[Finding]:
     rel = change / abs(start) if start else 0.0
     lr, wd = ev.lr(), float(ev.cfg("optim", "weight_decay", 0.0) or 0.0)
     seen = (f"along its fitted trend the loss goes {start:.6f} -> {start + change:.6f} ({rel:+.2%}) over "
-            f"{len(losses)} steps at lr {lr:.3g}")
+            f"{len(losses)} steps at lr {ev.lr_text()}")
     numbers = {"loss_start": start, "loss_end": start + change, "change": rel, "steps": len(losses), "lr": lr,
                "weight_decay": wd}
     if rel > LOSS_FLAT_DROP and change > RISE_SIGNIFICANCE * se:

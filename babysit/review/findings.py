@@ -93,6 +93,14 @@ class Evidence:
         """The configured learning rate (the largest recorded one when there is no config)."""
         return float(self.cfg("optim", "lr", 0.0) or max((r.get("lr", 0.0) for r in self.steps), default=0.0))
 
+    def lr_text(self) -> str:
+        """The learning rate the steps really had: ``0.05``, or ``0.0003..0.0075 (the schedule's; optim.lr 0.05)``."""
+        lrs = [float(r["lr"]) for r in self.steps if isinstance(r.get("lr"), (int, float))]
+        lo, hi = (min(lrs), max(lrs)) if lrs else (self.lr(), self.lr())
+        if f"{lo:.3g}" == f"{hi:.3g}" == f"{self.lr():.3g}":
+            return f"{hi:.3g}"
+        return f"{lo:.3g}..{hi:.3g} (the schedule's; optim.lr {self.lr():.3g})"
+
     def losses(self) -> list[float]:
         return [float(r["loss"]) for r in self.steps if isinstance(r.get("loss"), (int, float))]
 

@@ -68,6 +68,17 @@ def test_the_notes_flat_loss_is_lr_too_low():
     assert "loss_flat" not in rules(ev(healthy_losses()))
 
 
+def test_flat_loss_quotes_the_lr_the_steps_really_had():
+    """The schedule's lr, not only optim.lr: a cosine run's flat tail was at 0.0003..0.0075, not at 0.05."""
+    history = [{"kind": "step", "step": i + 1, "epoch": 1, "loss": 2.3, "lr": 0.0075 - 0.0072 * i / 49}
+               for i in range(50)]
+    found = D.diagnose(Evidence.from_history(history, config={"optim": {"lr": 0.05}}))
+    (flat,) = [f for f in found if f.rule == "loss_flat"]
+    assert "at lr 0.0003..0.0075 (the schedule's; optim.lr 0.05)" in flat.observation
+    steady = D.diagnose(ev([2.3] * 50))  # one lr throughout: just that number
+    assert any(f.observation.endswith("over 50 steps at lr 0.01") for f in steady)
+
+
 def test_flat_loss_with_strong_regularisation_blames_regularisation():
     found = D.diagnose(ev([2.3] * 50, config={"optim": {"lr": 0.01, "weight_decay": 0.1}}))
     assert any(f.title == "loss barely changes — regularisation too high" for f in found)
