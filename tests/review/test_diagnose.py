@@ -144,6 +144,16 @@ def test_update_ratio_outside_the_band_names_the_layers():
     assert not {"update_ratio_low", "update_ratio_high"} & rules(ev(layers=good))
 
 
+def test_high_update_ratio_spares_bn_fed_layers_and_is_information_when_the_loss_fell_well():
+    bn_net = layer_records({"0": {"kind": "conv", "update_ratio": 0.05}, "1": {"kind": "bn"},
+                            "4": {"kind": "fc", "update_ratio": 0.05}})
+    (found,) = [f for f in D.diagnose(ev(layers=bn_net)) if f.rule == "update_ratio_high"]
+    assert "layer 4" in found.observation and "layer 0" not in found.observation  # BN undoes layer 0's scale
+    assert found.severity == "warning"
+    fell = [f for f in D.diagnose(ev(healthy_losses(), layers=bn_net)) if f.rule == "update_ratio_high"]
+    assert fell[0].severity == "info" and fell[0].action.startswith("nothing to change while the loss keeps falling")
+
+
 def test_update_ratio_ignores_warm_up_and_annealed_steps():
     warm = layer_records({"0": {"kind": "conv", "update_ratio": 1e-7}}, n=5, lr=1e-5)
     full = layer_records({"0": {"kind": "conv", "update_ratio": 1e-3}}, n=5, lr=0.1)
