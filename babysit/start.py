@@ -244,22 +244,28 @@ def check_split(run: RunDir, splits: Splits) -> None:
                            f"on {saved}; the data set changed since, so its scores would not be comparable.")
 
 
-def load_run(path: str | Path, device: str = "cpu", weights: str = "best", splits: Splits | None = None
-             ) -> tuple[RunDir, C.RunConfig, nn.Module, Preprocessor, Splits]:
-    """Set a run up again from its directory: its config, a set of its weights in the model (``weights``: best,
-    else last; or last, ema, swa, snapshot-N, epoch-N), the preprocessing it fitted and the same splits (refused
-    when the data no longer splits the same). ``splits``: the run's data, already loaded and split."""
-    run = RunDir.open(path)
-    cfg = C.load_toml(run.config)
-    if splits is None:
-        _, splits = prepare_data(cfg)
-    check_split(run, splits)
-    pre = load_preprocessor(run)
+def load_model(run: RunDir, cfg: C.RunConfig, pre: Preprocessor, input_shape: tuple[int, int, int], num_classes: int,
+               weights: str = "best") -> nn.Module:
+    """The run's network with one set of its weights (best, else last; or last, ema, swa, snapshot-N, epoch-N)."""
     weights_path = run.weights_file(weights)
     tensors, _ = load_checkpoint(weights_path)
-    model = build(parse(cfg.model.spec), pre.output_shape(splits.train.input_shape), len(splits.classes))
+    model = build(parse(cfg.model.spec), pre.output_shape(input_shape), num_classes)
     try:
         model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
     except RuntimeError as e:
         raise BabysitError(f"{weights_path} does not match the run's spec ({str(e).splitlines()[0]}).") from None
+    return model
+
+
+def load_run(path: str | Path, device: str = "cpu", weights: str = "best"
+             ) -> tuple[RunDir, C.RunConfig, nn.Module, Preprocessor, Splits]:
+    """Set a run up again from its directory: its config, a set of its weights in the model (``weights``: best,
+    else last; or last, ema, swa, snapshot-N, epoch-N), the preprocessing it fitted and the same splits (refused
+    when the data no longer splits the same)."""
+    run = RunDir.open(path)
+    cfg = C.load_toml(run.config)
+    _, splits = prepare_data(cfg)
+    check_split(run, splits)
+    pre = load_preprocessor(run)
+    model = load_model(run, cfg, pre, splits.train.input_shape, len(splits.classes), weights)
     return run, cfg, model.to(resolve_device(device, "--device")), pre, splits

@@ -110,7 +110,7 @@ class EpochWeights:
 
 @pytest.fixture(scope="module")
 def kept_run(tmp_path_factory):
-    """6 epochs of a BN net on digits with EMA, SWA over the last 2 epochs, 3 cosine cycles and the last 2 epochs kept."""
+    """6 epochs of a BN net on digits: EMA, SWA over the last 2 epochs, 3 cosine cycles, the last 2 epochs kept."""
     data = digits_data(n_train=400, n_val=200)  # 10 steps per epoch
     run = RunDir.create(tmp_path_factory.mktemp("kept") / "whole")
     seen = EpochWeights()
