@@ -22,7 +22,7 @@ import torch
 from babysit import config as C
 from babysit.data.split import split_seed
 from babysit.ensemble.make import load_ensemble, read_members
-from babysit.ensemble.predict import split_identity
+from babysit.ensemble.predict import split_difference, split_identity
 from babysit.errors import BabysitError
 from babysit.experiment import TrainResult, train
 from babysit.rundir import EnsembleDir, RunDir
@@ -44,9 +44,9 @@ def student_config(teacher: str | Path, cfg: C.RunConfig | None = None,
                       augment=replace(first.augment, pipeline=()))
     student = C.apply_overrides(cfg, {**(overrides or {}), "distill.teacher": str(folder.path)})
     if split_identity(student) != split_identity(first):
-        raise BabysitError(f"the student would train on another split than the ensemble's members (data, fractions, "
-                           f"split seed: {split_identity(student)} vs {split_identity(first)}); keep the data options "
-                           f"and pass --data.split_seed={split_seed(first)}.")
+        raise BabysitError(f"the student would train on another split than the ensemble's members "
+                           f"({split_difference(student, first)}); keep the members' data options and "
+                           f"--data.split_seed={split_seed(first)}.")
     return student
 
 

@@ -23,11 +23,20 @@ from babysit.rundir import RunDir
 from babysit.start import load_model, load_preprocessor, resolve_device
 from babysit.train.tta import tta_probabilities, tta_views
 
+SPLIT_KEYS = ("data.name", "data.channels", "data.size", "data.val_fraction", "data.test_fraction", "data.split_seed")
+
 
 def split_identity(cfg: C.RunConfig) -> tuple[object, ...]:
-    """What decides a run's validation and test images: the data set, its conversion, the split fractions and seed."""
+    """What decides a run's validation and test images: the data set, its conversion, the split fractions and seed
+    (in the order of SPLIT_KEYS)."""
     d = cfg.data
     return d.name, d.channels, d.size, d.val_fraction, d.test_fraction, split_seed(cfg)
+
+
+def split_difference(a: C.RunConfig, b: C.RunConfig) -> str:
+    """"data.split_seed 5 vs 0": the options that give ``a`` and ``b`` different validation and test images."""
+    return ", ".join(f"{k} {x!r} vs {y!r}" for k, x, y in zip(SPLIT_KEYS, split_identity(a), split_identity(b))
+                     if x != y)
 
 
 @dataclass
@@ -59,13 +68,12 @@ class Ensemble:
         if len(members) < 2:
             raise BabysitError(f"an ensemble needs at least 2 members, got {len(members)}.")
         cfgs = [C.load_toml(RunDir.open(m.run).config) for m in members]
-        first = split_identity(cfgs[0])
         for m, cfg in zip(members, cfgs):
-            if split_identity(cfg) != first:
+            if split_identity(cfg) != split_identity(cfgs[0]):
                 raise BabysitError(
                     f"member {m.label} was scored on other validation/test images than {members[0].label} "
-                    f"(data, fractions, split seed: {split_identity(cfg)} vs {first}); ensemble runs of one split "
-                    "(train them with the same --data.split_seed).")
+                    f"({split_difference(cfg, cfgs[0])}); ensemble runs of one split (train them with the same "
+                    "--data.split_seed; data.split_seed -1 means train.seed).")
         _, self.splits = prepare_data(cfgs[0])
         dev = resolve_device(device)
         shape, k = self.splits.train.input_shape, len(self.splits.classes)

@@ -11,8 +11,8 @@ from babysit.errors import BabysitError
 from babysit.train.losses import (
     Distillation,
     attribute_hinge_loss,
-    distillation_loss,
     bce_loss,
+    distillation_loss,
     list_losses,
     make_loss,
     softmax_loss,
@@ -135,7 +135,7 @@ def test_label_smoothing_of_soft_targets():
 
 
 def test_distillation_loss_is_hintons_formula_with_temperature():
-    """alpha T^2 sum_j p_j (log p_j - log q_j) / N + (1 - alpha) CE, p = the teacher's softmax(z/T), q = softmax(s/T)."""
+    """alpha T^2 sum_j p_j (log p_j - log q_j) / N + (1 - alpha) CE; p = teacher's softmax(z/T), q = softmax(s/T)."""
     torch.manual_seed(0)
     student, teacher_scores, y = torch.randn(6, 4), torch.randn(6, 4) * 3, torch.tensor([0, 1, 2, 3, 0, 1])
     for t, alpha in ((1.0, 0.5), (4.0, 0.9), (20.0, 1.0), (2.0, 0.0)):
