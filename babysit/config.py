@@ -348,9 +348,10 @@ def _ensemble_checks(cfg: RunConfig) -> list[tuple[bool, str]]:
                                         f"got {t.swa_epochs}."),
         (0 <= t.swa_lr < float("inf"), f"train.swa_lr must be >= 0 (0 keeps the schedule), got {t.swa_lr}."),
         (s.cycles >= 1, f"schedule.cycles must be at least 1, got {s.cycles}."),
-        (s.name != "cosine-restarts" or t.epochs % s.cycles == 0,
+        (s.name != "cosine-restarts" or s.cycles < 1 or t.epochs % s.cycles == 0,
          f"schedule.cycles={s.cycles} must divide train.epochs={t.epochs}, so that every cycle ends at an epoch end "
-         f"(where its snapshot is saved); e.g. --train.epochs={max(s.cycles, t.epochs // s.cycles * s.cycles)}."),
+         f"(where its snapshot is saved); e.g. --train.epochs={max(s.cycles, t.epochs // max(s.cycles, 1) * s.cycles)}"
+         "."),
         (cfg.checkpoint.keep_last >= 0, f"checkpoint.keep_last must be >= 0 (0 keeps none), "
                                         f"got {cfg.checkpoint.keep_last}."),
         (0 < d.temperature < float("inf"), f"distill.temperature must be > 0, got {d.temperature}; Hinton et al. "

@@ -173,3 +173,24 @@ def test_resume_with_averages_and_snapshots_is_bit_identical(kept_run, tmp_path)
     for rel in files:
         a, b = load_checkpoint(whole.path / rel)[0], load_checkpoint(run.path / rel)[0]
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), rel
+
+
+def test_a_distillation_resumes_bit_identical(tmp_path):
+    """Soft targets travel with the batch as (labels, teacher probabilities); a cut run resumes exactly."""
+    data = digits_data(n_train=200, n_val=100)
+    torch.manual_seed(3)
+    data.soft_train = torch.softmax(torch.randn(200, 10) * 2, 1)
+    c = cfg(**{"train.epochs": 2, "checkpoint.every": 4, "distill.teacher": "some/ensemble", "train.ema": 0.9})
+    whole = bn_model()
+    fit(whole, data, c, RunDir.create(tmp_path / "whole"))
+    run = RunDir.create(tmp_path / "cut")
+    with pytest.raises(KeyboardInterrupt):
+        fit(bn_model(), data, c, run, callbacks=[StopAfter(10)])
+    resumed = bn_model(seed=7)
+    fit(resumed, data, c, run, resume=True)
+    assert all(torch.equal(v, resumed.state_dict()[k]) for k, v in whole.state_dict().items())
+    plain = bn_model()
+    fit(plain, digits_data(n_train=200, n_val=100), cfg(**{"train.epochs": 2}))
+    assert not torch.equal(plain.state_dict()["1.weight"], whole.state_dict()["1.weight"])  # the teacher mattered
+    with pytest.raises(ValueError, match="data.soft_train"):
+        fit(bn_model(), digits_data(n_train=200, n_val=100), c)
