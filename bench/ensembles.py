@@ -108,7 +108,7 @@ def early(args: argparse.Namespace) -> dict[str, Any]:
             figures.setdefault(f"{label} best epoch", []).append(r["best_epoch"])
             if label == "full":
                 history = [h for h in res.run.read_history() if h.get("kind") == "epoch"]
-                figures.setdefault("full last-epoch val loss / best", []).append(
+                figures.setdefault("full last/best val loss ratio", []).append(
                     history[-1]["val_loss"] / min(h["val_loss"] for h in history))
     return figures
 
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     args.epochs = args.epochs or (10 if args.what == "fashion" else 100)
     figures = fashion(args) if args.what == "fashion" else early(args)
     for key, values in figures.items():
-        if isinstance(values, list) and "test" in key or "val" in key.split():
+        if isinstance(values, list) and key.endswith((" test", " val")):
             print(f"{key:<34} {spread(values)}")
         elif isinstance(values, list):
             std = statistics.stdev(values) if len(values) > 1 else 0.0

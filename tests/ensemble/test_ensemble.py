@@ -150,9 +150,10 @@ def test_distil_the_ensemble_into_a_student(two):
     (["distill", "nowhere"], "is not an ensemble directory"),
     (["train", "--train.monitor=val_accuracy"], "train.monitor must be one of val_acc, val_loss"),
     (["train", "--distill.alpha=2"], "distill.alpha must be in [0, 1]"),
+    (["lr-find", "--distill.teacher=x"], "the LR range test trains on the labels"),
 ])
 def test_mistakes_exit_2_with_one_sentence(args, phrase, tmp_path):
-    code, _, err = run_main([*args, "--out", str(tmp_path)] if args[0] != "train" else args)
+    code, _, err = run_main([*args, "--out", str(tmp_path)] if args[0] in ("ensemble", "distill") else args)
     assert code == 2 and phrase in err and err.count("\n") == 1, err
 
 
