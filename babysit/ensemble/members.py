@@ -20,6 +20,7 @@ from pathlib import Path
 from babysit import config as C
 from babysit.data.split import split_seed
 from babysit.errors import BabysitError
+from babysit.models.auto import is_named
 from babysit.rundir import RunDir
 
 TRIALS = "trials.csv"
@@ -126,6 +127,16 @@ def seed_configs(cfg: C.RunConfig, seeds: int) -> list[C.RunConfig]:
     return [replace(cfg, data=pinned, train=replace(cfg.train, seed=cfg.train.seed + i)) for i in range(seeds)]
 
 
+def same_run(saved: C.RunConfig, wanted: C.RunConfig) -> bool:
+    """A run's config.toml is ``wanted``, its automatic values aside (a spec name such as auto, batch size 0:
+    the run records them made concrete)."""
+    if is_named(wanted.model.spec):
+        saved = replace(saved, model=replace(saved.model, spec=wanted.model.spec))
+    if wanted.train.batch_size == 0:
+        saved = replace(saved, train=replace(saved.train, batch_size=0))
+    return saved == wanted
+
+
 def train_seeds(cfg: C.RunConfig, seeds: int, folder: Path) -> list[Member]:
     """Train the seeds' runs into ``folder``/seed-S; a run that is there already is reused (finished) or resumed
     (killed), so a killed ``--seeds`` ensemble continues where it stopped."""
@@ -135,7 +146,7 @@ def train_seeds(cfg: C.RunConfig, seeds: int, folder: Path) -> list[Member]:
     for member_cfg in seed_configs(cfg, seeds):
         run = RunDir(folder / f"seed-{member_cfg.train.seed}")
         if run.config.is_file():
-            if C.load_toml(run.config) != member_cfg:
+            if not same_run(C.load_toml(run.config), member_cfg):
                 raise BabysitError(f"{str(run.path)!r} holds a run with another config; choose another --name for "
                                    "this ensemble.")
             if not run.result.is_file():
