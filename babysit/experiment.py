@@ -172,6 +172,13 @@ def _averaged_scores(run: RunDir, model: nn.Module, x_test: torch.Tensor, y_test
     return out
 
 
+def tta_warnings(tta: str, data_name: str) -> list[str]:
+    """The flips among test-time views that change the class on this data (a mirrored digit), as train warns."""
+    tokens = {t.strip().lower() for t in tta.split(",")}
+    flips = ["flip-h"] * bool(tokens & {"flip", "flip-h"}) + ["flip-v"] * ("flip-v" in tokens)
+    return augment_warnings(parse_pipeline(flips), data_name) if flips else []
+
+
 def evaluate_run(path: str | Path, split: str = "test", device: str = "cpu", tta: str = "",
                  weights: str = "best") -> EvalResult:
     """Accuracy and confusion matrix of a run's best weights (or ``weights``: last, ema, swa, snapshot-N,
@@ -182,11 +189,8 @@ def evaluate_run(path: str | Path, split: str = "test", device: str = "cpu", tta
     dev = next(model.parameters()).device
     y = part.y.to(dev)
     loss, acc, pred = evaluate(model, pre(part.x.to(dev)), y, cfg.train.eval_batch_size)
-    views, tta_acc, warnings = None, None, []
+    views, tta_acc, warnings = None, None, tta_warnings(tta, cfg.data.name)
     if tta:
-        tokens = {t.strip().lower() for t in tta.split(",")}
-        flips = ["flip-h"] * bool(tokens & {"flip", "flip-h"}) + ["flip-v"] * ("flip-v" in tokens)
-        warnings = augment_warnings(parse_pipeline(flips), cfg.data.name) if flips else []  # as train warns
         views = tta_views(tta, cfg, len(splits.classes))
         probs = tta_probabilities(model, pre, part.x, views, cfg.train.eval_batch_size)
         pred = probs.argmax(1)

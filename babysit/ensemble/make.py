@@ -29,7 +29,7 @@ from babysit.ensemble.members import (
 )
 from babysit.ensemble.predict import Ensemble, accuracy, nll
 from babysit.errors import BabysitError
-from babysit.experiment import EvalResult
+from babysit.experiment import EvalResult, tta_warnings
 from babysit.figures import members_figure, png
 from babysit.rundir import EnsembleDir, atomic_write_bytes, atomic_write_text
 from babysit.train.tta import tta_views
@@ -177,4 +177,6 @@ def evaluate_ensemble(path: str | Path, split: str = "test", device: str = "cpu"
         views = max(len(tta_views(tta, m.cfg, len(ens.classes))) for m in ens.members)
     k = len(ens.classes)
     confusion = torch.bincount(y.cpu() * k + pred.cpu(), minlength=k * k).view(k, k)
-    return EvalResult(split, nll(probs, y), accuracy(probs, y), confusion, ens.classes, tta, views, tta_acc)
+    warnings = tta_warnings(tta, ens.members[0].cfg.data.name) if tta else []
+    return EvalResult(split, nll(probs, y), accuracy(probs, y), confusion, ens.classes, tta, views, tta_acc,
+                      tuple(warnings))

@@ -75,7 +75,7 @@ class Ensemble:
                     f"({split_difference(cfg, cfgs[0])}); ensemble runs of one split (train them with the same "
                     "--data.split_seed; data.split_seed -1 means train.seed).")
         _, self.splits = prepare_data(cfgs[0])
-        dev = resolve_device(device)
+        dev = resolve_device(device, "--device")
         shape, k = self.splits.train.input_shape, len(self.splits.classes)
         self.members: list[Loaded] = []
         for m, cfg in zip(members, cfgs):
