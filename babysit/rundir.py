@@ -218,13 +218,11 @@ class RunDir:
             path = self.snapshot(int(number)) if kind == "snapshot" else self.epoch_weights(int(number))
         else:
             raise BabysitError(f"unknown weights {name!r}; use {WEIGHTS}.")
-        if not path.is_file():
-            made_by = {"ema": "--train.ema=0.999", "swa": "--train.swa_epochs=N",
-                       "snapshot": "--schedule.name=cosine-restarts --schedule.cycles=M",
-                       "epoch": "--checkpoint.keep_last=N"}.get(kind)
-            how = (f"; the run was not trained with {made_by}" if made_by else
-                   "; the run stopped before saving it, so resume it with `babysit train --resume RUN`")
-            raise BabysitError(f"run {str(self.path)!r} has no {name} weights{how}.")
+        made_by = {"ema": "--train.ema=0.999", "swa": "--train.swa_epochs=N",
+                   "snapshot": "--schedule.name=cosine-restarts --schedule.cycles=M",
+                   "epoch": "--checkpoint.keep_last=N"}.get(kind)
+        if made_by and not path.is_file():  # (a missing best or last is the checkpoint reader's "does not exist")
+            raise BabysitError(f"run {str(self.path)!r} has no {name} weights; the run was not trained with {made_by}.")
         return path
 
     @staticmethod
