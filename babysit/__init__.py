@@ -11,6 +11,9 @@ The same names the CLI uses::
     print(babysit.evaluate_run(result.run.path, "test").accuracy)                   # `babysit eval`
     print(babysit.evaluate_run(result.run.path, "test", tta="flip,translate").tta_accuracy)   # `--tta`
     babysit.check(cfg); babysit.diagnose(result.run.path); babysit.report(result.run.path)  # `babysit check` ...
+    ens = babysit.ensemble(seeds=5, cfg=cfg, name="five")  # `babysit ensemble --seeds=5`; also runs, search=,
+    print(ens.format())                                     # snapshots=, checkpoints= with last=
+    babysit.distill(ens.path, overrides={"model.spec": "conv3-16 relu pool2 fc"})   # `babysit distill ENS`
     print(babysit.gradcheck(my_layer, (x,)).format())       # any nn.Module / autograd.Function
 """
 
@@ -37,6 +40,7 @@ if TYPE_CHECKING:  # the public names; attach() imports each from here on first 
         split_dataset,
     )
     from babysit.data.split import prepare_data
+    from babysit.ensemble import distill, ensemble, evaluate_ensemble, load_ensemble
     from babysit.errors import BabysitError
     from babysit.experiment import evaluate_run, train
     from babysit.models import build, format_summary, init_weights, parse, summary
@@ -48,7 +52,8 @@ if TYPE_CHECKING:  # the public names; attach() imports each from here on first 
 __version__ = "0.1.0"  # the one place; pyproject.toml must agree (tests/test_startup.py checks)
 
 __all__ = ["Augment", "Plan", "fresh_start", "plan_run", "list_augmentations", "make_augment", "parse_pipeline",
-           "BabysitError", "Callback", "Dataset", "ImageSet", "LoopState", "Preprocessor", "RunConfig", "RunDir",
+           "BabysitError", "Callback", "Dataset", "distill", "ensemble", "evaluate_ensemble", "load_ensemble",
+           "ImageSet", "LoopState", "Preprocessor", "RunConfig", "RunDir",
            "Splits", "TensorData", "apply_overrides", "build", "check", "dataset_info", "diagnose", "evaluate",
            "evaluate_run", "fit", "gradcheck", "report",
            "format_summary", "get_dataset", "init_weights", "load_dataset", "load_run", "load_toml", "make_model",

@@ -43,9 +43,20 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
-    from babysit.experiment import evaluate_run, format_confusion
+    from babysit.rundir import EnsembleDir
 
-    res = evaluate_run(args.run, args.split, args.device, args.tta)
+    if EnsembleDir.holds_one(args.run):  # an ensemble directory: its averaged probabilities
+        if args.weights != "best":
+            raise BabysitError("--weights picks one run's weights; an ensemble's members are listed in its "
+                               "ensemble.json, so drop --weights.")
+        from babysit.ensemble.make import evaluate_ensemble
+        from babysit.experiment import format_confusion
+
+        res = evaluate_ensemble(args.run, args.split, args.device, args.tta)
+    else:
+        from babysit.experiment import evaluate_run, format_confusion
+
+        res = evaluate_run(args.run, args.split, args.device, args.tta, args.weights)
     for warning in res.warnings:
         print(f"warning: test-time augmentation: {warning}", flush=True)
     n = int(res.confusion.sum())
@@ -55,6 +66,29 @@ def cmd_eval(args: argparse.Namespace) -> None:
               f"{res.tta_accuracy:.4f} ({round(res.tta_accuracy * n)}/{n}), {res.tta_accuracy - res.accuracy:+.4f}; "
               "confusion matrix of the averaged prediction:")
     print(format_confusion(res))
+
+
+def cmd_ensemble(args: argparse.Namespace) -> None:
+    from babysit.ensemble.members import check_choice
+
+    overrides = bool(args.config or _overrides(args))
+    check_choice(args.runs, args.seeds, args.search, args.snapshots, args.checkpoints, args.top, args.last, overrides)
+    cfg = _config(args) if args.seeds else None  # a mistake in it is answered before torch loads
+    from babysit.ensemble.make import ensemble
+
+    result = ensemble(args.runs, seeds=args.seeds, cfg=cfg, search=args.search, top=args.top,
+                      snapshots=args.snapshots, checkpoints=args.checkpoints, last=args.last, weights=args.weights,
+                      weighted=args.weighted, out=args.out, name=args.name, device=args.device)
+    print(result.format())
+    print(f"ensemble directory {result.path} (`babysit eval {result.path}`, `babysit distill {result.path}`)")
+
+
+def cmd_distill(args: argparse.Namespace) -> None:
+    base = C.load_toml(args.config) if args.config else None
+    C.apply_overrides(base or C.RunConfig(), _overrides(args))  # a mistake in the options, before torch loads
+    from babysit.ensemble.distill import distill
+
+    distill(args.ensemble, base, _overrides(args), out=args.out, name=args.name)
 
 
 def _input_shape(text: str) -> tuple[int, int, int]:
@@ -234,7 +268,37 @@ def make_parser() -> Parser:
     p.add_argument("--tta", default="", metavar="VIEWS",
                    help="also average predictions over test-time views: flip, flip-v, translate[-P], random-N "
                         "(comma-separated, e.g. flip,translate)")
+    p.add_argument("--weights", default="best", metavar="NAME",
+                   help="which of the run's weights: best, last, ema, swa, snapshot-N or epoch-N")
     p.set_defaults(func=cmd_eval, command_parser=p)
+
+    p = sub.add_parser("ensemble", help="average the softmax probabilities of several models; writes an ensemble "
+                       "directory", formatter_class=DefaultsHelp)
+    p.add_argument("runs", nargs="*", metavar="RUN", help="run directories (members)")
+    p.add_argument("--seeds", type=int, default=0, help="train the config (--config, --section.key) with N seeds")
+    p.add_argument("--search", metavar="DIR", help="a `babysit search` directory: its best trials by val accuracy")
+    p.add_argument("--top", type=int, help="with --search: how many trials (5 when not given)")
+    p.add_argument("--snapshots", metavar="RUN", help="the cycle-end snapshots of a cosine-restarts run")
+    p.add_argument("--checkpoints", metavar="RUN", help="the last epochs' weights of a run (checkpoint.keep_last)")
+    p.add_argument("--last", type=int, help="with --checkpoints: how many of the last epochs (2 when not given)")
+    p.add_argument("--weights", default="best", metavar="NAME",
+                   help="with RUN members: which weights of each (best, last, ema, swa, snapshot-N, epoch-N)")
+    p.add_argument("--weighted", action="store_true", help="weight each member's probabilities by its val accuracy")
+    p.add_argument("--out", default="runs", help="folder in which the ensemble directory is made")
+    p.add_argument("--name", default="", help="ensemble directory name (default: ensemble-DATE-TIME)")
+    p.add_argument("--device", default="cpu", help="where the members predict: cpu, cuda or auto")
+    p.add_argument("--config", help="with --seeds: TOML file with [section] tables of options")
+    add_config_options(p)
+    p.set_defaults(func=cmd_ensemble, command_parser=p)
+
+    p = sub.add_parser("distill", help="train a network on an ensemble's soft targets plus the labels",
+                       formatter_class=DefaultsHelp)
+    p.add_argument("ensemble", help="ensemble directory (`babysit ensemble`)")
+    p.add_argument("--config", help="TOML file for the student (default: the first member's config)")
+    p.add_argument("--out", default="runs", help="folder in which the run directory is made")
+    p.add_argument("--name", default="", help="run directory name (default: DATA-DATE-TIME)")
+    add_config_options(p)
+    p.set_defaults(func=cmd_distill, command_parser=p)
 
     p = sub.add_parser("summary", help="per-layer volumes, memory, weights and FLOPs of a spec")
     p.add_argument("spec", nargs="?", default=C.ModelConfig().spec,

@@ -40,6 +40,8 @@ class DataConfig:
     channels: int = 0  # convert images to this many channels (1 or 3); 0 keeps the source's
     size: int = 0  # resize images to size x size pixels; 0 keeps the source's
     limit: int = 0  # use at most this many training images (0 = all; val and test are not capped)
+    split_seed: int = -1  # seeds the train/val/test split (and data.limit's subset); -1 = train.seed
+    # (ensemble members trained with different train.seed share one split through it)
 
 
 @dataclass(frozen=True)
@@ -76,7 +78,8 @@ class OptimConfig:
 @dataclass(frozen=True)
 class ScheduleConfig:
     name: str = "onecycle"  # learning-rate schedule:
-    #   constant | step | exp | inv-time | inv-sqrt | linear | sqrt | cosine | cyclical | onecycle | plateau
+    #   constant | step | exp | inv-time | inv-sqrt | linear | sqrt | cosine | cosine-restarts | cyclical | onecycle
+    #   | plateau
     warmup_epochs: float = 0.0  # linear warm-up from 0 over this many epochs, multiplying any schedule
     unit: str = "epoch"  # what t counts for step, exp, inv-time, inv-sqrt, cyclical: epoch (fractional) | step
     step_size: float = 20.0  # step: multiply lr by gamma every step_size units (20 epochs; or 50000 steps)
@@ -87,6 +90,7 @@ class ScheduleConfig:
     pct_start: float = 0.3  # onecycle: share of the run spent rising to optim.lr
     factor: float = 0.5  # plateau: multiply lr by this once the val loss has not improved for more than patience epochs
     patience: int = 2  # plateau: epochs without a better val loss tolerated before lr is multiplied by factor
+    cycles: int = 1  # cosine-restarts: cosine cycles (SGDR); each ends at an epoch end with a snapshot of the weights
 
 
 @dataclass(frozen=True)
@@ -120,11 +124,18 @@ class TrainConfig:
     compile: str = "off"  # torch.compile the model (opt-in; first steps compile): off | default | reduce-overhead
     # | max-autotune (reduce-overhead uses CUDA graphs)
     deterministic: bool = False  # deterministic kernels (cuDNN and others): bit-identical resume on CUDA, slower
+    monitor: str = "val_acc"  # the score that picks the kept (best) weights and stops early: val_acc | val_loss
+    patience: int = 0  # early stopping: stop after this many epochs without a better train.monitor; 0 = off
+    min_delta: float = 0.0  # early stopping and best weights: a change smaller than this is no improvement
+    ema: float = 0.0  # keep an exponential moving average of the weights with this decay (e.g. 0.999); 0 = off
+    swa_epochs: int = 0  # stochastic weight averaging: average the weights of the last N epoch ends; 0 = off
+    swa_lr: float = 0.0  # during the SWA epochs hold the learning rate at this value; 0 keeps the schedule
 
 
 @dataclass(frozen=True)
 class CheckpointConfig:
     every: int = 500  # a checkpoint every N steps or at each epoch end, whichever first: a crash loses <= N steps
+    keep_last: int = 0  # also keep the weights of the last N epoch ends (babysit ensemble --checkpoints); 0 = none
 
 
 @dataclass(frozen=True)
@@ -146,6 +157,13 @@ class MonitorConfig:
 
 
 @dataclass(frozen=True)
+class DistillConfig:
+    teacher: str = ""  # the ensemble (or run) whose soft targets train this model; set by `babysit distill`
+    temperature: float = 4.0  # T: teacher and student probabilities are softmax(scores / T)
+    alpha: float = 0.9  # weight of the soft-target term alpha*T^2*KL; the labels' cross-entropy gets 1 - alpha
+
+
+@dataclass(frozen=True)
 class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -158,6 +176,7 @@ class RunConfig:
     regularize: RegularizeConfig = field(default_factory=RegularizeConfig)
     lr_find: LRFindConfig = field(default_factory=LRFindConfig)
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
 
 
 SECTIONS: tuple[str, ...] = tuple(f.name for f in fields(RunConfig))
@@ -297,6 +316,7 @@ def _toolbox_checks(cfg: RunConfig) -> list[tuple[bool, str]]:
 
 FILL_MODES = ("constant", "edge", "reflect", "symmetric", "wrap")
 PRECISIONS = ("fp32", "bf16")
+MONITORS = ("val_acc", "val_loss")
 COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
 
 
@@ -311,6 +331,32 @@ def _data_checks(cfg: RunConfig) -> list[tuple[bool, str]]:
         (1 <= d.patch_size <= 8, f"data.patch_size must be between 1 and 8 pixels, got {d.patch_size}; try 2."),
         (a.fill in FILL_MODES, f"augment.fill must be one of {', '.join(FILL_MODES)}, got {a.fill!r}."),
         (0 <= a.fill_value <= 255, f"augment.fill_value is a pixel value in 0..255, got {a.fill_value}."),
+    ]
+
+
+def _ensemble_checks(cfg: RunConfig) -> list[tuple[bool, str]]:
+    """Ranges of early stopping, weight averaging, snapshots and distillation."""
+    t, s, d = cfg.train, cfg.schedule, cfg.distill
+    return [
+        (-1 <= cfg.data.split_seed < 2**32, f"data.split_seed must be -1 (use train.seed) or in 0 .. 2**32-1, "
+                                            f"got {cfg.data.split_seed}."),
+        (t.monitor in MONITORS, f"train.monitor must be one of {', '.join(MONITORS)}, got {t.monitor!r}."),
+        (t.patience >= 0, f"train.patience must be >= 0 epochs (0 turns early stopping off), got {t.patience}."),
+        (t.min_delta >= 0, f"train.min_delta must be >= 0, got {t.min_delta}; e.g. 0.001."),
+        (0 <= t.ema < 1, f"train.ema is a decay in [0, 1) (0 is off), got {t.ema}; try 0.999."),
+        (0 <= t.swa_epochs <= t.epochs, f"train.swa_epochs must be between 0 (off) and train.epochs={t.epochs}, "
+                                        f"got {t.swa_epochs}."),
+        (0 <= t.swa_lr < float("inf"), f"train.swa_lr must be >= 0 (0 keeps the schedule), got {t.swa_lr}."),
+        (s.cycles >= 1, f"schedule.cycles must be at least 1, got {s.cycles}."),
+        (s.name != "cosine-restarts" or s.cycles < 1 or t.epochs % s.cycles == 0,
+         f"schedule.cycles={s.cycles} must divide train.epochs={t.epochs}, so that every cycle ends at an epoch end "
+         f"(where its snapshot is saved); e.g. --train.epochs={max(s.cycles, t.epochs // max(s.cycles, 1) * s.cycles)}"
+         "."),
+        (cfg.checkpoint.keep_last >= 0, f"checkpoint.keep_last must be >= 0 (0 keeps none), "
+                                        f"got {cfg.checkpoint.keep_last}."),
+        (0 < d.temperature < float("inf"), f"distill.temperature must be > 0, got {d.temperature}; Hinton et al. "
+                                           "use 1 to 20, e.g. 4."),
+        (0 <= d.alpha <= 1, f"distill.alpha must be in [0, 1], got {d.alpha}; e.g. 0.9."),
     ]
 
 
@@ -341,6 +387,7 @@ def validate(cfg: RunConfig) -> None:
         (cfg.schedule.warmup_epochs >= 0, f"schedule.warmup_epochs must be >= 0, got {cfg.schedule.warmup_epochs}."),
         *_toolbox_checks(cfg),
         *_data_checks(cfg),
+        *_ensemble_checks(cfg),
         (cfg.monitor.stats_every >= 0, f"monitor.stats_every must be >= 0 (0 turns the probes off), "
                                        f"got {cfg.monitor.stats_every}."),
     ]

@@ -5,10 +5,12 @@ This is what ``babysit train`` and ``babysit eval`` call; each piece is also usa
 
 from __future__ import annotations
 
+import copy
 import json
 import platform
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -22,11 +24,13 @@ from babysit.data.augment import augment_warnings, parse_pipeline
 from babysit.data.preprocess import Preprocessor
 from babysit.data.preview import save_augment_picture
 from babysit.data.sources import Dataset
-from babysit.data.split import Splits
+from babysit.data.split import Splits, split_seed
+from babysit.errors import BabysitError
 from babysit.monitor.session import RunMonitor
 from babysit.rundir import RunDir, atomic_write_text
 from babysit.start import Plan, check_split, fresh_start, load_preprocessor, load_run, plan_run
-from babysit.train.checkpoint import save_checkpoint
+from babysit.train.checkpoint import load_checkpoint, save_checkpoint
+from babysit.train.early import stop_reason
 from babysit.train.loop import LoopState, evaluate, fit
 from babysit.train.tta import tta_probabilities, tta_views
 
@@ -74,7 +78,8 @@ def _provenance(cfg: C.RunConfig, ds: Dataset, splits: Splits) -> dict[str, Any]
                                 cwd=Path(__file__).parent).stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         commit = None
-    return {"seed": cfg.train.seed, "data": ds.name, "source": ds.source, "classes": ds.train.classes,
+    return {"seed": cfg.train.seed, "split_seed": split_seed(cfg), "data": ds.name, "source": ds.source,
+            "classes": ds.train.classes,
             "input_shape": list(ds.train.x.shape[1:]),
             "split_sizes": [len(splits.train), len(splits.val), len(splits.test)],
             "torch": torch.__version__, "python": platform.python_version(),
@@ -82,10 +87,13 @@ def _provenance(cfg: C.RunConfig, ds: Dataset, splits: Splits) -> dict[str, Any]
 
 
 def train(cfg: C.RunConfig, out: str | Path = "runs", name: str = "", resume: str | Path | None = None,
-          callbacks: list[Any] | None = None) -> TrainResult:
+          callbacks: list[Any] | None = None, soft_targets: Callable[[Plan], torch.Tensor] | None = None
+          ) -> TrainResult:
     """Run (or resume) one training run; writes a run directory under ``out`` and returns the result.
 
-    ``callbacks`` (see babysit.train.loop.Callback) run after babysit's own monitoring callbacks."""
+    ``callbacks`` (see babysit.train.loop.Callback) run after babysit's own monitoring callbacks.
+    ``soft_targets(plan)``: a teacher's probabilities (N, K) for the plan's training images, for a distillation
+    run (``distill.teacher``; `babysit distill` passes it); computed once and kept in RUN/teacher.safetensors."""
     started = time.perf_counter()
     if resume is not None:
         run = RunDir.open(resume, write=True)
@@ -101,6 +109,8 @@ def train(cfg: C.RunConfig, out: str | Path = "runs", name: str = "", resume: st
     else:
         pre = _first_files(run, plan)
     model, data, augment = fresh_start(plan, pre)
+    if cfg.distill.teacher:
+        data.soft_train = _teacher(run, plan, soft_targets).to(plan.device)
     for warning in plan.warnings:
         print(f"warning: {warning}", flush=True)
     if augment is not None:
@@ -114,30 +124,73 @@ def train(cfg: C.RunConfig, out: str | Path = "runs", name: str = "", resume: st
     with monitor.watching():  # a divergence becomes the "LR too high" finding before it propagates
         state = fit(model, data, cfg, run, callbacks=monitor.callbacks() + list(callbacks or []),
                     resume=resume is not None, augment=augment)
-    _, test_acc, _ = evaluate(model, pre(splits.test.x.to(plan.device)), splits.test.y.to(plan.device),
-                              cfg.train.eval_batch_size)
+    x_test, y_test = pre(splits.test.x.to(plan.device)), splits.test.y.to(plan.device)
+    _, test_acc, _ = evaluate(model, x_test, y_test, cfg.train.eval_batch_size)
     seconds = time.perf_counter() - started
-    run.write_json(run.result, {"best_val_acc": state.best_val_acc, "best_epoch": state.best_epoch,
-                                "test_acc": test_acc, "seconds": seconds})
-    print(f"best val {state.best_val_acc:.4f} (epoch {state.best_epoch}), test {test_acc:.4f}, "
+    result: dict[str, Any] = {"best_val_acc": state.best_val_acc, "best_epoch": state.best_epoch,
+                              "test_acc": test_acc, "seconds": seconds, "epochs": state.epoch}
+    stopped = next((r for r in reversed(run.read_history()) if r.get("kind") == "early_stop"), None)
+    if stopped is not None:
+        result["stopped_early"] = stop_reason(cfg, stopped)
+    result |= _averaged_scores(run, model, x_test, y_test, cfg.train.eval_batch_size)
+    run.write_json(run.result, result)
+    averaged = "".join(f", {k} test {v['test_acc']:.4f}" for k, v in result.items() if k in ("ema", "swa"))
+    print(f"best val {state.best_val_acc:.4f} (epoch {state.best_epoch}), test {test_acc:.4f}{averaged}, "
           f"{seconds:.1f} s; run directory {run.path}", flush=True)
     monitor.after_fit(model, data, splits.val.x, splits.classes)
     return TrainResult(run, model, state, test_acc, seconds)
 
 
-def evaluate_run(path: str | Path, split: str = "test", device: str = "cpu", tta: str = "") -> EvalResult:
-    """Accuracy and confusion matrix of a run's best weights on one split; with ``tta`` (e.g. "flip,translate",
-    see babysit.train.tta) also the accuracy of the probabilities averaged over those test-time views."""
-    _, cfg, model, pre, splits = load_run(path, device)
+def _teacher(run: RunDir, plan: Plan, soft_targets: Callable[[Plan], torch.Tensor] | None) -> torch.Tensor:
+    """A distillation run's soft targets: RUN/teacher.safetensors, made once by ``soft_targets`` (a resumed run
+    reads the same numbers back, so it stays bit-identical)."""
+    if not run.teacher.exists():
+        if soft_targets is None:
+            raise BabysitError(f"distill.teacher={plan.cfg.distill.teacher!r} needs the teacher's probabilities; "
+                               "start a distillation with `babysit distill ENSEMBLE` instead of setting it.")
+        probs = soft_targets(plan)
+        save_checkpoint(run.teacher, {"soft": probs}, {"teacher": plan.cfg.distill.teacher,
+                                                        "temperature": plan.cfg.distill.temperature})
+    tensors, _ = load_checkpoint(run.teacher)
+    soft = tensors.get("soft")
+    if soft is None or soft.shape != (len(plan.splits.train), plan.num_classes):
+        raise BabysitError(f"{run.teacher} does not hold soft targets for this run's {len(plan.splits.train)} "
+                           "training images; start the distillation afresh.")
+    return soft
+
+
+def _averaged_scores(run: RunDir, model: nn.Module, x_test: torch.Tensor, y_test: torch.Tensor,
+                     batch_size: int) -> dict[str, dict[str, Any]]:
+    """The EMA's best and the SWA weights (when the run kept them), scored on test, for result.json."""
+    out = {}
+    for kind, path in (("ema", run.best_ema), ("swa", run.swa)):
+        if path.exists():
+            tensors, meta = load_checkpoint(path)
+            averaged = copy.deepcopy(model)
+            averaged.load_state_dict({k[len("model."):]: v for k, v in tensors.items()})
+            out[kind] = {**meta, "test_acc": evaluate(averaged, x_test, y_test, batch_size)[1]}
+    return out
+
+
+def tta_warnings(tta: str, data_name: str) -> list[str]:
+    """The flips among test-time views that change the class on this data (a mirrored digit), as train warns."""
+    tokens = {t.strip().lower() for t in tta.split(",")}
+    flips = ["flip-h"] * bool(tokens & {"flip", "flip-h"}) + ["flip-v"] * ("flip-v" in tokens)
+    return augment_warnings(parse_pipeline(flips), data_name) if flips else []
+
+
+def evaluate_run(path: str | Path, split: str = "test", device: str = "cpu", tta: str = "",
+                 weights: str = "best") -> EvalResult:
+    """Accuracy and confusion matrix of a run's best weights (or ``weights``: last, ema, swa, snapshot-N,
+    epoch-N) on one split; with ``tta`` (e.g. "flip,translate", see babysit.train.tta) also the accuracy of the
+    probabilities averaged over those test-time views."""
+    _, cfg, model, pre, splits = load_run(path, device, weights)
     part = splits.get(split)
     dev = next(model.parameters()).device
     y = part.y.to(dev)
     loss, acc, pred = evaluate(model, pre(part.x.to(dev)), y, cfg.train.eval_batch_size)
-    views, tta_acc, warnings = None, None, []
+    views, tta_acc, warnings = None, None, tta_warnings(tta, cfg.data.name)
     if tta:
-        tokens = {t.strip().lower() for t in tta.split(",")}
-        flips = ["flip-h"] * bool(tokens & {"flip", "flip-h"}) + ["flip-v"] * ("flip-v" in tokens)
-        warnings = augment_warnings(parse_pipeline(flips), cfg.data.name) if flips else []  # as train warns
         views = tta_views(tta, cfg, len(splits.classes))
         probs = tta_probabilities(model, pre, part.x, views, cfg.train.eval_batch_size)
         pred = probs.argmax(1)

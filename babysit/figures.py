@@ -102,3 +102,21 @@ def plot_init_check(results: Mapping[str, Sequence[HasStd]], path: str | Path) -
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
     return save_png(fig, path)
+
+
+def members_figure(labels: Sequence[str], val: Sequence[float], test: Sequence[float], ensemble_val: float,
+                   ensemble_test: float) -> Figure:
+    """An ensemble against its members: each member's val and test accuracy, the ensemble's as lines."""
+    fig = Figure(figsize=(max(4.5, 0.45 * len(labels) + 2.5), 3.8))
+    ax = fig.add_subplot()
+    x = np.arange(len(labels))
+    ax.scatter(x, val, color="C0", label="member, val")
+    ax.scatter(x, test, color="C1", marker="s", label="member, test")
+    ax.axhline(ensemble_val, color="C0", ls="--", label=f"ensemble, val {ensemble_val:.4f}")
+    ax.axhline(ensemble_test, color="C1", ls=":", label=f"ensemble, test {ensemble_test:.4f}")
+    ax.set_xticks(x, labels, rotation=45 if len(labels) > 4 else 0, ha="right" if len(labels) > 4 else "center",
+                  fontsize=8)
+    ax.set(ylabel="accuracy", title=f"ensemble of {len(labels)} members")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig

@@ -11,7 +11,12 @@ Layout::
     RUN/history.jsonl          one JSON object per step / epoch, append-only
     RUN/preprocess.safetensors statistics fitted on the training split
     RUN/checkpoints/last.safetensors  everything needed to resume (weights, optimiser, RNG, position)
-    RUN/checkpoints/best.safetensors  the weights with the best validation accuracy
+    RUN/checkpoints/best.safetensors  the weights with the best validation accuracy (train.monitor)
+    RUN/checkpoints/ema.safetensors   the moving average of the weights at its best validation score (train.ema)
+    RUN/checkpoints/swa.safetensors   the weights averaged over the last epochs, BN recomputed (train.swa_epochs)
+    RUN/checkpoints/snapshots/        the weights at the end of each cosine-restarts cycle (snapshot ensembles)
+    RUN/checkpoints/epochs/           the weights of the last checkpoint.keep_last epoch ends
+    RUN/teacher.safetensors    distillation: the teacher's soft targets for every training image
     RUN/checks.json            the sanity checks before training
     RUN/findings.json          the diagnoses in words
     RUN/report.html            the self-contained report
@@ -142,6 +147,10 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+WEIGHTS = "best, last, ema, swa, snapshot-N or epoch-N"
+"""The names of a run's sets of weights (:meth:`RunDir.weights_file`)."""
+
+
 class RunPath:
     """One file or folder of a run, declared on :class:`RunDir`: ``run.<name>`` is its path in that run."""
 
@@ -168,7 +177,14 @@ class RunDir:
     preprocess = RunPath("preprocess.safetensors", "preprocessing statistics fitted on the training split")
     checkpoints = RunPath("checkpoints", "the folder of the two checkpoints")
     last = RunPath("checkpoints/last.safetensors", "everything needed to resume (weights, optimiser, RNG, position)")
-    best = RunPath("checkpoints/best.safetensors", "the weights with the best validation accuracy")
+    best = RunPath("checkpoints/best.safetensors", "the weights with the best validation score (train.monitor)")
+    best_ema = RunPath("checkpoints/ema.safetensors", "the moving average of the weights (train.ema) at its best "
+                       "validation score")
+    swa = RunPath("checkpoints/swa.safetensors", "the weights averaged over the last train.swa_epochs epoch ends, "
+                  "batch-norm statistics recomputed")
+    snapshots = RunPath("checkpoints/snapshots", "the weights at the end of each cosine-restarts cycle")
+    epochs = RunPath("checkpoints/epochs", "the weights of the last checkpoint.keep_last epoch ends")
+    teacher = RunPath("teacher.safetensors", "distillation: the teacher's soft targets for every training image")
     checks = RunPath("checks.json", "the sanity checks: verdicts and numbers")
     findings = RunPath("findings.json", "the diagnoses (observation -> likely cause -> next action)")
     report = RunPath("report.html", "the self-contained HTML report")
@@ -181,6 +197,43 @@ class RunDir:
     confused = RunPath("stats/confused.npz", "example val images (uint8) of each most-confused pair")
     augment = RunPath("stats/augment.png", "training images as the first augmented batches show them")
     events = RunPath("events", "the folder of TensorBoard event files")
+
+    def snapshot(self, cycle: int) -> Path:
+        """The snapshot file of cosine-restarts cycle ``cycle`` (1, 2, ...)."""
+        return self.snapshots / f"cycle-{cycle:03d}.safetensors"
+
+    def epoch_weights(self, epoch: int) -> Path:
+        """The kept weights of epoch ``epoch`` (1, 2, ...; checkpoint.keep_last)."""
+        return self.epochs / f"epoch-{epoch:03d}.safetensors"
+
+    def weights_file(self, name: str = "best") -> Path:
+        """A set of the run's weights by name: best (the last checkpoint while there is no best), last, ema, swa,
+        snapshot-N or epoch-N; a missing one is a BabysitError saying which option makes it."""
+        kind, _, number = name.partition("-")
+        named = {"best": self.best if self.best.exists() else self.last, "last": self.last, "ema": self.best_ema,
+                 "swa": self.swa}
+        if name in named:
+            path = named[name]
+        elif kind in ("snapshot", "epoch") and number.isdigit():
+            path = self.snapshot(int(number)) if kind == "snapshot" else self.epoch_weights(int(number))
+        else:
+            raise BabysitError(f"unknown weights {name!r}; use {WEIGHTS}.")
+        made_by = {"ema": "--train.ema=0.999", "swa": "--train.swa_epochs=N",
+                   "snapshot": "--schedule.name=cosine-restarts --schedule.cycles=M",
+                   "epoch": "--checkpoint.keep_last=N"}.get(kind)
+        if made_by and not path.is_file():  # (a missing best or last is the checkpoint reader's "does not exist")
+            raise BabysitError(f"run {str(self.path)!r} has no {name} weights; the run was not trained with {made_by}.")
+        return path
+
+    @staticmethod
+    def numbered(folder: Path) -> list[tuple[int, Path]]:
+        """The (number, file) pairs of :meth:`snapshot` or :meth:`epoch_weights` files in ``folder``, in order."""
+        found = []
+        for p in folder.glob("*-*.safetensors") if folder.is_dir() else []:
+            number = p.name.removesuffix(".safetensors").rpartition("-")[2]
+            if number.isdigit() and not p.name.startswith("."):
+                found.append((int(number), p))
+        return sorted(found)
 
     @classmethod
     def layout(cls) -> dict[str, str]:
@@ -306,3 +359,24 @@ class RunDir:
         except (OSError, ValueError):
             raise BabysitError(f"{path} is missing or damaged; resume the run with "
                                f"`babysit train --resume {self.path}` to write it again.") from None
+
+
+class EnsembleDir:
+    """An ensemble directory (``babysit ensemble``): its members and their scores. Members trained for it
+    (``--seeds``) are run directories inside it."""
+
+    ensemble = RunPath("ensemble.json", "the members (run, weights, share) and the val/test accuracy of each member "
+                       "and of the ensemble, with the gains")
+    figure = RunPath("ensemble.png", "members against the ensemble: val and test accuracy")
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    @classmethod
+    def layout(cls) -> dict[str, str]:
+        return {name: v.rel for name, v in vars(cls).items() if isinstance(v, RunPath)}
+
+    @classmethod
+    def holds_one(cls, path: str | Path) -> bool:
+        """True when ``path`` is an ensemble directory (it has ensemble.json)."""
+        return cls(path).ensemble.is_file()

@@ -153,6 +153,10 @@ def check_config(cfg: C.RunConfig) -> tuple[Spec | None, tuple[AugmentOp, ...]]:
     KINDS.get(kind)  # an unknown name is the registry's one sentence
     spec = None if is_named(cfg.model.spec) else parse(cfg.model.spec)
     ops = tuple(check_augment(cfg))
+    if cfg.distill.teacher and (ops or cfg.loss.name != "softmax"):
+        raise BabysitError("distillation trains on the teacher's probabilities of the unaugmented training images "
+                           "(computed once) plus the softmax loss on the labels, so drop --augment.pipeline and use "
+                           "--loss.name=softmax.")
     if kind in VECTOR_KINDS and spec is not None:
         spatial = [str(layer) for layer in spec.layers() if isinstance(layer, SPATIAL)]
         if spatial:
@@ -240,19 +244,28 @@ def check_split(run: RunDir, splits: Splits) -> None:
                            f"on {saved}; the data set changed since, so its scores would not be comparable.")
 
 
-def load_run(path: str | Path, device: str = "cpu") -> tuple[RunDir, C.RunConfig, nn.Module, Preprocessor, Splits]:
-    """Set a run up again from its directory: its config, best (else last) weights in the model, the
-    preprocessing it fitted and the same splits (refused when the data no longer splits the same)."""
+def load_model(run: RunDir, cfg: C.RunConfig, pre: Preprocessor, input_shape: tuple[int, int, int], num_classes: int,
+               weights: str = "best") -> nn.Module:
+    """The run's network with one set of its weights (best, else last; or last, ema, swa, snapshot-N, epoch-N)."""
+    weights_path = run.weights_file(weights)
+    tensors, _ = load_checkpoint(weights_path)
+    model = build(parse(cfg.model.spec), pre.output_shape(input_shape), num_classes)
+    try:
+        model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
+    except RuntimeError as e:
+        raise BabysitError(f"{weights_path} does not match the run's spec ({str(e).splitlines()[0]}).") from None
+    return model
+
+
+def load_run(path: str | Path, device: str = "cpu", weights: str = "best"
+             ) -> tuple[RunDir, C.RunConfig, nn.Module, Preprocessor, Splits]:
+    """Set a run up again from its directory: its config, a set of its weights in the model (``weights``: best,
+    else last; or last, ema, swa, snapshot-N, epoch-N), the preprocessing it fitted and the same splits (refused
+    when the data no longer splits the same)."""
     run = RunDir.open(path)
     cfg = C.load_toml(run.config)
     _, splits = prepare_data(cfg)
     check_split(run, splits)
     pre = load_preprocessor(run)
-    weights_path = run.best if run.best.exists() else run.last
-    tensors, _ = load_checkpoint(weights_path)
-    model = build(parse(cfg.model.spec), pre.output_shape(splits.train.input_shape), len(splits.classes))
-    try:
-        model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
-    except RuntimeError as e:
-        raise BabysitError(f"{weights_path} does not match the run's spec ({str(e).splitlines()[0]}).") from None
+    model = load_model(run, cfg, pre, splits.train.input_shape, len(splits.classes), weights)
     return run, cfg, model.to(resolve_device(device, "--device")), pre, splits

@@ -1,7 +1,7 @@
 """Kill `babysit train` with SIGKILL at random points, resume each run, and check it ends bit-identical.
 
-    python scripts/kill_resume_soak.py [--kills 20] [--seed 0] [--workdir DIR] [--keep] [--augment]
-                                       [--train-arg=--train.deterministic=true ...]
+    python scripts/kill_resume_soak.py [--kills 20] [--seed 0] [--workdir DIR] [--keep] [--augment] [--averages]
+                                       [--early] [--train-arg=--train.deterministic=true ...]
 
 One uninterrupted reference run comes first (it also counts the run's history appends and atomic
 writes). Then, per kill, a seeded generator picks a kill point (each kind equally often, in random
@@ -17,7 +17,8 @@ order, at a random event), a fresh run is started in a subprocess and killed the
     timer T         SIGKILL from outside, T seconds after the run directory appears
 
 The resumed run must match the reference exactly: every tensor of checkpoints/last.safetensors
-(weights, optimiser, RNG) and best.safetensors, the checkpoint metadata (position, schedule, best
+(weights, optimiser, RNG, EMA and SWA state) and of every other checkpoint file (best, ema, swa,
+snapshots, kept epochs) with its metadata, the last checkpoint's metadata (position, schedule, best
 score, config; monitoring callbacks' counters aside), the logical history and result.json
 (wall-clock seconds aside), with no temporary files left. A run killed before its
 config.toml existed cannot be resumed (nothing says how it was configured); it is started again
@@ -43,6 +44,9 @@ ROOT = Path(__file__).resolve().parents[1]
 TRAIN_ARGS = ["--data.name=digits", "--data.limit=300", "--model.spec=conv3-8 relu pool2 dropout-0.3 fc",
               "--train.epochs=3", "--train.batch_size=16", "--checkpoint.every=5", "--train.progress=false"]
 AUGMENT = "--augment.pipeline=translate-1,rotate-10,noise-0.02,cutout-2,mixup-0.2"
+AVERAGES = ("--train.ema=0.9", "--train.swa_epochs=2", "--train.swa_lr=0.02", "--schedule.name=cosine-restarts",
+            "--schedule.cycles=3", "--checkpoint.keep_last=2")
+EARLY = ("--train.patience=1", "--train.monitor=val_loss", "--train.min_delta=10")  # stops after epoch 2 of 3
 KINDS = ("step", "append-torn", "write-torn", "before-rename", "after-rename", "sigterm", "timer")
 
 # Runs inside the killed process: counts history appends and atomic writes, and fires the fault.
@@ -141,20 +145,23 @@ def draw(rng: random.Random, kind: str, counts: dict[str, int], train_seconds: f
 
 
 def _run_state(run: Path) -> tuple[dict, dict, list, dict]:
-    from safetensors.torch import load_file
-
-    from babysit.rundir import read_history
+    from babysit.rundir import RunDir, read_history
     from babysit.train.checkpoint import load_checkpoint
 
     tensors, meta = load_checkpoint(run / "checkpoints" / "last.safetensors")
-    best = load_file(run / "checkpoints" / "best.safetensors")
+    kept, kept_meta = {}, {}
+    for path in sorted(RunDir(run).checkpoints.rglob("*.safetensors")):  # best, ema, swa, snapshots, epochs
+        name = str(path.relative_to(run / "checkpoints"))
+        if name != "last.safetensors":
+            file_tensors, kept_meta[name] = load_checkpoint(path)
+            kept |= {f"{name}:{k}": v for k, v in file_tensors.items()}
     for rec in meta.get("history", []):
         rec.pop("seconds", None)
     history = [{k: v for k, v in r.items() if k != "seconds"} for r in read_history(run / "history.jsonl")
                if r.get("kind") != "resume"]
     result = json.loads((run / "result.json").read_text())
     result.pop("seconds", None)
-    return {**tensors, **{f"best:{k}": v for k, v in best.items()}}, meta, history, result
+    return {**tensors, **kept}, {**meta, "kept files": kept_meta}, history, result
 
 
 def differences(run: Path, ref: Path) -> list[str]:
@@ -223,9 +230,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--augment", action="store_true", help=f"train with augmentation too ({AUGMENT})")
     p.add_argument("--train-arg", action="append", default=[], metavar="OPTION",
                    help="one more train option for every run, e.g. --train-arg=--train.deterministic=true")
+    p.add_argument("--averages", action="store_true", help=f"with EMA, SWA, snapshots and kept epochs ({AVERAGES})")
+    p.add_argument("--early", action="store_true", help=f"with early stopping ({EARLY})")
     args = p.parse_args(argv)
     if args.augment:
         TRAIN_ARGS.append(AUGMENT)
+    TRAIN_ARGS.extend((AVERAGES if args.averages else ()) + (EARLY if args.early else ()))
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="babysit-soak-"))
     workdir.mkdir(parents=True, exist_ok=True)
     try:

@@ -206,6 +206,7 @@ CHOICES = {
     "augment.fill": ("babysit.config", "FILL_MODES"),
     "train.precision": ("babysit.config", "PRECISIONS"),
     "train.compile": ("babysit.config", "COMPILE_MODES"),
+    "train.monitor": ("babysit.config", "MONITORS"),
 }
 
 
@@ -248,7 +249,7 @@ def test_choice_options_list_exactly_the_names_the_code_accepts():
                                    "nesterov, betas, decay_rate, eps, weight_decay, decoupled, decay_bias, clip_norm; "
                                    "did you mean --optim.lr?"),
     (["check", "--optm.lr=0.1"], "unknown config section 'optm' in 'optm.lr'; sections are: data, augment, model, "
-                                 "optim, schedule, train, checkpoint, loss, regularize, lr_find, monitor; "
+                                 "optim, schedule, train, checkpoint, loss, regularize, lr_find, monitor, distill; "
                                  "did you mean --optim.lr?"),
     (["data", "show", "digits", "--confg", "x.toml"], "unknown option '--confg'; run `babysit data show --help` for "
                                                        "the options; did you mean --config?"),

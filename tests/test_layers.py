@@ -26,8 +26,9 @@ LAYERS: dict[str, int] = {
     "start": 6,  # one run setup below every entry point
     "experiment": 7, "tune": 7, "commands": 7,  # entry points
     "clihelp": 7,  # the CLI's help and did-you-mean (config only)
-    "cli": 8, "__init__": 8,
-    "__main__": 9,  # python -m babysit runs cli
+    "ensemble": 8,  # trains members and students through experiment.train; reads runs through start
+    "cli": 9, "__init__": 9,
+    "__main__": 10,  # python -m babysit runs cli
 }
 """A unit may import units of a lower rank, and itself; never one of the same rank or above."""
 

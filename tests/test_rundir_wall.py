@@ -14,12 +14,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-from babysit.rundir import RunDir
+from babysit.rundir import EnsembleDir, RunDir
 
 PACKAGE = Path(__file__).resolve().parents[1] / "babysit"
 
 LAYOUT = RunDir.layout()
-WHOLE = set(LAYOUT.values()) | {rel.split("/")[0] for rel in LAYOUT.values()}
+WHOLE = set(LAYOUT.values()) | {rel.split("/")[0] for rel in LAYOUT.values()} | set(EnsembleDir.layout().values())
 """Spelled anywhere, these name a run entry: config.toml, stats, stats/layers.json, checkpoints/last.safetensors ..."""
 NESTED = {rel.rsplit("/", 1)[1] for rel in LAYOUT.values() if "/" in rel}
 """Names inside a run folder (layers.json, last.safetensors): a run entry when joined onto a path with ``/``.
@@ -56,7 +56,8 @@ def run_file_names(source: str) -> list[tuple[int, str]]:
 def test_the_layout_declares_every_run_file():
     assert {"config", "spec", "meta", "result", "history", "preprocess", "checkpoints", "last", "best", "checks",
             "findings", "report", "stats", "layers", "histograms", "filters", "filters_initial", "confusion",
-            "confused", "augment", "events"} <= set(LAYOUT)
+            "confused", "augment", "events", "best_ema", "swa", "snapshots", "epochs", "teacher"} <= set(LAYOUT)
+    assert EnsembleDir.layout() == {"ensemble": "ensemble.json", "figure": "ensemble.png"}
     run = RunDir("/r")
     assert run.last == Path("/r/checkpoints/last.safetensors") and run.confused == Path("/r/stats/confused.npz")
     assert run.events == Path("/r/events") and RunDir.of(run) is run and RunDir.of("/r").path == Path("/r")

@@ -78,8 +78,13 @@ def split_dataset(ds: Dataset, val_fraction: float = 0.1, test_fraction: float =
                   classes=list(ds.train.classes))
 
 
+def split_seed(cfg: RunConfig) -> int:
+    """The seed of the train/val/test split: data.split_seed, or train.seed when it is -1."""
+    return cfg.data.split_seed if cfg.data.split_seed >= 0 else cfg.train.seed
+
+
 def prepare_data(cfg: RunConfig) -> tuple[Dataset, Splits]:
     """Load the configured data set and split it (stratified, seeded): what every command starts from."""
     ds = load_dataset(cfg.data.name, channels=cfg.data.channels, size=cfg.data.size)
-    splits = split_dataset(ds, cfg.data.val_fraction, cfg.data.test_fraction, cfg.train.seed, cfg.data.limit)
+    splits = split_dataset(ds, cfg.data.val_fraction, cfg.data.test_fraction, split_seed(cfg), cfg.data.limit)
     return ds, splits

@@ -2,8 +2,10 @@
 
     for each epoch:
         shuffle (a permutation seeded by (seed, epoch), so a resumed run sees the same batches)
-        for each mini-batch:  forward -> loss (+ L2) -> backward -> step -> schedule -> callbacks
-        score train subset and val, print the epoch line, keep the best-val weights, checkpoint
+        for each mini-batch:  forward -> loss (+ L2) -> backward -> step -> EMA -> schedule -> callbacks
+        score train subset and val (and the EMA), print the epoch line, keep the best-val weights (and the
+        EMA's best, a cosine-restarts snapshot, the last epochs), checkpoint; stop early when patience is spent
+    SWA: recompute the average's batch-norm statistics, score and keep it
 
 Batches are drawn from tensors already on the device: no per-sample Python work.
 """
@@ -26,7 +28,9 @@ from tqdm import tqdm
 from babysit.config import RunConfig
 from babysit.errors import BabysitError, Interrupted
 from babysit.rundir import RunDir
-from babysit.train.losses import LossFn, make_loss
+from babysit.train.average import Averages, weights_of
+from babysit.train.early import improved, patience_spent, stop_reason, stop_record
+from babysit.train.losses import LossFn, Targets, make_loss, make_train_loss
 from babysit.train.optim import clip_gradients, describe_groups, make_optimizer
 from babysit.train.record import MemoryRecorder, Recorder, RunRecorder, StepLosses, sync_due
 from babysit.train.regularize import Regularizer
@@ -45,6 +49,7 @@ class TensorData:
     x_val: torch.Tensor
     y_val: torch.Tensor
     x_raw: torch.Tensor | None = None  # the training images as uint8 pixels, what augmentation starts from
+    soft_train: torch.Tensor | None = None  # distillation: the teacher's probabilities at T (N, K) per training image
 
 
 @dataclass
@@ -61,11 +66,13 @@ class LoopState:
     lr: float = 0.0
     loss: float = float("nan")  # mini-batch loss (data + L2) of the last step read back from the device
     loss_sum: float = 0.0  # sum of this epoch's mini-batch losses so far
-    best_val_acc: float = -1.0
+    best_val_acc: float = -1.0  # val accuracy of the kept (best) epoch
     best_epoch: int = -1
+    best_score: float | None = None  # train.monitor's value at the best epoch
     history: list[dict[str, Any]] = field(default_factory=list)  # epoch records
     stop: bool = False
     schedule: LRSchedule | None = None  # lr of each step; holds reduce-on-plateau's state (checkpointed)
+    averages: Averages | None = None  # EMA / SWA of the weights (train.ema, train.swa_epochs; checkpointed)
 
 
 class Callback(Protocol):
@@ -124,7 +131,7 @@ class Update:
 
     model: nn.Module
     optimizer: torch.optim.Optimizer
-    criterion: LossFn
+    criterion: Callable[[torch.Tensor, Targets], torch.Tensor]  # a LossFn, or distillation's (labels, teacher)
     reg: Regularizer | None = None  # L2 / L1 terms added to the loss, max-norm after the step
     clip_norm: float = 0.0  # clip the gradient's global L2 norm to this; 0 = off
     autocast: torch.dtype | None = None  # forward and loss under autocast to this dtype (bf16 on CUDA)
@@ -136,7 +143,7 @@ class Update:
         arithmetic (train.precision, train.channels_last: the model is converted here)."""
         if cfg.train.channels_last:
             model.to(memory_format=torch.channels_last)
-        return cls(model, optimizer if optimizer is not None else make_optimizer(model, cfg), make_loss(cfg.loss),
+        return cls(model, optimizer if optimizer is not None else make_optimizer(model, cfg), make_train_loss(cfg),
                    Regularizer.from_config(model, cfg), cfg.optim.clip_norm,
                    torch.bfloat16 if cfg.train.precision == "bf16" else None, cfg.train.channels_last)
 
@@ -150,9 +157,14 @@ class NonFinite(Exception):
 
 
 def next_batch(data: TensorData, idx: torch.Tensor, step: int,
-               augment: AugmentFn | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+               augment: AugmentFn | None = None) -> tuple[torch.Tensor, Targets]:
     """The training mini-batch ``idx`` as the network sees it at ``step``: the preprocessed images, or with
-    ``augment`` the raw pixels warped / recoloured / cut / mixed, then preprocessed (targets (B, K) when mixed)."""
+    ``augment`` the raw pixels warped / recoloured / cut / mixed, then preprocessed (targets (B, K) when mixed).
+    With the teacher's soft targets (distillation) the targets are (labels, teacher probabilities)."""
+    if data.soft_train is not None:
+        if augment is not None:
+            raise ValueError("distillation's soft targets belong to the unaugmented training images")
+        return data.x_train[idx], (data.y_train[idx], data.soft_train[idx])
     if augment is None:
         return data.x_train[idx], data.y_train[idx]
     if data.x_raw is None:
@@ -160,7 +172,7 @@ def next_batch(data: TensorData, idx: torch.Tensor, step: int,
     return augment(data.x_raw[idx], data.y_train[idx], step)
 
 
-def train_step(u: Update, xb: torch.Tensor, yb: torch.Tensor, lr: float | None = None,
+def train_step(u: Update, xb: torch.Tensor, yb: Targets, lr: float | None = None,
                check_finite: bool = False) -> torch.Tensor:
     """One mini-batch step: forward -> loss (+ regularisation) -> backward -> clip -> update -> max-norm.
 
@@ -201,9 +213,10 @@ def fit(model: nn.Module, data: TensorData, cfg: RunConfig, run: RunDir | None =
     ``augment(raw_pixels, labels, step) -> (inputs, targets)`` (babysit.data.augment.Augment) makes each
     training batch from ``data.x_raw``; it is seeded by step, so a resumed run sees the same batches.
 
-    The model ends holding the weights of the epoch with the best validation accuracy. With a run
+    The model ends holding the weights of the epoch with the best validation score (``train.monitor``);
+    with ``train.patience`` the run stops once that many epochs have not improved on it. With a run
     directory everything is recorded there (and ``resume`` restores its last checkpoint exactly);
-    without one, in memory.
+    without one, in memory. ``data.soft_train`` (a teacher's probabilities) makes it a distillation.
     """
     callbacks = list(callbacks or [])
     t = cfg.train
@@ -211,13 +224,16 @@ def fit(model: nn.Module, data: TensorData, cfg: RunConfig, run: RunDir | None =
     check_batch_size(t.batch_size, n)
     if augment is not None and data.x_raw is None:
         raise ValueError("fit(augment=...) needs the raw training pixels in data.x_raw")
+    if cfg.distill.teacher and data.soft_train is None:
+        raise ValueError("a distillation run (distill.teacher) needs the teacher's probabilities in data.soft_train")
     rec: Recorder = RunRecorder(run) if run is not None else MemoryRecorder()
     update = Update.from_config(model, cfg)
+    averages = Averages(model, cfg)  # copies of the weights for EMA / SWA (none when both are off)
     if t.compile != "off":  # in place, so the state_dict keys (checkpoints) stay the model's own
         model.compile(mode=None if t.compile == "default" else t.compile)
     steps_per_epoch = math.ceil(n / t.batch_size)
-    schedule = LRSchedule(cfg.optim.lr, cfg.schedule, steps_per_epoch, t.epochs * steps_per_epoch)
-    state = LoopState(model, update.optimizer, cfg, steps_per_epoch, schedule=schedule)
+    schedule = LRSchedule.from_config(cfg, steps_per_epoch)
+    state = LoopState(model, update.optimizer, cfg, steps_per_epoch, schedule=schedule, averages=averages)
     print(describe_groups(state.optimizer, cfg), flush=True)
     if resume:
         rec.restore(state, callbacks)
@@ -226,7 +242,7 @@ def fit(model: nn.Module, data: TensorData, cfg: RunConfig, run: RunDir | None =
     stopper = _SignalFlag()
     _call(callbacks, "on_fit_start", state)
     with stopper:
-        while state.epoch < t.epochs and not state.stop:
+        while state.epoch < t.epochs and not state.stop and not patience_spent(state):
             perm = epoch_permutation(n, t.seed, state.epoch, data.x_train.device)
             _call(callbacks, "on_epoch_start", state)
             model.train()
@@ -239,6 +255,7 @@ def fit(model: nn.Module, data: TensorData, cfg: RunConfig, run: RunDir | None =
                 state.lr = schedule.lr(state.step)
                 loss = train_step(update, xb, yb, state.lr)  # stays on the device: no host sync per step
                 state.step += 1
+                averages.after_step(state.step)  # ema = d*ema + (1-d)*w
                 state.batch += 1
                 losses.add({"kind": "step", "step": state.step, "epoch": state.epoch + 1, "loss": None,
                             "lr": state.lr}, loss)
@@ -259,32 +276,55 @@ def fit(model: nn.Module, data: TensorData, cfg: RunConfig, run: RunDir | None =
             schedule.epoch_end(state.history[-1]["val_loss"])  # reduce-on-plateau looks at the val loss
             _call(callbacks, "on_epoch_end", state)
             state.epoch, state.batch, state.loss_sum = state.epoch + 1, 0, 0.0
+            if patience_spent(state):  # the history says why the run stops here
+                rec.append(record := stop_record(state))
+                print(f"{stop_reason(cfg, record)}.", flush=True)
             rec.save(state, callbacks)
             if stopper.signum is not None:  # a signal during the epoch-end evaluation; just saved
                 raise Interrupted(rec.stopped(stopper.signum), stopper.signum)
     _call(callbacks, "on_fit_end", state)
+    for kind, weights, meta in averages.finish(data.x_train, t.batch_size, _scorer(cfg), data.x_val, data.y_val):
+        rec.keep_weights(kind, weights, meta)  # SWA, batch-norm statistics recomputed
     best = rec.best_weights()
     if best is not None:
         model.load_state_dict(best)
     return state
 
 
+def _scorer(cfg: RunConfig) -> Callable[[nn.Module, torch.Tensor, torch.Tensor], tuple[float, float]]:
+    """(model, x, y) -> (val loss without label smoothing, accuracy): how every set of weights is scored."""
+    loss_fn = make_loss(cfg.loss, train=False)
+    return lambda model, x, y: evaluate(model, x, y, cfg.train.eval_batch_size, loss_fn)[:2]
+
+
 def _end_epoch(state: LoopState, data: TensorData, train_eval: slice, seconds: float, rec: Recorder) -> None:
-    """Score, print the lecture's epoch line, record it, keep the best weights."""
-    t = state.cfg.train
+    """Score, print the lecture's epoch line, record it, keep the best weights (and the EMA's best, a
+    cosine-restarts snapshot, the last epochs' weights)."""
+    t, epoch, score = state.cfg.train, state.epoch + 1, _scorer(state.cfg)
     _, train_acc, _ = evaluate(state.model, data.x_train[train_eval], data.y_train[train_eval], t.eval_batch_size)
-    val_loss, val_acc, _ = evaluate(state.model, data.x_val, data.y_val, t.eval_batch_size,
-                                    make_loss(state.cfg.loss, train=False))
+    val_loss, val_acc = score(state.model, data.x_val, data.y_val)
     cost = state.loss_sum / max(state.batch, 1)
-    print(f"Finished epoch {state.epoch + 1} / {t.epochs}: cost {cost:.6f}, train: {train_acc:.6f}, "
-          f"val {val_acc:.6f}, lr {state.lr:.6e}", flush=True)
-    record = {"kind": "epoch", "step": state.step, "epoch": state.epoch + 1, "cost": cost, "train_acc": train_acc,
+    record = {"kind": "epoch", "step": state.step, "epoch": epoch, "cost": cost, "train_acc": train_acc,
               "val_loss": val_loss, "val_acc": val_acc, "lr": state.lr, "seconds": seconds}
+    if state.averages is not None:
+        record |= state.averages.score(score, data.x_val, data.y_val)  # ema_val_loss, ema_val_acc
+    ema = f", ema val {record['ema_val_acc']:.6f}" if "ema_val_acc" in record else ""
+    print(f"Finished epoch {epoch} / {t.epochs}: cost {cost:.6f}, train: {train_acc:.6f}, "
+          f"val {val_acc:.6f}{ema}, lr {state.lr:.6e}", flush=True)
     state.history.append(record)
     rec.append(record)
-    if val_acc > state.best_val_acc:
-        state.best_val_acc, state.best_epoch = val_acc, state.epoch + 1
-        rec.keep_best(state, {"epoch": state.epoch + 1, "step": state.step, "val_acc": val_acc})
+    if improved(t.monitor, record[t.monitor], state.best_score, t.min_delta):
+        state.best_val_acc, state.best_epoch, state.best_score = val_acc, epoch, record[t.monitor]
+        rec.keep_best(state, {"epoch": epoch, "step": state.step, "val_acc": val_acc, "val_loss": val_loss,
+                              "monitor": t.monitor})
+    for kind, weights, meta in state.averages.epoch_end(state.model, record) if state.averages else []:
+        rec.keep_weights(kind, weights, meta)  # SWA's running mean; the EMA's best
+    meta = {"epoch": epoch, "step": state.step, "val_acc": val_acc, "val_loss": val_loss}
+    cycle = state.schedule.cycle_end(epoch) if state.schedule is not None else 0
+    if cycle:  # snapshot ensembles: the weights at the end of each cosine-restarts cycle
+        rec.keep_weights("snapshot", weights_of(state.model), {**meta, "cycle": cycle}, index=cycle)
+    if state.cfg.checkpoint.keep_last:
+        rec.keep_weights("epoch", weights_of(state.model), meta, index=epoch, keep_last=state.cfg.checkpoint.keep_last)
 
 
 class _SignalFlag:

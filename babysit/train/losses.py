@@ -13,7 +13,7 @@ from functools import partial
 import torch
 import torch.nn.functional as F
 
-from babysit.config import LossConfig
+from babysit.config import LossConfig, RunConfig
 from babysit.registry import Registry
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -104,3 +104,43 @@ def _bce(cfg: LossConfig) -> LossFn:
 def make_loss(cfg: LossConfig, train: bool = True) -> LossFn:
     """The configured data loss; ``train=False`` drops label smoothing (what validation reports)."""
     return LOSSES.get(cfg.name)(cfg if train else LossConfig(cfg.name, cfg.delta, 0.0))
+
+
+Targets = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
+"""What a training batch's loss reads: labels (N,) or soft targets (N, K); for distillation (labels, teacher)."""
+
+
+def distillation_loss(scores: torch.Tensor, y: torch.Tensor, teacher: torch.Tensor, temperature: float,
+                      alpha: float, hard: LossFn = softmax_loss) -> torch.Tensor:
+    """Knowledge distillation (Hinton, Vinyals & Dean 2015):
+
+        L = alpha * T^2 * KL(p_T || q_T) + (1 - alpha) * hard(scores, y)
+
+    ``teacher`` holds p_T, the teacher's probabilities at temperature T (N, K); q_T = softmax(scores / T);
+    KL(p || q) = sum_j p_j (log p_j - log q_j), averaged over the batch. The T^2 keeps the soft term's
+    gradients (which scale as 1/T^2) comparable to the hard term's as T changes."""
+    log_q = F.log_softmax(scores / temperature, dim=1)
+    soft = F.kl_div(log_q, teacher.to(log_q.dtype), reduction="batchmean")
+    return alpha * temperature**2 * soft + (1 - alpha) * hard(scores, y)
+
+
+class Distillation:
+    """The training loss of a distilled student; its targets are (labels, teacher probabilities at T)."""
+
+    def __init__(self, hard: LossFn, temperature: float, alpha: float) -> None:
+        self.hard, self.temperature, self.alpha = hard, temperature, alpha
+
+    def __call__(self, scores: torch.Tensor, targets: Targets) -> torch.Tensor:
+        if not isinstance(targets, tuple):
+            raise ValueError("a distillation loss needs (labels, teacher probabilities) targets; "
+                             "TensorData.soft_train holds the teacher's")
+        y, teacher = targets
+        return distillation_loss(scores, y, teacher, self.temperature, self.alpha, self.hard)
+
+
+def make_train_loss(cfg: RunConfig) -> Callable[[torch.Tensor, Targets], torch.Tensor]:
+    """The loss a run trains on: the configured data loss, or with ``distill.teacher`` the distillation loss
+    built on it."""
+    hard = make_loss(cfg.loss)
+    d = cfg.distill
+    return Distillation(hard, d.temperature, d.alpha) if d.teacher else hard

@@ -3,7 +3,9 @@
 :class:`RunRecorder` writes them into a run directory (history.jsonl, checkpoints/best and last, so a
 killed run resumes exactly); :class:`MemoryRecorder` keeps them in memory for a ``fit`` without a run
 directory (the history as a list, the best weights as a copy; nothing to resume from). The loop talks
-to either through the same five calls, so it has no "is there a run directory?" branches.
+to either through the same calls, so it has no "is there a run directory?" branches. Besides the best
+weights, ``keep_weights`` keeps the other weights a run may produce: the EMA's best, the SWA average,
+cosine-restarts snapshots and the last epochs' weights.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ if TYPE_CHECKING:
     from babysit.train.loop import LoopState
 
 # Options a resumed run may change in config.toml: none of them alters the weights (epochs stretches the schedule).
-RESUME_FREE_KEYS = ("train.epochs", "train.progress", "train.device", "train.eval_batch_size",
+RESUME_FREE_KEYS = ("train.epochs", "train.patience", "train.progress", "train.device", "train.eval_batch_size",
                     "train.train_eval_size", "train.sync_every", "train.threads", "checkpoint.every", "monitor")
 
 
@@ -44,6 +46,7 @@ class MemoryRecorder:
     def __init__(self) -> None:
         self.records: list[dict[str, Any]] = []
         self.best: dict[str, torch.Tensor] | None = None
+        self.weights: dict[tuple[str, int], dict[str, torch.Tensor]] = {}  # (kind, index) -> weights
 
     def append(self, records: dict[str, Any] | list[dict[str, Any]]) -> None:
         """One history record, or a block of them."""
@@ -54,6 +57,15 @@ class MemoryRecorder:
 
     def best_weights(self) -> dict[str, torch.Tensor] | None:
         return self.best
+
+    def keep_weights(self, kind: str, weights: dict[str, torch.Tensor], meta: dict[str, Any], index: int = 0,
+                     keep_last: int = 0) -> None:
+        """Keep ``weights`` as ``kind`` (ema, swa, snapshot, epoch) number ``index``; with ``keep_last`` drop
+        those of the kind numbered ``index - keep_last`` and below."""
+        self.weights[(kind, index)] = weights
+        if keep_last:
+            for key in [k for k in self.weights if k[0] == kind and k[1] <= index - keep_last]:
+                del self.weights[key]
 
     def save(self, state: LoopState, callbacks: list[Any]) -> None:
         """Nothing to write: a run without a directory cannot be resumed."""
@@ -82,6 +94,20 @@ class RunRecorder:
     def keep_best(self, state: LoopState, meta: dict[str, Any]) -> None:
         save_checkpoint(self.run.best, {f"model.{k}": v for k, v in state.model.state_dict().items()}, meta)
 
+    def keep_weights(self, kind: str, weights: dict[str, torch.Tensor], meta: dict[str, Any], index: int = 0,
+                     keep_last: int = 0) -> None:
+        """checkpoints/ema, swa, snapshots/cycle-N or epochs/epoch-N; with ``keep_last`` the files of the kind
+        numbered ``index - keep_last`` and below are removed."""
+        run = self.run
+        paths = {"ema": lambda: run.best_ema, "swa": lambda: run.swa, "snapshot": lambda: run.snapshot(index),
+                 "epoch": lambda: run.epoch_weights(index)}
+        save_checkpoint(paths[kind](), {f"model.{k}": v for k, v in weights.items()}, meta)
+        if keep_last and kind == "epoch":
+            for number, path in RunDir.numbered(run.epochs):
+                if number <= index - keep_last:
+                    path.unlink(missing_ok=True)
+                    path.with_suffix(".json").unlink(missing_ok=True)
+
     def best_weights(self) -> dict[str, torch.Tensor] | None:
         if not self.run.best.exists():
             return None
@@ -96,9 +122,12 @@ class RunRecorder:
         meta: dict[str, Any] = {
             "epoch": state.epoch, "batch": state.batch, "step": state.step, "loss_sum": state.loss_sum,
             "lr": state.lr, "best_val_acc": state.best_val_acc, "best_epoch": state.best_epoch,
-            "history": state.history, "spec": state.cfg.model.spec, "config": asdict(state.cfg),
+            "best_score": state.best_score, "history": state.history, "spec": state.cfg.model.spec,
+            "config": asdict(state.cfg),
             "optimizer": flatten_state("optim", state.optimizer.state_dict(), tensors),
             "schedule": state.schedule.state_dict() if state.schedule is not None else None,
+            "averages": (flatten_state("avg", state.averages.state_dict(), tensors) if state.averages is not None
+                         else None),
             "callbacks": [flatten_state(f"cb{i}", cb.state_dict(), tensors) if hasattr(cb, "state_dict") else None
                           for i, cb in enumerate(callbacks)],
         }
@@ -135,6 +164,9 @@ class RunRecorder:
                 setattr(state, key, meta[key])
             if state.schedule is not None and meta.get("schedule") is not None:
                 state.schedule.load_state_dict(meta["schedule"])
+            state.best_score = meta.get("best_score", state.best_val_acc if state.best_epoch > 0 else None)
+            if state.averages is not None and meta.get("averages") is not None:
+                state.averages.load_state_dict(unflatten_state(meta["averages"], tensors))
         except (RuntimeError, KeyError, ValueError, TypeError) as e:
             raise BabysitError(f"checkpoint {run.last} does not match this model ({str(e).splitlines()[0]}); "
                                "put back this run's own checkpoint or start the run afresh.") from None

@@ -14,6 +14,7 @@ time in ``schedule.unit``: epochs (fractional: step / steps_per_epoch) or steps.
 | linear     | a0 * (1 - step/T)                             |                                         |
 | sqrt       | a0 * sqrt(1 - step/T)                         | BVLC's GoogLeNet                        |
 | cosine     | a0/2 * (1 + cos(pi step/T))                   |                                         |
+| cosine-restarts | a0/2 * (1 + cos(pi (step mod L)/L)), L = T/cycles | SGDR; a snapshot at each cycle end |
 | cyclical   | triangular CLR between min_lr and a0, half cycle ``half_cycle`` units | Smith 2015 |
 | onecycle   | cosine up from min_lr to a0 over pct_start*T, then down to min_lr/1e4 | Smith 2018 |
 | plateau    | a0 * factor^(times the val loss stopped improving for ``patience`` epochs) |     |
@@ -30,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from babysit.config import ScheduleConfig
+from babysit.config import RunConfig, ScheduleConfig
 from babysit.registry import Registry
 
 
@@ -67,6 +68,13 @@ def sqrt_decay(progress: float, lr: float) -> float:
 def cosine(progress: float, lr: float) -> float:
     """a0/2 * (1 + cos(pi t/T))."""
     return 0.5 * lr * (1 + math.cos(math.pi * progress))
+
+
+def cosine_restarts(step: int, total_steps: int, cycles: int, lr: float) -> float:
+    """SGDR with equal cycles (Loshchilov & Hutter; the snapshot ensembles of Huang et al.):
+    a0/2 * (1 + cos(pi * (step mod L) / L)) with cycle length L = T / cycles steps."""
+    length = total_steps / cycles
+    return 0.5 * lr * (1 + math.cos(math.pi * (step % length) / length))
 
 
 def triangular(t: float, low: float, high: float, half_cycle: float) -> float:
@@ -138,6 +146,7 @@ SCHEDULES.add("inv-sqrt", lambda c: inverse_sqrt(c.t, c.lr, c.cfg.k))
 SCHEDULES.add("linear", lambda c: linear(c.progress, c.lr))
 SCHEDULES.add("sqrt", lambda c: sqrt_decay(c.progress, c.lr))
 SCHEDULES.add("cosine", lambda c: cosine(c.progress, c.lr))
+SCHEDULES.add("cosine-restarts", lambda c: cosine_restarts(c.step, c.total_steps, c.cfg.cycles, c.lr))
 SCHEDULES.add("cyclical", lambda c: triangular(c.t, c.low, c.lr, c.cfg.half_cycle))
 SCHEDULES.add("onecycle", lambda c: one_cycle(c.step, c.total_steps, c.low, c.lr, c.cfg.pct_start))
 SCHEDULES.add("plateau", lambda c: c.lr)  # times Plateau.scale, which LRSchedule applies
@@ -180,17 +189,39 @@ class Plateau:
 
 
 class LRSchedule:
-    """The run's schedule: ``lr(step)`` for every step, ``epoch_end(val_loss)`` after every epoch."""
+    """The run's schedule: ``lr(step)`` for every step, ``epoch_end(val_loss)`` after every epoch.
 
-    def __init__(self, base_lr: float, cfg: ScheduleConfig, steps_per_epoch: int, total_steps: int) -> None:
+    ``hold_lr`` > 0 replaces the schedule by that constant from step ``hold_from`` on (SWA's constant
+    learning rate over the epochs it averages)."""
+
+    def __init__(self, base_lr: float, cfg: ScheduleConfig, steps_per_epoch: int, total_steps: int,
+                 hold_lr: float = 0.0, hold_from: int = 0) -> None:
         SCHEDULES.get(cfg.name)  # an unknown name fails here, before the first step
         self.base_lr, self.cfg = base_lr, cfg
         self.steps_per_epoch, self.total_steps = steps_per_epoch, total_steps
+        self.hold_lr, self.hold_from = hold_lr, hold_from
         self.plateau = Plateau(cfg.factor, cfg.patience) if cfg.name == "plateau" else None
 
+    @classmethod
+    def from_config(cls, cfg: RunConfig, steps_per_epoch: int) -> LRSchedule:
+        """The schedule of a run: optim.lr, schedule.*, train.epochs, and train.swa_lr over the SWA epochs."""
+        t = cfg.train
+        hold = t.swa_lr if t.swa_epochs > 0 else 0.0
+        return cls(cfg.optim.lr, cfg.schedule, steps_per_epoch, t.epochs * steps_per_epoch, hold,
+                   (t.epochs - t.swa_epochs) * steps_per_epoch)
+
     def lr(self, step: int) -> float:
+        if self.hold_lr > 0 and step >= self.hold_from:
+            return self.hold_lr
         scale = self.plateau.scale if self.plateau is not None else 1.0
         return lr_at(step, self.base_lr, self.cfg, self.steps_per_epoch, self.total_steps) * scale
+
+    def cycle_end(self, epochs_done: int) -> int:
+        """cosine-restarts: the number of the cycle that ends with epoch ``epochs_done`` (1, 2, ...), else 0."""
+        if self.cfg.name != "cosine-restarts":
+            return 0
+        per_cycle = self.total_steps // self.steps_per_epoch // self.cfg.cycles  # config checks it divides
+        return epochs_done // per_cycle if per_cycle and epochs_done % per_cycle == 0 else 0
 
     def epoch_end(self, val_loss: float) -> None:
         if self.plateau is not None:

@@ -205,6 +205,9 @@ def run_lr_find(cfg: RunConfig, plot: str | Path | None = None) -> LRFindResult:
     """The whole range test as ``babysit lr-find`` runs it: data, preprocessing, model, test, plot."""
     from babysit.figures import plot_lr_find
 
+    if cfg.distill.teacher:
+        raise BabysitError("the LR range test trains on the labels, not on a teacher's soft targets; drop "
+                           "--distill.teacher (the student's config without it finds the same range).")
     plan = plan_run(cfg)
     model, data, augment = fresh_start(plan)
     result = lr_range_test(model, data, plan.cfg, augment=augment)

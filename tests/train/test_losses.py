@@ -9,8 +9,10 @@ import torch.nn.functional as F
 from babysit.config import LossConfig
 from babysit.errors import BabysitError
 from babysit.train.losses import (
+    Distillation,
     attribute_hinge_loss,
     bce_loss,
+    distillation_loss,
     list_losses,
     make_loss,
     softmax_loss,
@@ -130,3 +132,33 @@ def test_label_smoothing_of_soft_targets():
     assert torch.allclose(q.sum(1), torch.ones(4, dtype=torch.float64))
     written = -(q * F.log_softmax(scores, 1)).sum(1).mean()
     assert softmax_loss(scores, t, 0.1).item() == pytest.approx(written.item(), rel=1e-12)
+
+
+def test_distillation_loss_is_hintons_formula_with_temperature():
+    """alpha T^2 sum_j p_j (log p_j - log q_j) / N + (1 - alpha) CE; p = teacher's softmax(z/T), q = softmax(s/T)."""
+    torch.manual_seed(0)
+    student, teacher_scores, y = torch.randn(6, 4), torch.randn(6, 4) * 3, torch.tensor([0, 1, 2, 3, 0, 1])
+    for t, alpha in ((1.0, 0.5), (4.0, 0.9), (20.0, 1.0), (2.0, 0.0)):
+        p = [[math.exp(z / t) / sum(math.exp(v / t) for v in row) for z in row] for row in teacher_scores.tolist()]
+        q = [[math.exp(s / t) / sum(math.exp(v / t) for v in row) for s in row] for row in student.tolist()]
+        kl = sum(pj * (math.log(pj) - math.log(qj)) for pr, qr in zip(p, q) for pj, qj in zip(pr, qr)) / 6
+        ce = sum(-math.log(math.exp(r[c]) / sum(math.exp(v) for v in r)) for r, c in zip(student.tolist(), y)) / 6
+        soft = torch.tensor(p)
+        got = distillation_loss(student, y, soft, t, alpha).item()
+        assert got == pytest.approx(alpha * t * t * kl + (1 - alpha) * ce, rel=1e-5)
+        torch_kl = F.kl_div(F.log_softmax(student / t, 1), F.softmax(teacher_scores / t, 1), reduction="batchmean")
+        assert got == pytest.approx(alpha * t * t * torch_kl.item() + (1 - alpha) * F.cross_entropy(student, y).item(),
+                                    rel=1e-5)
+        assert Distillation(softmax_loss, t, alpha)(student, (y, soft)).item() == pytest.approx(got)
+
+
+def test_distillation_gradient_is_the_soft_minus_teacher_probabilities():
+    """d/ds of T^2 KL = T (q_T - p_T) / N: the T^2 keeps the soft term's gradient from shrinking as 1/T^2."""
+    torch.manual_seed(1)
+    s = torch.randn(5, 3, requires_grad=True)
+    p = torch.softmax(torch.randn(5, 3), 1)
+    for t in (1.0, 5.0):
+        (g,) = torch.autograd.grad(distillation_loss(s, torch.zeros(5, dtype=torch.long), p, t, 1.0), s)
+        torch.testing.assert_close(g, t * (torch.softmax(s.detach() / t, 1) - p) / 5)
+    with pytest.raises(ValueError, match="labels, teacher"):
+        Distillation(softmax_loss, 2.0, 0.5)(s, torch.zeros(5, dtype=torch.long))

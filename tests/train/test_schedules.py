@@ -134,7 +134,7 @@ def test_lr_schedule_keeps_plateau_state_for_resume():
 
 def test_names_and_unknown_schedule():
     assert S.list_schedules() == ["constant", "step", "exp", "inv-time", "inv-sqrt", "linear", "sqrt", "cosine",
-                                  "cyclical", "onecycle", "plateau"]
+                                  "cosine-restarts", "cyclical", "onecycle", "plateau"]
     with pytest.raises(BabysitError, match="^unknown schedule.name 'poly'; choose one of constant, step"):
         S.lr_at(0, 0.1, sched(name="poly"), 10, 100)
 
@@ -149,3 +149,34 @@ def test_cli_prints_and_plots_a_schedule(tmp_path, capsys):
     assert main(["schedule"]) == 0 and "onecycle" in capsys.readouterr().out
     assert main(["schedule", "nope"]) == 2
     assert "unknown schedule.name 'nope'" in capsys.readouterr().err
+
+
+def test_cosine_restarts_is_sgdr_with_equal_cycles():
+    """a0/2 (1 + cos(pi (t mod L)/L)), L = T/M steps: written out, and torch's CosineAnnealingWarmRestarts."""
+    cfg = sched(name="cosine-restarts", cycles=4)
+    got = curve(cfg, lr=0.1, epochs=8, spe=10)  # T = 80 steps, L = 20
+    assert got == pytest.approx([0.05 * (1 + math.cos(math.pi * (t % 20) / 20)) for t in range(80)])
+    assert [got[t] for t in (0, 20, 40, 60)] == [0.1] * 4  # a restart at every cycle start
+    assert got[19] == pytest.approx(0.05 * (1 + math.cos(math.pi * 19 / 20)))  # near zero at a cycle's end
+    ref = torch_curve(lambda o: torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(o, T_0=20, T_mult=1,
+                                                                                      eta_min=0.0), steps=80)
+    assert got == pytest.approx(ref, abs=1e-12)
+    assert curve(sched(name="cosine-restarts", cycles=1), epochs=8, spe=10) == pytest.approx(
+        curve(sched(name="cosine"), epochs=8, spe=10))  # one cycle is the plain cosine
+
+
+def test_cycle_ends_and_the_swa_hold():
+    s = S.LRSchedule(0.1, sched(name="cosine-restarts", cycles=3), 10, 90)
+    assert [s.cycle_end(e) for e in range(1, 10)] == [0, 0, 1, 0, 0, 2, 0, 0, 3]
+    assert [S.LRSchedule(0.1, sched(name="cosine"), 10, 90).cycle_end(e) for e in range(1, 10)] == [0] * 9
+    held = S.LRSchedule(0.1, sched(name="cosine"), 10, 90, hold_lr=0.02, hold_from=70)
+    assert [held.lr(t) for t in (0, 69)] == [s.lr(0), S.lr_at(69, 0.1, sched(name="cosine"), 10, 90)]
+    assert [held.lr(t) for t in (70, 89)] == [0.02, 0.02]
+
+
+def test_cycles_must_divide_the_epochs():
+    from babysit import config as C
+
+    with pytest.raises(BabysitError, match=r"schedule.cycles=3 must divide train.epochs=10, .* --train.epochs=9"):
+        C.apply_overrides(C.RunConfig(), {"schedule.name": "cosine-restarts", "schedule.cycles": 3,
+                                          "train.epochs": 10})
