@@ -14,6 +14,7 @@ The same names the CLI uses::
     ens = babysit.ensemble(seeds=5, cfg=cfg, name="five")  # `babysit ensemble --seeds=5`; also runs, search=,
     print(ens.format())                                     # snapshots=, checkpoints= with last=
     babysit.distill(ens.path, overrides={"model.spec": "conv3-16 relu pool2 fc"})   # `babysit distill ENS`
+    print(babysit.baseline("knn", cfg).test_acc)            # `babysit baseline knn`
     print(babysit.gradcheck(my_layer, (x,)).format())       # any nn.Module / autograd.Function
 """
 
@@ -23,6 +24,8 @@ from babysit.lazy import attach
 
 if TYPE_CHECKING:  # the public names; attach() imports each from here on first use, so `babysit --help`
     # and `import babysit` need no torch
+    from babysit.baseline.run import BaselineResult
+    from babysit.baseline.run import run_baseline as baseline
     from babysit.commands import check, diagnose, report
     from babysit.config import RunConfig, apply_overrides, load_toml
     from babysit.data import (
@@ -57,6 +60,6 @@ __all__ = ["Augment", "Plan", "fresh_start", "plan_run", "list_augmentations", "
            "Splits", "TensorData", "apply_overrides", "build", "check", "dataset_info", "diagnose", "evaluate",
            "evaluate_run", "fit", "gradcheck", "report",
            "format_summary", "get_dataset", "init_weights", "load_dataset", "load_run", "load_toml", "make_model",
-           "parse", "prepare_data", "split_dataset", "summary", "train"]
+           "parse", "prepare_data", "split_dataset", "summary", "train", "baseline", "BaselineResult"]
 
 __getattr__, __dir__ = attach(__name__)

@@ -246,6 +246,21 @@ def cmd_report(args: argparse.Namespace) -> None:
     print(f"report: {report(args.run, args.device)}")
 
 
+def cmd_baseline(args: argparse.Namespace) -> None:
+    cfg = _config(args)  # before the import: a mistake in it is answered without loading torch
+    from babysit.baseline.run import BASELINES, format_table, run_all, run_baseline
+
+    if args.baseline == "all":
+        if args.name:
+            raise BabysitError("--name names one result directory, but `babysit baseline all` makes one per "
+                               "baseline; drop --name (each gets baseline-NAME-DATA-DATE-TIME in --out).")
+        results = run_all(cfg, args.out)
+    else:
+        BASELINES.get(args.baseline)  # an unknown name: the registry's one sentence, before any data is read
+        results = [run_baseline(args.baseline, cfg, args.out, args.name)]
+    print(format_table(results))
+
+
 def make_parser() -> Parser:
     parser = Parser(prog="babysit", description="Train ConvNet image classifiers the way the course notes teach, "
                     "with the practitioner's checks done for you.")
@@ -381,6 +396,15 @@ def make_parser() -> Parser:
     p.add_argument("--entries", type=int, default=10, help="entries checked per tensor, at random")
     add_config_options(p)
     p.set_defaults(func=cmd_gradcheck, command_parser=p)
+
+    p = sub.add_parser("baseline", help="classical baselines: knn, linear (svm / softmax), two-layer, or all",
+                       formatter_class=DefaultsHelp)
+    p.add_argument("baseline", metavar="NAME", help="knn, linear, two-layer, or all (every one, one table)")
+    p.add_argument("--config", help="TOML file with [section] tables of options")
+    p.add_argument("--out", default="runs", help="folder in which the result directory is made")
+    p.add_argument("--name", default="", help="result directory name (default: baseline-NAME-DATA-DATE-TIME)")
+    add_config_options(p)
+    p.set_defaults(func=cmd_baseline, command_parser=p)
 
     p = sub.add_parser("diagnose", help="findings in words from a run's curves and layer statistics")
     p.add_argument("run", help="run directory")

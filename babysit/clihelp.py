@@ -81,7 +81,8 @@ def add_config_options(p: argparse.ArgumentParser) -> None:
     for key, default, kind in C.option_table():
         shown = f"'{default}'" if isinstance(default, str) else default
         if isinstance(default, tuple):  # a list of words, or numbers, comma-separated on the command line
-            kind = "A,B,..." if not default or isinstance(default[0], str) else ",".join(["X"] * len(default))
+            kind = ("A,B,..." if not default or isinstance(default[0], str) else "X,Y,..." if C.is_list(key)
+                    else ",".join(["X"] * len(default)))
             shown = ",".join(map(str, default)) or "none"
         meaning = meanings.get(key, "").replace("%", "%%")  # argparse %-formats help text
         group.add_argument(f"--{key}", dest=f"cfg:{key}", metavar=kind.upper(), default=argparse.SUPPRESS,

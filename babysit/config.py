@@ -164,6 +164,26 @@ class DistillConfig:
 
 
 @dataclass(frozen=True)
+class BaselineConfig:
+    distance: tuple[str, ...] = ("l1", "l2")  # knn: distances compared by cross-validation, comma-separated: l1 | l2
+    k: tuple[int, ...] = (1, 3, 5, 7, 10, 20)  # knn: numbers of neighbours compared by cross-validation
+    folds: int = 5  # knn: the K of K-fold cross-validation on the training split
+    cv_size: int = 10000  # knn: training images the cross-validation uses (0 = all); the final vote uses all of them
+    chunk_size: int = 500  # knn: test images per block of distances; memory ~ chunk_size x training images x 4 bytes
+    features: str = "pixels"  # what knn and linear classify: pixels | color-hist | hog | bovw | pca
+    loss: str = "svm"  # linear: the data loss, multiclass SVM or softmax: svm | softmax
+    l2: tuple[float, ...] = (0.0, 1e-4, 1e-3, 1e-2)  # linear: L2 strengths lambda tried; the best on val is kept
+    hidden: int = 300  # two-layer: hidden units H of the net fc-H relu fc
+    hist_bins: int = 16  # color-hist: hue bins (images with one channel: intensity bins)
+    hog_orientations: int = 9  # hog: orientation bins per cell
+    hog_cell: int = 0  # hog: cell side in pixels (0: the image side / 7, at least 2)
+    bovw_words: int = 100  # bovw: visual words, the k-means clusters of local patches
+    bovw_patch: int = 0  # bovw: side of the local patches in pixels (0: the image side / 4, at least 3)
+    pca_components: int = 50  # pca: principal components kept (fitted on the training split)
+    cache: bool = True  # keep computed features in the user cache (~/.cache/babysit/features), keyed by data + settings
+
+
+@dataclass(frozen=True)
 class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -177,6 +197,7 @@ class RunConfig:
     lr_find: LRFindConfig = field(default_factory=LRFindConfig)
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
+    baseline: BaselineConfig = field(default_factory=BaselineConfig)
 
 
 SECTIONS: tuple[str, ...] = tuple(f.name for f in fields(RunConfig))
@@ -232,9 +253,23 @@ def unknown_key_error(key: str, option: bool = False) -> BabysitError | None:
     return BabysitError(f"unknown config key {key!r}; keys in [{sec}] are: {', '.join(keys)}{hint}")
 
 
+def is_list(key: str) -> bool:
+    """Whether the dotted key holds a list of any length (``tuple[int, ...]``), not a fixed pair like betas."""
+    sec, _, name = key.partition(".")
+    section = next((f.type for f in fields(RunConfig) if f.name == sec), None)
+    types = {f.name: str(f.type) for f in fields(globals()[section])} if isinstance(section, str) else {}
+    return types.get(name, "").endswith(", ...]")
+
+
 def _coerce(key: str, value: Any, like: Any) -> Any:
     """Convert ``value`` (a TOML value or a command-line string) to the type of the default ``like``."""
     kind = type(like)
+    if kind is tuple and like and not isinstance(like[0], str) and is_list(key):  # numbers: "1,3,5" or [1, 3, 5]
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, (list, tuple)) or not items or (isinstance(value, str) and not value.strip()):
+            raise BabysitError(f"{key} needs at least one number, got {value!r}; for example "
+                               f"--{key}={','.join(str(v) for v in like[:3])}.")
+        return tuple(_coerce(key, v, like[0]) for v in items)
     if kind is tuple and (not like or isinstance(like[0], str)):  # a list of words: "a,b" or ["a", "b"] in TOML
         items = [v.strip() for v in value.split(",")] if isinstance(value, str) else value
         if not isinstance(items, (list, tuple)) or not all(isinstance(v, str) for v in items):
@@ -360,6 +395,25 @@ def _ensemble_checks(cfg: RunConfig) -> list[tuple[bool, str]]:
     ]
 
 
+def _baseline_checks(cfg: RunConfig) -> list[tuple[bool, str]]:
+    """Ranges of the classical baselines' options (their names are checked by babysit.baseline's registries)."""
+    b = cfg.baseline
+    return [
+        (bool(b.distance), "baseline.distance needs at least one distance; try --baseline.distance=l1,l2."),
+        (bool(b.k) and min(b.k) >= 1, f"baseline.k must be numbers of neighbours >= 1, got {b.k}; try 1,3,5,7."),
+        (b.folds >= 2, f"baseline.folds must be at least 2 (K of K-fold cross-validation), got {b.folds}; try 5."),
+        (b.cv_size >= 0, f"baseline.cv_size must be >= 0 (0: every training image), got {b.cv_size}."),
+        (b.chunk_size >= 1, f"baseline.chunk_size must be at least 1 image, got {b.chunk_size}; try 500."),
+        (bool(b.l2) and min(b.l2) >= 0, f"baseline.l2 must be strengths >= 0, got {b.l2}; try 0,1e-4,1e-3."),
+        (b.hidden >= 1, f"baseline.hidden must be at least 1 unit, got {b.hidden}; LeCun's table uses 300."),
+        (b.hist_bins >= 2, f"baseline.hist_bins must be at least 2, got {b.hist_bins}; try 16."),
+        (b.hog_orientations >= 1, f"baseline.hog_orientations must be at least 1, got {b.hog_orientations}; try 9."),
+        (b.hog_cell >= 0 and b.bovw_patch >= 0, "baseline.hog_cell and baseline.bovw_patch must be >= 0 (0: auto)."),
+        (b.bovw_words >= 2, f"baseline.bovw_words must be at least 2, got {b.bovw_words}; try 100."),
+        (b.pca_components >= 1, f"baseline.pca_components must be at least 1, got {b.pca_components}; try 50."),
+    ]
+
+
 def validate(cfg: RunConfig) -> None:
     """Reject values no run can use, with the fix in the message."""
     checks = [
@@ -388,6 +442,7 @@ def validate(cfg: RunConfig) -> None:
         *_toolbox_checks(cfg),
         *_data_checks(cfg),
         *_ensemble_checks(cfg),
+        *_baseline_checks(cfg),
         (cfg.monitor.stats_every >= 0, f"monitor.stats_every must be >= 0 (0 turns the probes off), "
                                        f"got {cfg.monitor.stats_every}."),
     ]

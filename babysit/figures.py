@@ -120,3 +120,23 @@ def members_figure(labels: Sequence[str], val: Sequence[float], test: Sequence[f
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return fig
+
+
+def cross_validation_figure(ks: Sequence[int], accuracies: Mapping[str, np.ndarray], title: str = "") -> Figure:
+    """The notes' cross-validation picture: accuracy against k, one dot per fold, the mean joined by a line
+    with +- one std as error bars; one colour per distance. ``accuracies[name]`` is (len(ks), folds)."""
+    fig = Figure(figsize=(6.5, 4))
+    ax = fig.add_subplot()
+    shift = 0.12 * (max(ks) - min(ks) + 1) / max(len(ks), 1)  # side by side, so the distances do not hide each other
+    for i, (name, acc) in enumerate(accuracies.items()):
+        acc = np.asarray(acc, dtype=float)
+        colour, x = f"C{i}", np.asarray(ks, dtype=float) + shift * (i - (len(accuracies) - 1) / 2)
+        for f in range(acc.shape[1]):
+            ax.scatter(x, acc[:, f], s=12, color=colour, alpha=0.5, label=f"{name}: each of {acc.shape[1]} folds"
+                       if f == 0 else None)
+        ax.errorbar(x, acc.mean(1), yerr=acc.std(1), color=colour, capsize=3, label=f"{name}: mean +- std")
+    ax.set(xlabel="k (neighbours)", ylabel="cross-validation accuracy", title=title or "k-nearest neighbours")
+    ax.set_xticks(list(ks))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig

@@ -22,6 +22,8 @@ Layout::
     RUN/report.html            the self-contained report
     RUN/stats/                 layer statistics, first-layer filters, validation analysis, augmented images
     RUN/events/                TensorBoard event files (monitor.tensorboard)
+    RUN/baseline.json          a classical baseline's result (`babysit baseline`; two-layer: beside a training run)
+    RUN/cv.csv, RUN/cv.png     its cross-validation table and picture (knn)
 
 Crash safety. Every file except the history is written atomically: a temporary file in the same
 folder (named ``.<name>.<pid>.<random>.tmp``), fsynced, renamed over the old file, and the folder
@@ -197,6 +199,10 @@ class RunDir:
     confused = RunPath("stats/confused.npz", "example val images (uint8) of each most-confused pair")
     augment = RunPath("stats/augment.png", "training images as the first augmented batches show them")
     events = RunPath("events", "the folder of TensorBoard event files")
+    baseline = RunPath("baseline.json", "a classical baseline's result: name, chosen settings, val/test accuracy, "
+                       "seconds, cross-validation table")
+    cv_table = RunPath("cv.csv", "a baseline's cross-validation accuracies, one row per setting and fold")
+    cv_plot = RunPath("cv.png", "cross-validation accuracy against k, each fold and mean +- std (the notes' picture)")
 
     def snapshot(self, cycle: int) -> Path:
         """The snapshot file of cosine-restarts cycle ``cycle`` (1, 2, ...)."""
@@ -252,8 +258,9 @@ class RunDir:
         self._before: set[str] | None = None  # entries of the run folder before create(), when it existed
 
     @classmethod
-    def create(cls, path: str | Path) -> RunDir:
-        """Make a new run directory (its parents too); refuses one that already holds a run."""
+    def create(cls, path: str | Path, checkpoints: bool = True) -> RunDir:
+        """Make a new run directory (its parents too); refuses one that already holds a run. ``checkpoints=False``
+        leaves out the checkpoints folder (a result directory without weights, e.g. a kNN baseline)."""
         p = Path(path)
         blocker = next((q for q in (p, *p.parents) if q.exists() and not q.is_dir()), None)
         if blocker is not None:
@@ -268,7 +275,7 @@ class RunDir:
         run._undo = made[-1] if made else None
         run._before = before
         try:
-            run.checkpoints.mkdir(parents=True, exist_ok=True)
+            (run.checkpoints if checkpoints else p).mkdir(parents=True, exist_ok=True)
             probe = p / f".write-test.{os.getpid()}.probe.tmp"  # removed as an orphan if killed here
             probe.write_bytes(b"")
             probe.unlink()

@@ -207,6 +207,9 @@ CHOICES = {
     "train.precision": ("babysit.config", "PRECISIONS"),
     "train.compile": ("babysit.config", "COMPILE_MODES"),
     "train.monitor": ("babysit.config", "MONITORS"),
+    "baseline.distance": ("babysit.baseline.knn", "DISTANCES"),
+    "baseline.features": ("babysit.baseline.features", "FEATURES"),
+    "baseline.loss": ("babysit.baseline.linear", "LINEAR_LOSSES"),
 }
 
 
@@ -249,8 +252,8 @@ def test_choice_options_list_exactly_the_names_the_code_accepts():
                                    "nesterov, betas, decay_rate, eps, weight_decay, decoupled, decay_bias, clip_norm; "
                                    "did you mean --optim.lr?"),
     (["check", "--optm.lr=0.1"], "unknown config section 'optm' in 'optm.lr'; sections are: data, augment, model, "
-                                 "optim, schedule, train, checkpoint, loss, regularize, lr_find, monitor, distill; "
-                                 "did you mean --optim.lr?"),
+                                 "optim, schedule, train, checkpoint, loss, regularize, lr_find, monitor, distill, "
+                                 "baseline; did you mean --optim.lr?"),
     (["data", "show", "digits", "--confg", "x.toml"], "unknown option '--confg'; run `babysit data show --help` for "
                                                        "the options; did you mean --config?"),
     (["summary", "--batch_size", "4"], "did you mean --batch-size?"),

@@ -27,6 +27,7 @@ LAYERS: dict[str, int] = {
     "experiment": 7, "tune": 7, "commands": 7,  # entry points
     "clihelp": 7,  # the CLI's help and did-you-mean (config only)
     "ensemble": 8,  # trains members and students through experiment.train; reads runs through start
+    "baseline": 8,  # classical baselines; two-layer trains through experiment.train
     "cli": 9, "__init__": 9,
     "__main__": 10,  # python -m babysit runs cli
 }
