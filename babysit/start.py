@@ -33,7 +33,7 @@ from babysit.models.shapes import infer_shapes
 from babysit.models.spec import Conv, GlobalAvgPool, Pool, Spec, parse
 from babysit.rundir import RunDir
 from babysit.train.checkpoint import load_checkpoint, seed_all
-from babysit.train.loop import TensorData, check_batch_size
+from babysit.train.loop import TensorData, auto_batch_size, check_batch_size
 from babysit.train.optim import check_choices
 
 VECTOR_KINDS = ("pca", "pca-white")  # preprocessings whose output has no spatial layout
@@ -93,17 +93,6 @@ def set_hardware(cfg: C.RunConfig, device: torch.device) -> None:
     torch.use_deterministic_algorithms(t.deterministic)
     torch.backends.cudnn.deterministic = t.deterministic
     torch.backends.cudnn.benchmark = not t.deterministic and device.type == "cuda"
-
-
-AUTO_BATCH = (32, 512)  # train.batch_size=0: n_train/100 rounded down to a power of two, within these bounds
-
-
-def auto_batch_size(n_train: int) -> int:
-    """``train.batch_size=0``: about a hundred steps per epoch, as a power of two in 32..512 (never more than
-    the training images). Big batches keep a CPU or GPU busy; a hundred steps an epoch keep one-cycle smooth."""
-    lo, hi = AUTO_BATCH
-    target = max(lo, min(hi, n_train // 100))
-    return min(1 << (target.bit_length() - 1), n_train)
 
 
 def resolve_auto(cfg: C.RunConfig, input_shape: tuple[int, int, int], n_train: int) -> C.RunConfig:

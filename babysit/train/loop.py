@@ -17,7 +17,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import torch
@@ -116,6 +116,17 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
     pred = torch.cat(preds) if preds else torch.empty(0, dtype=torch.long)
     n = max(len(x), 1)
     return total / n, (pred == y).float().mean().item() if len(x) else 0.0, pred
+
+
+AUTO_BATCH = (32, 512)  # train.batch_size=0: n_train/100 rounded down to a power of two, within these bounds
+
+
+def auto_batch_size(n_train: int) -> int:
+    """``train.batch_size=0``: about a hundred steps per epoch, as a power of two in 32..512 (never more than
+    the training images). Big batches keep a CPU or GPU busy; a hundred steps an epoch keep one-cycle smooth."""
+    lo, hi = AUTO_BATCH
+    target = max(lo, min(hi, n_train // 100))
+    return min(1 << (target.bit_length() - 1), n_train)
 
 
 def check_batch_size(batch_size: int, n: int) -> None:
@@ -219,8 +230,10 @@ def fit(model: nn.Module, data: TensorData, cfg: RunConfig, run: RunDir | None =
     without one, in memory. ``data.soft_train`` (a teacher's probabilities) makes it a distillation.
     """
     callbacks = list(callbacks or [])
-    t = cfg.train
     n = len(data.x_train)
+    if cfg.train.batch_size == 0:  # auto, when fit is called without start.plan_run making it concrete
+        cfg = replace(cfg, train=replace(cfg.train, batch_size=auto_batch_size(n)))
+    t = cfg.train
     check_batch_size(t.batch_size, n)
     if augment is not None and data.x_raw is None:
         raise ValueError("fit(augment=...) needs the raw training pixels in data.x_raw")
