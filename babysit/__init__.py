@@ -15,6 +15,7 @@ The same names the CLI uses::
     print(ens.format())                                     # snapshots=, checkpoints= with last=
     babysit.distill(ens.path, overrides={"model.spec": "conv3-16 relu pool2 fc"})   # `babysit distill ENS`
     print(babysit.baseline("knn", cfg).test_acc)            # `babysit baseline knn`
+    found = babysit.search(cfg, ["optim.lr=loguniform(1e-4,1)"])   # `babysit search`: found.best, found.study
     print(babysit.gradcheck(my_layer, (x,)).format())       # any nn.Module / autograd.Function
 """
 
@@ -51,6 +52,7 @@ if TYPE_CHECKING:  # the public names; attach() imports each from here on first 
     from babysit.rundir import RunDir
     from babysit.start import Plan, fresh_start, load_run, make_model, plan_run
     from babysit.train.loop import Callback, LoopState, TensorData, evaluate, fit
+    from babysit.tune.search import SearchResult, search
 
 __version__ = "0.1.0"  # the one place; pyproject.toml must agree (tests/test_startup.py checks)
 
@@ -60,6 +62,7 @@ __all__ = ["Augment", "Plan", "fresh_start", "plan_run", "list_augmentations", "
            "Splits", "TensorData", "apply_overrides", "build", "check", "dataset_info", "diagnose", "evaluate",
            "evaluate_run", "fit", "gradcheck", "report",
            "format_summary", "get_dataset", "init_weights", "load_dataset", "load_run", "load_toml", "make_model",
-           "parse", "prepare_data", "split_dataset", "summary", "train", "baseline", "BaselineResult"]
+           "parse", "prepare_data", "split_dataset", "summary", "train", "baseline", "BaselineResult", "search",
+           "SearchResult"]
 
 __getattr__, __dir__ = attach(__name__)

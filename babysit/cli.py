@@ -22,7 +22,9 @@ from babysit.errors import BabysitError
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, str]:
-    return {k[4:]: v for k, v in vars(args).items() if k.startswith("cfg:") and v is not None}
+    """The --section.key options given; a repeated one (--search.space) is joined into one list."""
+    return {k[4:]: ",".join(v) if isinstance(v, list) else v for k, v in vars(args).items()
+            if k.startswith("cfg:") and v is not None}
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -261,6 +263,27 @@ def cmd_baseline(args: argparse.Namespace) -> None:
     print(format_table(results))
 
 
+def cmd_search(args: argparse.Namespace) -> None:
+    over = _overrides(args)
+    if args.resume:
+        if args.config or set(over) - {"search.workers"}:
+            raise BabysitError("--resume continues a search with its own saved config (only --search.workers may "
+                               "change); drop --config and the other --section.key options.")
+        workers = C.apply_overrides(C.RunConfig(), over).search.workers if over else None
+        from babysit.tune.search import search
+
+        search(resume=args.resume, workers=workers)
+        return
+    cfg = C.load_toml(args.config) if args.config else C.RunConfig()
+    cfg = C.apply_overrides(cfg, over)
+    from babysit.tune.space import check_sampler, parse_space
+
+    check_sampler(parse_space(cfg.search.space, cfg), cfg.search.sampler)  # a mistake answered before torch loads
+    from babysit.tune.search import search
+
+    search(cfg, out=args.out)
+
+
 def make_parser() -> Parser:
     parser = Parser(prog="babysit", description="Train ConvNet image classifiers the way the course notes teach, "
                     "with the practitioner's checks done for you.")
@@ -275,6 +298,14 @@ def make_parser() -> Parser:
     p.add_argument("--tensorboard", action="store_true", help="same as --monitor.tensorboard=true")
     add_config_options(p)
     p.set_defaults(func=cmd_train, command_parser=p)
+
+    p = sub.add_parser("search", help="hyper-parameter search: random on a log scale, coarse to fine, early kill",
+                       formatter_class=DefaultsHelp)
+    p.add_argument("--config", help="TOML file with [section] tables of options (the [search] section too)")
+    p.add_argument("--resume", metavar="DIR", help="continue a stopped search (search/NAME); finished trials are kept")
+    p.add_argument("--out", default="search", help="folder in which the search folder is made")
+    add_config_options(p)
+    p.set_defaults(func=cmd_search, command_parser=p)
 
     p = sub.add_parser("eval", help="accuracy and confusion matrix of a run's best weights")
     p.add_argument("run", help="run directory")

@@ -73,6 +73,10 @@ def option_help() -> dict[str, str]:
     return meanings
 
 
+REPEATABLE = ("search.space",)
+"""Options that may be given more than once; each adds to the list (--search.space=A --search.space=B)."""
+
+
 def add_config_options(p: argparse.ArgumentParser) -> None:
     """One ``--section.key`` option per config field; the dataclasses hold the defaults and, in their
     comments, the meanings."""
@@ -86,6 +90,7 @@ def add_config_options(p: argparse.ArgumentParser) -> None:
             shown = ",".join(map(str, default)) or "none"
         meaning = meanings.get(key, "").replace("%", "%%")  # argparse %-formats help text
         group.add_argument(f"--{key}", dest=f"cfg:{key}", metavar=kind.upper(), default=argparse.SUPPRESS,
+                           action="append" if key in REPEATABLE else "store",
                            help=f"{meaning} (default: {shown})".lstrip())
 
 

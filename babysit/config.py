@@ -42,6 +42,9 @@ class DataConfig:
     limit: int = 0  # use at most this many training images (0 = all; val and test are not capped)
     split_seed: int = -1  # seeds the train/val/test split (and data.limit's subset); -1 = train.seed
     # (ensemble members trained with different train.seed share one split through it)
+    folds: int = 0  # K-fold cross-validation: val is fold data.fold of K folds of the non-test images; 0 = off
+    # (data.val_fraction is used)
+    fold: int = 0  # with data.folds=K: which fold (0 .. K-1) is the validation split
 
 
 @dataclass(frozen=True)
@@ -184,6 +187,25 @@ class BaselineConfig:
 
 
 @dataclass(frozen=True)
+class SearchConfig:
+    trials: int = 20  # trials of the first stage (coarse when there are two)
+    fine_trials: int = 0  # trials of the fine stage after a coarse one; 0 = half of search.trials
+    space: tuple[str, ...] = ()  # what to search, KEY=DIST each: loguniform(a,b), uniform(a,b), int(a,b),
+    # choice('x','y'), grid(v1,v2,...), e.g. "optim.lr=loguniform(1e-4,1)"
+    stages: tuple[str, ...] = ("coarse", "fine")  # coarse (few epochs, wide ranges) then fine (narrowed ranges,
+    # the full epochs); or one of them alone
+    coarse_epochs: float = 0.1  # coarse trials train this share of train.epochs (at least 1 epoch)
+    coarse_data: float = 1.0  # coarse trials train on this share of the training images (1 = all)
+    top_k: int = 5  # the fine ranges are narrowed around the best k coarse trials
+    sampler: str = "random"  # how trials are drawn: random | grid | tpe
+    pruner: str = "none"  # stop weak trials early on their val accuracy per epoch: none | median | asha
+    folds: int = 0  # K-fold cross-validation per trial (mean +- std of val accuracy), for small data sets; 0 = off
+    workers: int = 1  # local worker processes sharing the study; the CPU cores are split between them
+    storage: str = ""  # Optuna storage URL shared by workers (postgresql://...); empty = SQLite in the search folder
+    name: str = ""  # search folder name under --out (default: DATA-DATE-TIME)
+
+
+@dataclass(frozen=True)
 class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -198,6 +220,7 @@ class RunConfig:
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
     baseline: BaselineConfig = field(default_factory=BaselineConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
 
 
 SECTIONS: tuple[str, ...] = tuple(f.name for f in fields(RunConfig))
@@ -261,6 +284,26 @@ def is_list(key: str) -> bool:
     return types.get(name, "").endswith(", ...]")
 
 
+def split_top_level(text: str, sep: str = ",") -> list[str]:
+    """Split ``text`` at ``sep`` outside brackets and quotes: ``"a=f(1,2),b"`` -> ``["a=f(1,2)", "b"]``
+    (a list option such as search.space holds items with commas of their own)."""
+    parts, depth, quote, start = [], 0, "", 0
+    for i, ch in enumerate(text):
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth = max(depth - 1, 0)
+        elif ch == sep and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    parts.append(text[start:])
+    return parts
+
+
 def _coerce(key: str, value: Any, like: Any) -> Any:
     """Convert ``value`` (a TOML value or a command-line string) to the type of the default ``like``."""
     kind = type(like)
@@ -271,7 +314,7 @@ def _coerce(key: str, value: Any, like: Any) -> Any:
                                f"--{key}={','.join(str(v) for v in like[:3])}.")
         return tuple(_coerce(key, v, like[0]) for v in items)
     if kind is tuple and (not like or isinstance(like[0], str)):  # a list of words: "a,b" or ["a", "b"] in TOML
-        items = [v.strip() for v in value.split(",")] if isinstance(value, str) else value
+        items = [v.strip() for v in split_top_level(value)] if isinstance(value, str) else value
         if not isinstance(items, (list, tuple)) or not all(isinstance(v, str) for v in items):
             raise BabysitError(f"{key} must be a list of names, got {value!r}; for example "
                                f"--{key}=flip-h,translate-2 or {key} = [\"flip-h\", \"translate-2\"] in TOML.")
@@ -353,6 +396,35 @@ FILL_MODES = ("constant", "edge", "reflect", "symmetric", "wrap")
 PRECISIONS = ("fp32", "bf16")
 MONITORS = ("val_acc", "val_loss")
 COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
+SAMPLERS = ("random", "grid", "tpe")
+PRUNERS = ("none", "median", "asha")
+STAGES = ("coarse", "fine")
+
+
+def _search_checks(cfg: RunConfig) -> list[tuple[bool, str]]:
+    """Ranges of the hyper-parameter search and of K-fold validation (the space's text is checked by
+    babysit.tune.space when a search starts)."""
+    s, d = cfg.search, cfg.data
+    return [
+        (s.trials >= 1 and s.fine_trials >= 0, f"search.trials must be at least 1 and search.fine_trials >= 0, "
+                                               f"got {s.trials} and {s.fine_trials}."),
+        (s.sampler in SAMPLERS, f"search.sampler must be one of {', '.join(SAMPLERS)}, got {s.sampler!r}."),
+        (s.pruner in PRUNERS, f"search.pruner must be one of {', '.join(PRUNERS)}, got {s.pruner!r}."),
+        (len(s.stages) > 0 and all(st in STAGES for st in s.stages) and list(s.stages) in
+         (["coarse"], ["fine"], ["coarse", "fine"]),
+         f"search.stages must be coarse,fine or one of them, got {','.join(s.stages) or 'nothing'}."),
+        (0 < s.coarse_epochs <= 1, f"search.coarse_epochs is a share of train.epochs in (0, 1], got {s.coarse_epochs}; "
+                                   "try 0.1."),
+        (0 < s.coarse_data <= 1, f"search.coarse_data is a share of the training images in (0, 1], "
+                                 f"got {s.coarse_data}; try 0.3."),
+        (s.top_k >= 1, f"search.top_k must be at least 1, got {s.top_k}."),
+        (s.folds == 0 or 2 <= s.folds <= 20, f"search.folds must be 0 (one validation split) or 2 .. 20, "
+                                             f"got {s.folds}; try 5."),
+        (1 <= s.workers <= 256, f"search.workers must be between 1 and 256, got {s.workers}."),
+        (d.folds == 0 or 2 <= d.folds <= 20, f"data.folds must be 0 (off) or 2 .. 20, got {d.folds}."),
+        (0 <= d.fold < max(d.folds, 1), f"data.fold must be in 0 .. data.folds-1 = {max(d.folds, 1) - 1}, "
+                                        f"got {d.fold}."),
+    ]
 
 
 def _data_checks(cfg: RunConfig) -> list[tuple[bool, str]]:
@@ -443,6 +515,7 @@ def validate(cfg: RunConfig) -> None:
         *_data_checks(cfg),
         *_ensemble_checks(cfg),
         *_baseline_checks(cfg),
+        *_search_checks(cfg),
         (cfg.monitor.stats_every >= 0, f"monitor.stats_every must be >= 0 (0 turns the probes off), "
                                        f"got {cfg.monitor.stats_every}."),
     ]

@@ -24,6 +24,11 @@ Layout::
     RUN/events/                TensorBoard event files (monitor.tensorboard)
     RUN/baseline.json          a classical baseline's result (`babysit baseline`; two-layer: beside a training run)
     RUN/cv.csv, RUN/cv.png     its cross-validation table and picture (knn)
+    RUN/log.txt                what the run printed, when a search ran it as a trial
+
+A hyper-parameter search (``babysit search``) has a folder of its own, declared the same way by
+:class:`SearchDir`: search.toml, study.db, space.json, trials.csv, best.toml, report.html, checks/
+(the sanity checks' run), workers/ (each worker's output) and trials/NNNN (one run directory per trial).
 
 Crash safety. Every file except the history is written atomically: a temporary file in the same
 folder (named ``.<name>.<pid>.<random>.tmp``), fsynced, renamed over the old file, and the folder
@@ -139,7 +144,7 @@ def _cut_torn_tail(path: Path) -> None:
         return
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -156,9 +161,9 @@ WEIGHTS = "best, last, ema, swa, snapshot-N or epoch-N"
 class RunPath:
     """One file or folder of a run, declared on :class:`RunDir`: ``run.<name>`` is its path in that run."""
 
-    def __init__(self, rel: str, doc: str) -> None:
+    def __init__(self, rel: str, doc: str, root: str = "RUN") -> None:
         self.rel = rel  # relative to the run directory, "/"-separated
-        self.__doc__ = f"RUN/{rel}: {doc}"
+        self.__doc__ = f"{root}/{rel}: {doc}"
 
     @overload
     def __get__(self, run: None, owner: type) -> RunPath: ...
@@ -199,6 +204,8 @@ class RunDir:
     confused = RunPath("stats/confused.npz", "example val images (uint8) of each most-confused pair")
     augment = RunPath("stats/augment.png", "training images as the first augmented batches show them")
     events = RunPath("events", "the folder of TensorBoard event files")
+    log = RunPath("log.txt", "what the run printed, when a hyper-parameter search ran it as one of its trials")
+
     baseline = RunPath("baseline.json", "a classical baseline's result: name, chosen settings, val/test accuracy, "
                        "seconds, cross-validation table")
     cv_table = RunPath("cv.csv", "a baseline's cross-validation accuracies, one row per setting and fold")
@@ -307,7 +314,7 @@ class RunDir:
             if tmp.is_file():
                 parts = tmp.name.rsplit(".", 3)  # ['.name', pid, random, 'tmp']
                 pid = int(parts[1]) if len(parts) == 4 and parts[1].isdigit() else None
-                if pid is None or pid == os.getpid() or not _pid_alive(pid):
+                if pid is None or pid == os.getpid() or not pid_alive(pid):
                     tmp.unlink(missing_ok=True)
                     removed.append(tmp)
         return removed
@@ -387,3 +394,39 @@ class EnsembleDir:
     def holds_one(cls, path: str | Path) -> bool:
         """True when ``path`` is an ensemble directory (it has ensemble.json)."""
         return cls(path).ensemble.is_file()
+
+
+class SearchDir:
+    """The folder of one hyper-parameter search: one property per file, and a run directory per trial."""
+
+    config = RunPath("search.toml", "the base config with its [search] section (what --resume continues)", "SEARCH")
+    storage = RunPath("study.db", "the Optuna studies (SQLite), unless search.storage names another database",
+                      "SEARCH")
+    space = RunPath("space.json", "each stage's ranges as searched (the fine stage's narrowed) and budget", "SEARCH")
+    trials = RunPath("trials.csv", "one row per trial: number, stage, state, val_acc, ..., params_KEY", "SEARCH")
+    best = RunPath("best.toml", "the best trial's config at the full budget, for `babysit train --config`", "SEARCH")
+    report = RunPath("report.html", "the self-contained search report: table, accuracy per parameter, findings",
+                     "SEARCH")
+    checks = RunPath("checks", "the run directory of the sanity checks, run once for the whole search", "SEARCH")
+    runs = RunPath("trials", "the folder of the trials' run directories (trials/NNNN)", "SEARCH")
+    workers = RunPath("workers", "the folder of what each worker process printed (worker-I.log)", "SEARCH")
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def trial(self, number: int, fold: int | None = None) -> Path:
+        """The run directory of trial ``number`` (of fold ``fold`` of it when the search cross-validates)."""
+        base = self.runs / f"{number:04d}"
+        return base if fold is None else base / f"fold-{fold}"
+
+    def worker_log(self, index: int) -> Path:
+        return self.workers / f"worker-{index}.log"
+
+    @classmethod
+    def open(cls, path: str | Path) -> SearchDir:
+        """An existing search folder (one with search.toml), else a BabysitError naming what to pass."""
+        found = cls(path)
+        if not found.config.is_file():
+            raise BabysitError(f"{str(found.path)!r} is not a babysit search folder (no search.toml); pass the folder "
+                               "`babysit search` printed, e.g. search/NAME.")
+        return found

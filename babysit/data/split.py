@@ -56,16 +56,44 @@ def stratified_indices(y: torch.Tensor, fractions: list[float], seed: int) -> li
     return out
 
 
+def fold_indices(y: torch.Tensor, folds: int, fold: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train, val) positions into ``y`` for fold ``fold`` of ``folds`` stratified folds (scikit-learn's
+    StratifiedKFold, shuffled with ``seed``): each image is in the val part of exactly one fold."""
+    import warnings
+
+    import numpy as np
+    from sklearn.model_selection import StratifiedKFold
+
+    if len(y) < folds:
+        raise BabysitError(f"data.folds={folds} needs at least {folds} images outside the test split, got {len(y)}.")
+    with warnings.catch_warnings():  # a class with fewer images than folds: some folds lack it, which is allowed
+        warnings.simplefilter("ignore", UserWarning)
+        splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed % 2**32)
+        train, val = list(splitter.split(np.zeros(len(y)), y.numpy()))[fold]
+    return torch.from_numpy(train), torch.from_numpy(val)
+
+
 def split_dataset(ds: Dataset, val_fraction: float = 0.1, test_fraction: float = 0.2,
-                  seed: int = 0, limit: int = 0) -> Splits:
+                  seed: int = 0, limit: int = 0, folds: int = 0, fold: int = 0) -> Splits:
     """Split ``ds`` into train/val/test, stratified and seeded.
 
     ``limit`` > 0 keeps at most that many training images (a seeded, roughly stratified subset).
+    ``folds`` = K > 0: K-fold cross-validation; the test split is the same as without folds, and val is fold
+    ``fold`` of the remaining images (train the other K-1 folds).
     """
     counts = torch.bincount(ds.train.y, minlength=len(ds.train.classes))
     if int((counts > 0).sum()) < 2:
         raise BabysitError(f"{ds.name} has only one class with images; a classifier needs at least two classes.")
-    if ds.test is not None:
+    if folds:
+        if ds.test is not None:
+            rest, test = torch.arange(len(ds.train.y)), ds.test
+        else:  # the same test images as the single split: stratified_indices draws each class's order alike
+            test_idx, rest = stratified_indices(ds.train.y, [test_fraction], seed)
+            test = ds.train.subset(test_idx)
+        train_pos, val_pos = fold_indices(ds.train.y[rest], folds, fold, seed)
+        order = torch.randperm(len(train_pos), generator=torch.Generator().manual_seed(seed))  # data.limit: a
+        train_idx, val_idx = rest[train_pos][order], rest[val_pos]  # random subset, not the lowest indices
+    elif ds.test is not None:
         val_idx, train_idx = stratified_indices(ds.train.y, [val_fraction], seed)
         test = ds.test
     else:
@@ -86,5 +114,6 @@ def split_seed(cfg: RunConfig) -> int:
 def prepare_data(cfg: RunConfig) -> tuple[Dataset, Splits]:
     """Load the configured data set and split it (stratified, seeded): what every command starts from."""
     ds = load_dataset(cfg.data.name, channels=cfg.data.channels, size=cfg.data.size)
-    splits = split_dataset(ds, cfg.data.val_fraction, cfg.data.test_fraction, split_seed(cfg), cfg.data.limit)
+    d = cfg.data
+    splits = split_dataset(ds, d.val_fraction, d.test_fraction, split_seed(cfg), d.limit, d.folds, d.fold)
     return ds, splits

@@ -322,13 +322,13 @@ def best_on_border(name: str, best: float, low: float, high: float, log: bool = 
     pos = (f(best) - f(low)) / span
     if BORDER_FRACTION <= pos <= 1 - BORDER_FRACTION:
         return None
-    edge, grow = ("lower", (low / 10 if log else low - span / 2, high)) if pos < BORDER_FRACTION else \
-        ("upper", (low, high * 10 if log else high + span / 2))
+    edge, towards, grow = ("lower", "smaller", (low / 10 if log else low - (high - low) / 2, high)) \
+        if pos < BORDER_FRACTION else ("upper", "larger", (low, high * 10 if log else high + (high - low) / 2))
     return Finding("best_on_border", "warning", f"best {name} on the border of the searched range",
                    f"the best {name} = {best:.3g} lies at the {edge} edge of [{low:.3g}, {high:.3g}] "
                    f"({pos:.0%} of the way{' in log scale' if log else ''})",
                    "the range may exclude better values beyond that edge",
-                   f"search again over [{grow[0]:.3g}, {grow[1]:.3g}]",
+                   f"widen the range towards {towards} values: search again over [{grow[0]:.3g}, {grow[1]:.3g}]",
                    {"name": name, "best": best, "low": low, "high": high, "position": pos})
 
 

@@ -151,3 +151,37 @@ def confused_pairs_figure(pairs: Sequence[dict], examples: dict[str, np.ndarray]
                               fontsize=7, rotation=0, ha="right", va="center")
     fig.tight_layout()
     return fig
+
+
+SEARCH_COLOURS = {"coarse": "C0", "fine": "C1"}
+
+
+def param_figure(key: str, points: Mapping[str, tuple[Sequence[float], Sequence[float]]],
+                 stopped: Sequence[tuple[float, str]], log: bool = False, bounds: tuple[float, float] | None = None,
+                 categories: Sequence[str] = (), floor: float = 0.0) -> Figure:
+    """Val accuracy against one searched value: a dot per trial, one colour per stage (``points`` keyed "coarse",
+    "fine", "coarse (pruned)" ...: pruned ones hollow); trials that were killed or failed as red crosses at the
+    bottom (``floor``). A list of values is
+    spread over its categories (x = index); a log-searched range gets a log x axis; ``bounds`` are dotted."""
+    fig = Figure(figsize=(5.2, 3.2))
+    ax = fig.add_subplot()
+    for label, (xs, ys) in points.items():  # "coarse", "fine", "coarse (pruned)", ...
+        colour = SEARCH_COLOURS.get(label.split()[0], "C2")
+        hollow = "pruned" in label
+        ax.scatter(xs, ys, s=22, facecolors="none" if hollow else colour, edgecolors=colour, alpha=0.8, label=label,
+                   zorder=3)
+    if stopped:
+        xs = [x for x, _ in stopped]
+        ax.scatter(xs, [floor] * len(xs), marker="x", color="C3", s=30, label="killed / failed", zorder=3)
+    if bounds is not None:
+        for b in bounds:
+            ax.axvline(b, color="grey", ls=":", lw=1)
+    if categories:
+        ax.set_xticks(range(len(categories)), [c[:18] for c in categories], fontsize=7, rotation=20)
+        ax.set_xlim(-0.5, len(categories) - 0.5)
+    elif log:
+        ax.set_xscale("log")
+    ax.set(xlabel=key + (" (log scale)" if log else ""), ylabel="val accuracy", title=f"val accuracy vs {key}")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7)
+    return fig
