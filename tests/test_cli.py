@@ -210,6 +210,8 @@ CHOICES = {
     "baseline.distance": ("babysit.baseline.knn", "DISTANCES"),
     "baseline.features": ("babysit.baseline.features", "FEATURES"),
     "baseline.loss": ("babysit.baseline.linear", "LINEAR_LOSSES"),
+    "search.sampler": ("babysit.config", "SAMPLERS"),
+    "search.pruner": ("babysit.config", "PRUNERS"),
 }
 
 
@@ -253,7 +255,7 @@ def test_choice_options_list_exactly_the_names_the_code_accepts():
                                    "did you mean --optim.lr?"),
     (["check", "--optm.lr=0.1"], "unknown config section 'optm' in 'optm.lr'; sections are: data, augment, model, "
                                  "optim, schedule, train, checkpoint, loss, regularize, lr_find, monitor, distill, "
-                                 "baseline; did you mean --optim.lr?"),
+                                 "baseline, search; did you mean --optim.lr?"),
     (["data", "show", "digits", "--confg", "x.toml"], "unknown option '--confg'; run `babysit data show --help` for "
                                                        "the options; did you mean --config?"),
     (["summary", "--batch_size", "4"], "did you mean --batch-size?"),

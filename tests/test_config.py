@@ -95,7 +95,8 @@ def test_fuzz_toml_text_gives_a_config_or_our_error(text):
                              "betas, decay_rate, eps, weight_decay, decoupled, decay_bias, clip_norm; "
                              "did you mean optim.lr?"),
     ("[optm]\nlr = 0.1\n", "unknown config section 'optm' in 'optm.lr'; sections are: data, augment, model, optim, "
-                           "schedule, train, checkpoint, loss, regularize, lr_find, monitor, distill, baseline; "
+                           "schedule, train, checkpoint, loss, regularize, lr_find, monitor, distill, baseline, "
+                           "search; "
                            "did you mean optim.lr?"),
     ("[optim]\nepochs = 3\n", "did you mean train.epochs?"),
     ("[train]\nbatch-size = 3\n", "did you mean train.batch_size?"),

@@ -43,7 +43,7 @@ from babysit.tune.study import (
     find_study,
     open_storage,
     set_stage,
-    stage_space,
+    stage_info,
     stage_study,
     storage_url,
     study_name,
@@ -151,9 +151,10 @@ def _write_space(sdir: SearchDir, cfg: C.RunConfig, storage: optuna.storages.Bas
     stages = []
     for stage in cfg.search.stages:
         study = find_study(storage, study_name(cfg, sdir, stage))
+        info = stage_info(study) if study is not None else None
         b = budget(cfg, stage)
-        params = [p.to_json() for p in stage_space(study)] if study and "space" in study.user_attrs else None
-        stages.append({"name": stage, "trials": int(study.user_attrs["trials"]) if params else None,
+        params = info["space"] if info else None
+        stages.append({"name": stage, "trials": info["trials"] if info else None,
                        "epochs": b.epochs(cfg), "data_share": b.data_share, "limit": b.limit(cfg, n_train),
                        "params": params})
     sdir.path.mkdir(parents=True, exist_ok=True)
@@ -166,7 +167,7 @@ def _prepare(cfg: C.RunConfig, sdir: SearchDir, storage: optuna.storages.BaseSto
              n_train: int) -> optuna.Study:
     """The stage's study, created once with its space (the fine one narrowed around the best coarse trials)."""
     study = stage_study(storage, study_name(cfg, sdir, stage), create=True)
-    if "space" in study.user_attrs:
+    if stage_info(study) is not None:
         return study
     offset = 0
     if stage == "fine" and "coarse" in cfg.search.stages:
@@ -181,8 +182,7 @@ def _prepare(cfg: C.RunConfig, sdir: SearchDir, storage: optuna.storages.BaseSto
         offset = max(t.number for t in coarse.trials) + 1
         print(f"fine ranges, around the top {min(len(done), cfg.search.top_k)} coarse trials:\n"
               + "\n".join(f"    {p.text()}" for p in space), flush=True)
-    study.set_user_attr("n_train", n_train)
-    set_stage(study, space, stage_size(cfg, stage, space), offset)
+    set_stage(study, space, stage_size(cfg, stage, space), offset, n_train)
     return study
 
 
@@ -254,7 +254,7 @@ def search(cfg: C.RunConfig | None = None, space: list[str] | tuple[str, ...] | 
             for number in abandon_dead(study):
                 print(f"  {stage} trial {number} was left running by a killed worker: marked FAIL, queued again",
                       flush=True)
-            print(f"{stage} stage: {study.user_attrs['trials']} trials", flush=True)
+            print(f"{stage} stage: {stage_info(study)['trials']} trials", flush=True)
             _run_workers(sdir, stage, n_workers, threads)
             studies[stage] = study
     except (Interrupted, KeyboardInterrupt) as e:

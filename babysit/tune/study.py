@@ -13,7 +13,6 @@ Trial bookkeeping, shared by every worker through the storage:
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 from collections.abc import Iterator
@@ -58,10 +57,18 @@ def study_name(cfg: C.RunConfig, sdir: SearchDir, stage: str) -> str:
     return f"{cfg.search.name or sdir.path.name}/{stage}"
 
 
+class _Grid(optuna.samplers.GridSampler):
+    """Optuna's grid sampler, without its ``study.stop()`` once the grid is walked (only allowed inside
+    ``study.optimize``; here the stage's trial count, at most the grid's size, ends the stage)."""
+
+    def after_trial(self, study: optuna.Study, trial: FrozenTrial, state: TrialState, values: Any) -> None:
+        return None
+
+
 def make_sampler(cfg: C.RunConfig, space: Space, seed: int) -> optuna.samplers.BaseSampler:
     kind = cfg.search.sampler
     if kind == "grid":
-        return optuna.samplers.GridSampler({p.key: list(p.choices) for p in space}, seed=seed)
+        return _Grid({p.key: list(p.choices) for p in space}, seed=seed)
     if kind == "tpe":
         return optuna.samplers.TPESampler(seed=seed, constant_liar=True)  # the liar: parallel workers spread out
     return optuna.samplers.RandomSampler(seed=seed)
@@ -93,28 +100,29 @@ def find_study(storage: optuna.storages.BaseStorage, name: str) -> optuna.Study 
         return None
 
 
-def stage_space(study: optuna.Study) -> Space:
-    """The ranges the stage's trials are drawn from (kept with the study, so every worker uses the same)."""
-    return tuple(Param.from_json(d) for d in json.loads(study.user_attrs["space"]))
+def stage_info(study: optuna.Study) -> dict[str, Any] | None:
+    """What a stage was set up with, kept with its study so every worker (and machine) uses the same: "space"
+    (the ranges), "trials" (how many), "offset" (its first trial's number across stages), "n_train"."""
+    return study.user_attrs.get("stage")
 
 
-def set_stage(study: optuna.Study, space: Space, trials: int, offset: int) -> None:
-    """Record a stage's space, its number of trials and where its trial numbers start, once."""
-    if "space" not in study.user_attrs:
-        study.set_user_attr("space", json.dumps([p.to_json() for p in space]))
-        study.set_user_attr("trials", trials)
-        study.set_user_attr("offset", offset)
+def stage_space(info: dict[str, Any]) -> Space:
+    return tuple(Param.from_json(d) for d in info["space"])
 
 
-def wanted(study: optuna.Study) -> int:
-    """Trials the stage runs (search.trials or fine_trials; at most the grid's size for a grid)."""
-    return int(study.user_attrs["trials"])
+def set_stage(study: optuna.Study, space: Space, trials: int, offset: int, n_train: int) -> dict[str, Any]:
+    """Record a stage's set-up once (one write); returns what the study holds."""
+    info = stage_info(study)
+    if info is None:
+        info = {"space": [p.to_json() for p in space], "trials": trials, "offset": offset, "n_train": n_train}
+        study.set_user_attr("stage", info)
+    return info
 
 
-def abandoned(study: optuna.Study) -> dict[str, str]:
-    """Trial number (as text) -> why it was abandoned, for the trials of killed workers (a trial stopped by
-    Ctrl-C says so itself, in its user attribute "abandoned")."""
-    return dict(study.user_attrs.get("abandoned", {}))
+def abandoned(attrs: dict[str, Any]) -> dict[str, str]:
+    """Trial number (as text) -> why it was abandoned, for the trials of killed workers, from the study's user
+    attributes (a trial stopped by Ctrl-C says so itself, in its user attribute "abandoned")."""
+    return dict(attrs.get("abandoned", {}))
 
 
 def live(t: FrozenTrial, gone: dict[str, str]) -> bool:
@@ -124,17 +132,18 @@ def live(t: FrozenTrial, gone: dict[str, str]) -> bool:
 
 def slots_left(study: optuna.Study) -> bool:
     """Whether a worker should ask for another trial (a waiting, enqueued trial always gets one)."""
-    gone = abandoned(study)
-    trials = study.get_trials(deepcopy=False)
+    attrs, trials = study.user_attrs, study.get_trials(deepcopy=False)
     if any(t.state == TrialState.WAITING for t in trials):
         return True
-    return sum(live(t, gone) for t in trials) < wanted(study)
+    gone = abandoned(attrs)
+    return sum(live(t, gone) for t in trials) < int(attrs["stage"]["trials"])
 
 
 def is_surplus(study: optuna.Study, number: int) -> bool:
     """Trial ``number`` came after the stage was full (another worker took the last slot first)."""
-    gone = abandoned(study)
-    return sum(live(t, gone) for t in study.get_trials(deepcopy=False) if t.number < number) >= wanted(study)
+    attrs, trials = study.user_attrs, study.get_trials(deepcopy=False)
+    gone = abandoned(attrs)
+    return sum(live(t, gone) for t in trials if t.number < number) >= int(attrs["stage"]["trials"])
 
 
 def worker_id() -> str:
@@ -152,7 +161,7 @@ def dead_here(worker: str | None) -> bool:
 def abandon_dead(study: optuna.Study) -> list[int]:
     """Mark the RUNNING trials of dead local workers abandoned (FAIL) and enqueue their parameters again;
     returns their numbers."""
-    gone = abandoned(study)
+    gone = abandoned(study.user_attrs)
     found = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if dead_here(t.user_attrs.get("worker")):
@@ -167,14 +176,9 @@ def abandon_dead(study: optuna.Study) -> list[int]:
     return found
 
 
-def global_number(study: optuna.Study, t: FrozenTrial) -> int:
-    """A trial's number across stages (its folder trials/NNNN): the stage's offset + Optuna's number."""
-    return int(study.user_attrs.get("offset", 0)) + t.number
-
-
 def stage_trials(study: optuna.Study) -> Iterator[tuple[FrozenTrial, str]]:
     """The trials of a stage that belong in the table, with the abandoned reason ('' if none)."""
-    gone = abandoned(study)
+    gone = abandoned(study.user_attrs)
     for t in study.get_trials(deepcopy=False):
         if t.user_attrs.get("surplus"):
             continue

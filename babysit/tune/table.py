@@ -20,7 +20,7 @@ from optuna.trial import TrialState
 from babysit import config as C
 from babysit.rundir import SearchDir, atomic_write_text
 from babysit.tune.space import apply_params, show
-from babysit.tune.study import find_study, global_number, relative, stage_space, stage_trials, study_name
+from babysit.tune.study import find_study, relative, stage_info, stage_space, stage_trials, study_name
 
 COLUMNS = ("number", "stage", "state", "val_acc", "val_acc_std", "test_acc", "epochs", "seconds", "run_dir", "reason")
 _OPTUNA_STATES = {TrialState.COMPLETE: "COMPLETE", TrialState.PRUNED: "PRUNED", TrialState.FAIL: "FAIL"}
@@ -54,15 +54,16 @@ class TrialRow:
 def stage_rows(study: optuna.Study, stage: str, sdir: SearchDir) -> list[TrialRow]:
     """The finished (and abandoned) trials of one stage's study, in trial order."""
     rows = []
+    offset = int((stage_info(study) or {}).get("offset", 0))
     for t, gone in stage_trials(study):
-        u = t.user_attrs
+        u = t.user_attrs.get("outcome", {})
         if gone:
             state, reason = "FAIL", gone
         elif t.state in _OPTUNA_STATES:
             state, reason = u.get("state", _OPTUNA_STATES[t.state]), u.get("reason", "")
         else:
             continue
-        number = global_number(study, t)
+        number = offset + t.number
         rows.append(TrialRow(number, stage, state, u.get("val_acc"), u.get("val_acc_std"), u.get("test_acc"),
                              int(u.get("epochs", 0)), float(u.get("seconds", 0.0)),
                              u.get("run_dir") or relative(sdir.trial(number), sdir), reason, dict(t.params)))
@@ -76,9 +77,10 @@ def collect(sdir: SearchDir, cfg: C.RunConfig,
     keys: list[str] = []
     for stage in cfg.search.stages:
         study = find_study(storage, study_name(cfg, sdir, stage))
-        if study is None or "space" not in study.user_attrs:
+        info = stage_info(study) if study is not None else None
+        if study is None or info is None:
             continue
-        keys += [p.key for p in stage_space(study) if p.key not in keys]
+        keys += [p.key for p in stage_space(info) if p.key not in keys]
         rows += stage_rows(study, stage, sdir)
     return rows, keys
 
