@@ -13,6 +13,10 @@ $(STAMP): pyproject.toml
 	# headless Chromium for the report test (tests/monitor/test_report.py skips without it)
 	command -v chromium >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) || \
 		echo "warning: could not install chromium (run as root: apt-get install -y chromium)"
+	# a PostgreSQL server for the search workers' shared-storage test (tests/tune/test_search_postgres.py skips without)
+	command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql) || \
+		echo "warning: could not install postgresql (run as root: apt-get install -y postgresql)"
 	touch $(STAMP)
 
 demo: $(STAMP)

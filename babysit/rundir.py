@@ -422,6 +422,10 @@ class SearchDir:
     def worker_log(self, index: int) -> Path:
         return self.workers / f"worker-{index}.log"
 
+    def worker_ready(self, index: int) -> Path:
+        """Made by worker ``index`` once it has loaded everything and opened the storage (a fair start)."""
+        return self.workers / f"worker-{index}.ready"
+
     @classmethod
     def open(cls, path: str | Path) -> SearchDir:
         """An existing search folder (one with search.toml), else a BabysitError naming what to pass."""

@@ -23,6 +23,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
@@ -51,6 +52,9 @@ from babysit.tune.study import (
 from babysit.tune.table import TrialRow, best_config, best_row, collect, write_best, write_table
 from babysit.tune.trial import budget, trial_config
 from babysit.tune.worker import run_worker
+
+READY_WAIT = 300.0
+"""Seconds the in-process worker waits for the worker processes to start (import torch, open the storage)."""
 
 
 @dataclass
@@ -187,24 +191,40 @@ def _prepare(cfg: C.RunConfig, sdir: SearchDir, storage: optuna.storages.BaseSto
 
 
 def _run_workers(sdir: SearchDir, stage: str, workers: int, threads: int) -> None:
-    """Run the stage: in this process with one worker, else ``workers`` processes sharing the storage."""
-    if workers == 1:
-        run_worker(sdir, stage, 0, threads)
-        return
+    """Run the stage with ``workers`` workers sharing the storage: worker 0 in this process (everything is loaded
+    already), workers 1 .. N-1 as processes."""
     env = dict(os.environ)
     root = str(Path(__file__).resolve().parents[2])  # the folder babysit is imported from
     env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [env.get("PYTHONPATH")])])
+    sdir.workers.mkdir(parents=True, exist_ok=True)
+    for i in range(1, workers):
+        sdir.worker_ready(i).unlink(missing_ok=True)
     procs = [subprocess.Popen([sys.executable, "-m", "babysit.tune.worker", str(sdir.path), stage, str(i),
-                               str(threads), str(os.getpid())], env=env) for i in range(workers)]
+                               str(threads), str(os.getpid())], env=env) for i in range(1, workers)]
+
+    def others_ready() -> None:
+        """Start together: the processes take seconds to import torch, and the first trials should not all go
+        to this worker (wait at most READY_WAIT seconds, and not for a process that already stopped)."""
+        deadline = time.monotonic() + READY_WAIT
+        while time.monotonic() < deadline and not all(
+                sdir.worker_ready(i).exists() or p.poll() is not None for i, p in enumerate(procs, 1)):
+            time.sleep(0.1)
+
     try:
+        run_worker(sdir, stage, 0, threads, others_ready)
         codes = [p.wait() for p in procs]
-    except KeyboardInterrupt:  # Ctrl-C reached the workers too: let them record it, then stop
+    except (Interrupted, KeyboardInterrupt):  # Ctrl-C reached the workers too: let them record it, then stop
         for p in procs:
+            p.wait()
+        raise
+    except BaseException:
+        for p in procs:  # this process failed: the others stop with it (their trials rerun on --resume)
+            p.terminate()
             p.wait()
         raise
     if any(c == 130 for c in codes):
         raise KeyboardInterrupt
-    bad = [(i, c) for i, c in enumerate(codes) if c != 0]
+    bad = [(i + 1, c) for i, c in enumerate(codes) if c != 0]
     if bad:
         i, c = bad[0]
         raise BabysitError(f"search worker {i} stopped with exit code {c} (its error is printed above; its trials in "

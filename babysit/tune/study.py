@@ -45,8 +45,8 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
     try:
         return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
     except ImportError as e:
-        raise BabysitError(f"search.storage {url.split(':')[0]}:// needs a database driver that is not installed "
-                           f"({e}); install it (pip install psycopg2-binary) or leave search.storage empty.") from None
+        raise BabysitError(f"search.storage {url.split(':')[0]}:// needs a database driver that is missing "
+                           f"({e}); install it (pip install 'psycopg[binary]') or leave search.storage out.") from None
     except Exception as e:  # noqa: BLE001 - sqlalchemy's many connection errors
         raise BabysitError(f"cannot open the search storage {url!r} ({type(e).__name__}: {str(e).splitlines()[0]}); "
                            "check the URL, that the database server runs and accepts this user.") from None

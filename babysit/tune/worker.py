@@ -15,6 +15,7 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -88,10 +89,13 @@ def describe(stage: str, number: int, out: Outcome, params: dict[str, Any]) -> s
     return f"  {stage} trial {number}: {out.state:<8} {what}, {out.seconds:.1f} s | {values}"
 
 
-def run_worker(sdir: SearchDir, stage: str, index: int, threads: int) -> int:
-    """Run trials of ``stage`` until it has all of its trials; returns how many this worker ran."""
+def run_worker(sdir: SearchDir, stage: str, index: int, threads: int, ready: Callable[[], None] | None = None) -> int:
+    """Run trials of ``stage`` until it has all of its trials; returns how many this worker ran. ``ready`` is
+    called once the storage is open, before the first trial."""
     cfg = C.load_toml(sdir.config)
     storage = open_storage(storage_url(cfg, sdir))
+    if ready is not None:
+        ready()
     name = study_name(cfg, sdir, stage)
     probe = stage_study(storage, name)
     info = stage_info(probe)
@@ -142,7 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     folder, stage, index, threads, parent = (argv if argv is not None else sys.argv[1:])[:5]
     _watch_parent(int(parent))
     try:
-        run_worker(SearchDir(Path(folder)), stage, int(index), int(threads))
+        sdir = SearchDir(Path(folder))
+        run_worker(sdir, stage, int(index), int(threads), lambda: sdir.worker_ready(int(index)).touch())
     except (Interrupted, KeyboardInterrupt):
         return 130
     except BabysitError as e:
