@@ -24,10 +24,11 @@ LAYERS: dict[str, int] = {
     "train": 4, "review": 4,  # review reads finished runs; it imports nothing of training
     "monitor": 5,  # before and during training: checks, probes, guards (uses review's rules live)
     "start": 6,  # one run setup below every entry point
-    "experiment": 7, "tune": 7, "commands": 7,  # entry points
+    "experiment": 7, "commands": 7,  # entry points
     "clihelp": 7,  # the CLI's help and did-you-mean (config only)
     "ensemble": 8,  # trains members and students through experiment.train; reads runs through start
     "baseline": 8,  # classical baselines; two-layer trains through experiment.train
+    "tune": 8,  # many runs: the LR range test, hyper-parameter search (trains its trials through experiment)
     "cli": 9, "__init__": 9,
     "__main__": 10,  # python -m babysit runs cli
 }
