@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -112,11 +113,16 @@ def _folder(cfg: C.RunConfig, out: str | Path) -> SearchDir:
     return sdir
 
 
+def _shown(url: str) -> str:
+    """A storage URL without its password."""
+    return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", url)
+
+
 def format_plan(cfg: C.RunConfig, sdir: SearchDir, space: Space, n_train: int, workers: int, threads: int) -> str:
     """The plan, printed before the first trial: trials x epochs per stage, the ranges, the workers."""
     s = cfg.search
     lines = [f"search {sdir.path}: {' then '.join(s.stages)}, sampler {s.sampler}, pruner {s.pruner}, "
-             f"{workers} worker(s) x {threads} thread(s), storage {s.storage or sdir.storage.name}"
+             f"{workers} worker(s) x {threads} thread(s), storage {_shown(s.storage) or sdir.storage.name}"
              + (f", {s.folds}-fold cross-validation per trial" if s.folds else "")]
     for stage in s.stages:
         b = budget(cfg, stage)

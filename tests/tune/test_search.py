@@ -184,6 +184,37 @@ def test_k_fold_cross_validation_reports_mean_and_std(tmp_path):
     assert "&plusmn;" in sdir.report.read_text()
 
 
+def test_ctrl_c_stops_the_search_and_resume_reruns_the_interrupted_trial(tmp_path, monkeypatch):
+    real, calls = T.train_one, []
+
+    def interrupted_once(cfg, path, callbacks):
+        calls.append(path)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(cfg, path, callbacks)
+
+    monkeypatch.setattr(T, "train_one", interrupted_once)
+    cfg = tiny(**{"search.stages": "fine", "search.trials": 2, "monitor.checks": False, "search.name": "c",
+                  "search.storage": "", "train.epochs": 1})
+    with pytest.raises(BabysitError, match="search interrupted; .* continue with `babysit search --resume ") as e:
+        search(cfg, SPACE, out=tmp_path)
+    assert e.value.exit_code == 130
+    sdir = SearchDir(tmp_path / "c")
+    assert [r["state"] for r in rows_of(sdir)] == ["COMPLETE", "FAIL"]
+    assert rows_of(sdir)[1]["reason"].startswith("interrupted (Ctrl-C or SIGTERM)")
+    search(resume=sdir.path)
+    rows = rows_of(sdir)
+    assert [r["state"] for r in rows] == ["COMPLETE", "FAIL", "COMPLETE"] and len(calls) == 3
+    assert rows[2]["params_optim.lr"] == rows[1]["params_optim.lr"]
+
+
+def test_the_plan_hides_a_storage_password():
+    from babysit.tune.search import _shown
+
+    assert _shown("postgresql://me:secret@db:5432/x") == "postgresql://me:***@db:5432/x"
+    assert _shown("sqlite:///a/b.db") == "sqlite:///a/b.db"
+
+
 def _dead_pid() -> int:
     p = subprocess.Popen([sys.executable, "-c", "pass"])
     p.wait()
