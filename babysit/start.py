@@ -174,6 +174,15 @@ def check_data(cfg: C.RunConfig, spec: Spec, splits: Splits) -> None:
     check_batch_size(cfg.train.batch_size, len(splits.train))
 
 
+def check_against(cfg: C.RunConfig, splits: Splits) -> tuple[C.RunConfig, Spec]:
+    """:func:`check_config`, then the automatic values resolved and :func:`check_data`, against splits already
+    loaded (a search checks each listed value of its space so, without loading the data again)."""
+    spec_or_name, _ = check_config(cfg)
+    cfg, spec = _concrete(cfg, spec_or_name, splits)
+    check_data(cfg, spec, splits)
+    return cfg, spec
+
+
 def plan_run(cfg: C.RunConfig) -> Plan:
     """Check ``cfg`` (the cheap checks before loading any data), load and split the data, check the run
     against it, and return the plan every entry point starts from."""

@@ -36,7 +36,7 @@ from babysit.errors import BabysitError, Interrupted
 from babysit.monitor.sanity import format_checks, run_checks
 from babysit.monitor.session import write_checks
 from babysit.rundir import RunDir, SearchDir, atomic_write_text
-from babysit.start import check_config, check_data, cpu_threads, fresh_start, plan_run
+from babysit.start import check_against, cpu_threads, fresh_start, plan_run
 from babysit.tune.narrow import narrow
 from babysit.tune.space import Space, check_sampler, grid_size, parse_space
 from babysit.tune.study import (
@@ -95,9 +95,7 @@ def check_search(cfg: C.RunConfig) -> tuple[Space, int, int]:
     for p in space:
         for value in p.choices:  # a spec that does not fit the images is refused now, not in trial 7
             try:
-                one = C.apply_overrides(base, {p.key: value})
-                spec, _ = check_config(one)
-                check_data(one, spec, plan.splits)
+                check_against(C.apply_overrides(base, {p.key: value}), plan.splits)
             except BabysitError as e:
                 raise BabysitError(f"search.space: {p.key}={value!r} cannot be trained: {e}") from None
     return space, len(plan.splits.train), plan.num_classes

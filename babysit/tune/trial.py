@@ -45,7 +45,7 @@ class Budget:
         """data.limit for the trials (0 keeps every training image)."""
         if self.data_share >= 1:
             return cfg.data.limit
-        return max(cfg.train.batch_size, round(self.data_share * n_train))
+        return max(cfg.train.batch_size or 32, round(self.data_share * n_train))  # auto batch: at least 32
 
 
 def budget(cfg: C.RunConfig, stage: str) -> Budget:

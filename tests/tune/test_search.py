@@ -160,8 +160,10 @@ def test_the_median_pruner_stops_trials_behind_the_median(tmp_path):
         earlier = [o.intermediate_values[step] for o in study.trials if o.number < t.number and step in
                    o.intermediate_values and o.state == optuna.trial.TrialState.COMPLETE]
         assert t.intermediate_values[step] < statistics.median(earlier)
-        assert float(r["params_optim.lr"]) <= 1e-4  # the tiny learning rates are the ones stopped
-    assert all(r["state"] == "COMPLETE" for r in rows if float(r["params_optim.lr"]) >= 0.1)
+    # after the pruner's 3 start-up trials, every tiny learning rate (val ~ chance after an epoch) is stopped
+    assert all(r["state"] == "PRUNED" for r in rows if int(r["number"]) >= 3 and float(r["params_optim.lr"]) <= 1e-4)
+    best = max(rows, key=lambda r: float(r["val_acc"]))
+    assert best["state"] == "COMPLETE" and result.best.number == int(best["number"])
 
 
 def test_k_fold_cross_validation_reports_mean_and_std(tmp_path):
