@@ -21,11 +21,7 @@ from babysit import config as C
 from babysit.data.split import split_seed
 from babysit.errors import BabysitError
 from babysit.models.auto import is_named
-from babysit.rundir import RunDir
-
-TRIALS = "trials.csv"
-"""The table a search directory holds (`babysit search`): number, stage, state, val_acc, test_acc, epochs, seconds,
-run_dir (relative to the search directory), reason, params_*; finished trials have state COMPLETE."""
+from babysit.rundir import RunDir, SearchDir
 
 SOURCES = ("runs", "seeds", "search", "snapshots", "last-epochs")  # the last: --checkpoints=RUN --last=k
 
@@ -98,9 +94,10 @@ def from_checkpoints(run: str | Path, last: int) -> list[Member]:
 def from_search(search: str | Path, top: int) -> list[Member]:
     """The ``top`` finished trials of a search by validation accuracy (ties: the earlier trial)."""
     folder = Path(search)
-    table = folder / TRIALS
+    table = SearchDir(folder).trials
     if not table.is_file():
-        raise BabysitError(f"{str(folder)!r} has no {TRIALS}; pass the folder `babysit search` wrote (search/NAME).")
+        raise BabysitError(f"{str(folder)!r} has no {table.name}; pass the folder `babysit search` wrote "
+                           "(search/NAME).")
     with open(table, newline="") as f:
         rows = list(csv.DictReader(f))
     missing = {"number", "state", "val_acc", "run_dir"} - set(rows[0] if rows else {})
