@@ -132,6 +132,17 @@ def test_best_toml_is_the_best_fine_trial_ready_for_babysit_train(searched, tmp_
     assert "val accuracy vs optim.lr" in sdir.report.read_text()
 
 
+def test_babysit_ensemble_takes_the_top_trials_of_a_real_search(searched, tmp_path):
+    """The table's contract with `babysit ensemble --search`: the best COMPLETE trials by val accuracy."""
+    from babysit.ensemble.make import ensemble
+
+    _, sdir = searched
+    rows = sorted((r for r in rows_of(sdir) if r["state"] == "COMPLETE"), key=lambda r: -float(r["val_acc"]))
+    ens = ensemble(search=sdir.path, top=2, out=tmp_path, name="top2")
+    assert [Path(m.run).name for m in ens.members] == [Path(r["run_dir"]).name for r in rows[:2]]
+    assert all(Path(m.run).parent.name == "trials" for m in ens.members)
+
+
 def test_a_trial_whose_loss_explodes_is_killed_with_the_reason(tmp_path):
     result = search(tiny(**{"search.stages": "fine", "search.sampler": "grid", "search.trials": 5,
                             "monitor.checks": False, "search.name": "k"}), ["optim.lr=grid(0.05,10000.0)"],
