@@ -13,7 +13,7 @@ from babysit.clihelp import option_help
 from babysit.errors import BabysitError
 
 FAST = ["--train.epochs=2", "--data.limit=300", "--train.progress=false",
-        "--model.spec=conv3-8 relu pool2 fc", "--optim.lr=0.05"]  # no BN: the default lr 0.2 is for BN nets
+        "--model.spec=conv3-8 relu pool2 fc", "--optim.lr=0.05"]  # no BN: the default lr 0.1 is for BN nets
 
 
 def run_cli(args, cwd):
@@ -91,7 +91,7 @@ def test_help_lists_every_option_with_default(tmp_path):
     from babysit.config import option_table
     for key, _, _ in option_table():
         assert f"--{key}" in res.stdout
-    assert "(default: 0.2)" in res.stdout
+    assert "(default: 0.1)" in res.stdout
 
 
 def test_summary_prints_the_table(capsys):
@@ -229,7 +229,7 @@ def test_every_option_has_a_meaning_in_help(capsys):
         assert f"--{key} " in text and f"{meaning} (default: " in text, key
     assert ("--optim.name STR update rule: sgd | adagrad | rmsprop | adam | almost-adam | adamw (default: 'sgd')"
             in text)
-    assert "--optim.lr FLOAT learning rate per step, before the schedule (onecycle: its peak) (default: 0.2)" in text
+    assert "--optim.lr FLOAT learning rate per step, before the schedule (onecycle: its peak) (default: 0.1)" in text
 
 
 def test_choice_options_list_exactly_the_names_the_code_accepts():
