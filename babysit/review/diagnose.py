@@ -100,6 +100,14 @@ def lr_too_high(ev: Evidence, found: set[str]) -> list[Finding]:
     kept = ev.diverged.get("checkpoint") if ev.diverged else None
     keep = f"the last good checkpoint is {kept}" if kept else "no checkpoint was saved before it"
     lr = float(lr or ev.lr())
+    failed = [c.get("title", c.get("name", "?")) for c in ev.checks if not c.get("passed", True)]
+    if failed:  # the checks saw the network broken before any step: the lr is not the first suspect
+        return [Finding("lr_too_high", "error", "loss exploded — after failed sanity checks", f"{what}; lr {lr:.3g}",
+                        f"the sanity checks failed before training ({', '.join(failed)}): a bad initialisation or "
+                        "broken data is the likelier cause than the learning rate",
+                        f"fix what the failed checks point at first (e.g. --model.init=auto), rerun `babysit check`; "
+                        f"if they pass and it still explodes, lower the lr (--optim.lr={ev.lr() / 10:g})",
+                        {"step": step, "initial_loss": initial, "lr": lr, "failed_checks": failed})]
     return [Finding("lr_too_high", "error", "loss exploded — LR too high", f"{what}; lr {lr:.3g}",
                     "the learning rate is too high (or the initialisation is bad)",
                     f"stop the run ({keep}); start again with --optim.lr={ev.lr() / 10:g} (ten times smaller)",
@@ -271,14 +279,14 @@ def still_improving(ev: Evidence, found: set[str]) -> list[Finding]:
 
 
 def failed_checks(ev: Evidence, found: set[str]) -> list[Finding]:
-    """Each failed sanity check is a finding of its own."""
-    return [Finding(f"check_{c['name']}", "warning", f"sanity check failed: {c['title']}", c["summary"],
+    """Each failed sanity check is a finding of its own, an error: whatever the curves show comes after it."""
+    return [Finding(f"check_{c['name']}", "error", f"sanity check failed: {c['title']}", c["summary"],
                     c.get("advice") or "see the check", "fix this before trusting the run; `babysit check` reruns "
                     "the checks", dict(c.get("numbers", {}))) for c in ev.checks if not c.get("passed", True)]
 
 
-RULES: list[Rule] = [lr_too_high, loss_flat, loss_linear, noisy, update_ratio, dead_relu, saturation,
-                     gradients_across_depth, overfitting, underfitting, still_improving, failed_checks]
+RULES: list[Rule] = [failed_checks, lr_too_high, loss_flat, loss_linear, noisy, update_ratio, dead_relu, saturation,
+                     gradients_across_depth, overfitting, underfitting, still_improving]
 """Run in this order; a rule may stay quiet when an earlier one already explains the run."""
 LIVE_RULES: list[Rule] = [dead_relu, saturation, gradients_across_depth]
 """Severe enough to be printed while training (the loss explosion stops the run by itself)."""

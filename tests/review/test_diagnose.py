@@ -51,6 +51,22 @@ def test_nan_loss_is_lr_too_high_and_stops_everything_else():
     assert "nan at step 3" in found[0].observation and "--optim.lr=0.001" in found[0].action
 
 
+def test_failed_sanity_checks_lead_and_the_explosion_does_not_blame_the_lr_first():
+    """--model.init=normal-1: the checks fail before training, then the loss explodes; the init is the suspect."""
+    checks = [{"name": "initial_loss_check", "title": "initial loss", "passed": False,
+               "summary": "loss 41.2, expected 2.30",
+               "advice": "check the initialisation", "numbers": {"loss": 41.2}},
+              {"name": "overfit_check", "title": "overfit a tiny sample", "passed": True, "summary": "ok",
+               "numbers": {}}]
+    history = steps([41.2, 45.0]) + [{"kind": "diverged", "step": 3, "loss": "nan", "lr": 0.1, "checkpoint": None}]
+    found = D.diagnose(Evidence.from_history(history, checks=checks, config={"optim": {"lr": 0.1}}))
+    assert [f.rule for f in found] == ["check_initial_loss_check", "lr_too_high"]
+    assert found[0].severity == "error" and found[1].title == "loss exploded — after failed sanity checks"
+    assert "the sanity checks failed before training (initial loss)" in found[1].cause
+    plain = D.diagnose(Evidence.from_history(history, config={"optim": {"lr": 0.1}}))
+    assert plain[0].title == "loss exploded — LR too high"  # no failed checks: the lr is the suspect
+
+
 def test_loss_sustained_above_three_times_initial_is_lr_too_high():
     """The notes' 3x rule read over the trend: a spike that recovers is a warm-up, a plateau up there is not."""
     assert "lr_too_high" not in rules(ev([2.3, 2.5, 7.2, 9.0, 8.0] + [2.0] * 30))  # a transient spike
