@@ -155,12 +155,15 @@ def check_config(cfg: C.RunConfig) -> tuple[Spec | None, tuple[AugmentOp, ...]]:
     return spec, ops
 
 
-def _concrete(cfg: C.RunConfig, spec: Spec | None, splits: Splits) -> tuple[C.RunConfig, Spec]:
-    """Resolve the automatic values against the data; parse the spec a name stood for."""
+def _against_data(cfg: C.RunConfig, spec: Spec | None, splits: Splits) -> tuple[C.RunConfig, Spec]:
+    """After :func:`check_config`: resolve the automatic values against the data, parse the spec a name stood
+    for, and :func:`check_data`. Returns the concrete config and the spec."""
     c, h, w = splits.train.input_shape
     shape = (cfg.data.pca_components or 1, 1, 1) if cfg.data.preprocess in VECTOR_KINDS else (c, h, w)
     cfg = resolve_auto(cfg, shape, len(splits.train))
-    return cfg, spec if spec is not None else parse(cfg.model.spec)
+    spec = spec if spec is not None else parse(cfg.model.spec)
+    check_data(cfg, spec, splits)
+    return cfg, spec
 
 
 def check_data(cfg: C.RunConfig, spec: Spec, splits: Splits) -> None:
@@ -177,10 +180,7 @@ def check_data(cfg: C.RunConfig, spec: Spec, splits: Splits) -> None:
 def check_against(cfg: C.RunConfig, splits: Splits) -> tuple[C.RunConfig, Spec]:
     """:func:`check_config`, then the automatic values resolved and :func:`check_data`, against splits already
     loaded (a search checks each listed value of its space so, without loading the data again)."""
-    spec_or_name, _ = check_config(cfg)
-    cfg, spec = _concrete(cfg, spec_or_name, splits)
-    check_data(cfg, spec, splits)
-    return cfg, spec
+    return _against_data(cfg, check_config(cfg)[0], splits)
 
 
 def plan_run(cfg: C.RunConfig) -> Plan:
@@ -190,12 +190,11 @@ def plan_run(cfg: C.RunConfig) -> Plan:
     device = resolve_device(cfg.train.device)
     set_hardware(cfg, device)
     ds, splits = prepare_data(cfg)
-    cfg, spec = _concrete(cfg, spec_or_name, splits)
-    check_data(cfg, spec, splits)
-    return Plan(cfg, ds, splits, spec, ops, splits.train.input_shape, len(splits.classes),
-                math.ceil(len(splits.train) / cfg.train.batch_size), device,
+    cfg, spec = _against_data(cfg, spec_or_name, splits)
+    steps = math.ceil(len(splits.train) / cfg.train.batch_size)
+    return Plan(cfg, ds, splits, spec, ops, splits.train.input_shape, len(splits.classes), steps, device,
                 tuple(augment_warnings(list(ops), ds.name, cfg.data.preprocess, ds.traits)
-                      + config_warnings(cfg, math.ceil(len(splits.train) / cfg.train.batch_size))))
+                      + config_warnings(cfg, steps)))
 
 
 def make_model(cfg: C.RunConfig, input_shape: tuple[int, int, int], num_classes: int,

@@ -23,12 +23,7 @@ TINY = {"data.limit": 300, "model.spec": "conv3-8 relu pool2 fc", "train.epochs"
 TINY_ARGS = [f"--{k}={v}" for k, v in TINY.items()]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -14,14 +14,7 @@ from babysit.train.average import EMAWeights
 from babysit.train.loop import fit
 from tests.train.test_loop import StopAfter, cfg, digits_data
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny nets run fastest on one thread (on a loaded 2-core machine, two threads wait on each other)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def bn_model(seed: int = 0) -> nn.Module:

@@ -10,13 +10,7 @@ from babysit.train.early import improved
 from babysit.train.loop import fit
 from tests.train.test_loop import StopAfter, cfg, digits_data, small_model
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def test_improved_by_more_than_min_delta():
