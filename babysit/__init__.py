@@ -16,6 +16,7 @@ The same names the CLI uses::
     babysit.distill(ens.path, overrides={"model.spec": "conv3-16 relu pool2 fc"})   # `babysit distill ENS`
     print(babysit.baseline("knn", cfg).test_acc)            # `babysit baseline knn`
     found = babysit.search(cfg, ["optim.lr=loguniform(1e-4,1)"])   # `babysit search`: found.best, found.study
+    done = babysit.recipe(babysit.apply_overrides(cfg, {"recipe.budget": "3m"}))   # `babysit recipe`
     print(babysit.gradcheck(my_layer, (x,)).format())       # any nn.Module / autograd.Function
 """
 
@@ -49,6 +50,7 @@ if TYPE_CHECKING:  # the public names; attach() imports each from here on first 
     from babysit.experiment import evaluate_run, train
     from babysit.models import build, format_summary, init_weights, parse, summary
     from babysit.monitor.gradcheck import gradcheck
+    from babysit.recipe import RecipeResult, recipe
     from babysit.rundir import RunDir
     from babysit.start import Plan, fresh_start, load_run, make_model, plan_run
     from babysit.train.loop import Callback, LoopState, TensorData, evaluate, fit
@@ -63,6 +65,6 @@ __all__ = ["Augment", "Plan", "fresh_start", "plan_run", "list_augmentations", "
            "evaluate_run", "fit", "gradcheck", "report",
            "format_summary", "get_dataset", "init_weights", "load_dataset", "load_run", "load_toml", "make_model",
            "parse", "prepare_data", "split_dataset", "summary", "train", "baseline", "BaselineResult", "search",
-           "SearchResult"]
+           "SearchResult", "recipe", "RecipeResult"]
 
 __getattr__, __dir__ = attach(__name__)

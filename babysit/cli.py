@@ -284,6 +284,25 @@ def cmd_search(args: argparse.Namespace) -> None:
     search(cfg, out=args.out)
 
 
+def cmd_recipe(args: argparse.Namespace) -> None:
+    over = _overrides(args)
+    if args.resume:
+        if args.config or over or args.budget or args.name:
+            raise BabysitError("--resume continues a recipe with its own saved config and budget; drop --config, "
+                               "--budget, --name and the --section.key options.")
+        from babysit.recipe import recipe
+
+        recipe(resume=args.resume)
+        return
+    extra = {**({"recipe.budget": args.budget} if args.budget else {}), **({"recipe.name": args.name} if args.name
+                                                                           else {})}
+    cfg = _config(args, **extra)
+    C.validate(cfg)  # a mistake (a budget of "ten minutes") is answered before torch loads
+    from babysit.recipe import recipe
+
+    recipe(cfg, out=args.out)
+
+
 def make_parser() -> Parser:
     parser = Parser(prog="babysit", description="Train ConvNet image classifiers the way the course notes teach, "
                     "with the practitioner's checks done for you.")
@@ -306,6 +325,16 @@ def make_parser() -> Parser:
     p.add_argument("--out", default="search", help="folder in which the search folder is made")
     add_config_options(p)
     p.set_defaults(func=cmd_search, command_parser=p)
+
+    p = sub.add_parser("recipe", help="the whole recipe on your data within a time budget: checks, lr, search, "
+                       "final training, ensemble, baselines, test, report", formatter_class=DefaultsHelp)
+    p.add_argument("--budget", help="wall-clock time for everything, e.g. 3m, 20m, 1h (same as --recipe.budget)")
+    p.add_argument("--resume", metavar="DIR", help="continue a stopped recipe (recipes/NAME) at the step in flight")
+    p.add_argument("--out", default="recipes", help="folder in which the recipe folder is made")
+    p.add_argument("--name", default="", help="recipe folder name (same as --recipe.name; default: DATA-DATE-TIME)")
+    p.add_argument("--config", help="TOML file with [section] tables of options")
+    add_config_options(p)
+    p.set_defaults(func=cmd_recipe, command_parser=p)
 
     p = sub.add_parser("eval", help="accuracy and confusion matrix of a run's best weights")
     p.add_argument("run", help="run directory")

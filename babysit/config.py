@@ -12,6 +12,7 @@ one line of meaning, and for a choice the allowed values written ``a | b | c``
 from __future__ import annotations
 
 import dataclasses
+import re
 import tomllib
 from collections.abc import Iterable
 from dataclasses import dataclass, field, fields, replace
@@ -133,6 +134,8 @@ class TrainConfig:
     ema: float = 0.0  # keep an exponential moving average of the weights with this decay (e.g. 0.999); 0 = off
     swa_epochs: int = 0  # stochastic weight averaging: average the weights of the last N epoch ends; 0 = off
     swa_lr: float = 0.0  # during the SWA epochs hold the learning rate at this value; 0 keeps the schedule
+    score_test: bool = True  # score the test split when the run ends; false keeps the test images unseen
+    # (babysit recipe scores them once, at its end, on the model it chose)
 
 
 @dataclass(frozen=True)
@@ -196,6 +199,7 @@ class SearchConfig:
     # the full epochs); or one of them alone
     coarse_epochs: float = 0.1  # coarse trials train this share of train.epochs (at least 1 epoch)
     coarse_data: float = 1.0  # coarse trials train on this share of the training images (1 = all)
+    fine_data: float = 1.0  # fine trials train on this share of the training images (1 = all)
     top_k: int = 5  # the fine ranges are narrowed around the best k coarse trials
     sampler: str = "random"  # how trials are drawn: random | grid | tpe
     pruner: str = "none"  # stop weak trials early on their val accuracy per epoch: none | median | asha
@@ -203,6 +207,16 @@ class SearchConfig:
     workers: int = 1  # local worker processes sharing the study; the CPU cores are split between them
     storage: str = ""  # Optuna storage URL shared by workers (postgresql://...); empty = SQLite in the search folder
     name: str = ""  # search folder name under --out (default: DATA-DATE-TIME)
+
+
+@dataclass(frozen=True)
+class RecipeConfig:
+    budget: str = "10m"  # wall-clock time for the whole recipe, e.g. 90s, 3m, 20m, 1h30m; split across its steps
+    name: str = ""  # recipe folder name under --out (default: DATA-DATE-TIME)
+    ensemble_top: int = 4  # fine-search trials offered to the ensemble beside the final model (kept if val gains)
+    tta: bool = True  # try test-time augmentation on the chosen model (kept only if val accuracy gains)
+    baselines: tuple[str, ...] = ("knn", "linear")  # classical baselines run for context, comma-separated:
+    #   knn | linear | two-layer
 
 
 @dataclass(frozen=True)
@@ -221,6 +235,7 @@ class RunConfig:
     distill: DistillConfig = field(default_factory=DistillConfig)
     baseline: BaselineConfig = field(default_factory=BaselineConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
+    recipe: RecipeConfig = field(default_factory=RecipeConfig)
 
 
 SECTIONS: tuple[str, ...] = tuple(f.name for f in fields(RunConfig))
@@ -415,8 +430,9 @@ def _search_checks(cfg: RunConfig) -> list[tuple[bool, str]]:
          f"search.stages must be coarse,fine or one of them, got {','.join(s.stages) or 'nothing'}."),
         (0 < s.coarse_epochs <= 1, f"search.coarse_epochs is a share of train.epochs in (0, 1], got {s.coarse_epochs}; "
                                    "try 0.1."),
-        (0 < s.coarse_data <= 1, f"search.coarse_data is a share of the training images in (0, 1], "
-                                 f"got {s.coarse_data}; try 0.3."),
+        (0 < s.coarse_data <= 1 and 0 < s.fine_data <= 1, f"search.coarse_data and search.fine_data are shares of "
+                                                          f"the training images in (0, 1], got {s.coarse_data} and "
+                                                          f"{s.fine_data}; try 0.3."),
         (s.top_k >= 1, f"search.top_k must be at least 1, got {s.top_k}."),
         (s.folds == 0 or 2 <= s.folds <= 20, f"search.folds must be 0 (one validation split) or 2 .. 20, "
                                              f"got {s.folds}; try 5."),
@@ -486,6 +502,31 @@ def _baseline_checks(cfg: RunConfig) -> list[tuple[bool, str]]:
     ]
 
 
+def parse_duration(text: str) -> float:
+    """"90s", "3m", "1h30m", "20" (minutes) -> seconds; a BabysitError for anything else or a duration <= 0."""
+    t = text.strip().lower().replace(" ", "")
+    parts = re.fullmatch(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?", t)
+    if re.fullmatch(r"\d+(?:\.\d+)?", t):
+        seconds = float(t) * 60
+    elif parts is not None and t:
+        h, m, sec = (float(v) if v else 0.0 for v in parts.groups())
+        seconds = h * 3600 + m * 60 + sec
+    else:
+        seconds = 0.0
+    if seconds <= 0:
+        raise BabysitError(f"recipe.budget must be a duration such as 90s, 3m, 20m or 1h30m (a bare number is "
+                           f"minutes), got {text!r}.")
+    return seconds
+
+
+def _recipe_checks(cfg: RunConfig) -> list[tuple[bool, str]]:
+    r = cfg.recipe
+    parse_duration(r.budget)
+    return [(r.ensemble_top >= 0, f"recipe.ensemble_top must be >= 0, got {r.ensemble_top}."),
+            (all(b in ("knn", "linear", "two-layer") for b in r.baselines),
+             f"recipe.baselines must name knn, linear or two-layer, got {','.join(r.baselines)!r}.")]
+
+
 def validate(cfg: RunConfig) -> None:
     """Reject values no run can use, with the fix in the message."""
     checks = [
@@ -516,6 +557,7 @@ def validate(cfg: RunConfig) -> None:
         *_ensemble_checks(cfg),
         *_baseline_checks(cfg),
         *_search_checks(cfg),
+        *_recipe_checks(cfg),
         (cfg.monitor.stats_every >= 0, f"monitor.stats_every must be >= 0 (0 turns the probes off), "
                                        f"got {cfg.monitor.stats_every}."),
     ]

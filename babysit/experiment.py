@@ -40,7 +40,7 @@ class TrainResult:
     run: RunDir | None
     model: nn.Module
     state: LoopState
-    test_acc: float
+    test_acc: float | None  # None when train.score_test is false
     seconds: float
 
 
@@ -124,8 +124,11 @@ def train(cfg: C.RunConfig, out: str | Path = "runs", name: str = "", resume: st
     with monitor.watching():  # a divergence becomes the "LR too high" finding before it propagates
         state = fit(model, data, cfg, run, callbacks=monitor.callbacks() + list(callbacks or []),
                     resume=resume is not None, augment=augment)
-    x_test, y_test = pre(splits.test.x.to(plan.device)), splits.test.y.to(plan.device)
-    _, test_acc, _ = evaluate(model, x_test, y_test, cfg.train.eval_batch_size)
+    test_acc: float | None = None
+    x_test = y_test = None
+    if cfg.train.score_test:
+        x_test, y_test = pre(splits.test.x.to(plan.device)), splits.test.y.to(plan.device)
+        _, test_acc, _ = evaluate(model, x_test, y_test, cfg.train.eval_batch_size)
     seconds = time.perf_counter() - started
     result: dict[str, Any] = {"best_val_acc": state.best_val_acc, "best_epoch": state.best_epoch,
                               "test_acc": test_acc, "seconds": seconds, "epochs": state.epoch}
@@ -134,8 +137,10 @@ def train(cfg: C.RunConfig, out: str | Path = "runs", name: str = "", resume: st
         result["stopped_early"] = stop_reason(cfg, stopped)
     result |= _averaged_scores(run, model, x_test, y_test, cfg.train.eval_batch_size)
     run.write_json(run.result, result)
-    averaged = "".join(f", {k} test {v['test_acc']:.4f}" for k, v in result.items() if k in ("ema", "swa"))
-    print(f"best val {state.best_val_acc:.4f} (epoch {state.best_epoch}), test {test_acc:.4f}{averaged}, "
+    averaged = "".join(f", {k} test {v['test_acc']:.4f}" for k, v in result.items() if k in ("ema", "swa")
+                       and "test_acc" in v)
+    test = f"test {test_acc:.4f}{averaged}" if test_acc is not None else "test not scored (train.score_test=false)"
+    print(f"best val {state.best_val_acc:.4f} (epoch {state.best_epoch}), {test}, "
           f"{seconds:.1f} s; run directory {run.path}", flush=True)
     monitor.after_fit(model, data, splits.val.x, splits.classes)
     return TrainResult(run, model, state, test_acc, seconds)
@@ -159,16 +164,19 @@ def _teacher(run: RunDir, plan: Plan, soft_targets: Callable[[Plan], torch.Tenso
     return soft
 
 
-def _averaged_scores(run: RunDir, model: nn.Module, x_test: torch.Tensor, y_test: torch.Tensor,
+def _averaged_scores(run: RunDir, model: nn.Module, x_test: torch.Tensor | None, y_test: torch.Tensor | None,
                      batch_size: int) -> dict[str, dict[str, Any]]:
-    """The EMA's best and the SWA weights (when the run kept them), scored on test, for result.json."""
+    """The EMA's best and the SWA weights (when the run kept them) with their val scores and, unless the test
+    images are kept unseen (None), scored on test, for result.json."""
     out = {}
     for kind, path in (("ema", run.best_ema), ("swa", run.swa)):
         if path.exists():
             tensors, meta = load_checkpoint(path)
-            averaged = copy.deepcopy(model)
-            averaged.load_state_dict({k[len("model."):]: v for k, v in tensors.items()})
-            out[kind] = {**meta, "test_acc": evaluate(averaged, x_test, y_test, batch_size)[1]}
+            out[kind] = dict(meta)
+            if x_test is not None and y_test is not None:
+                averaged = copy.deepcopy(model)
+                averaged.load_state_dict({k[len("model."):]: v for k, v in tensors.items()})
+                out[kind]["test_acc"] = evaluate(averaged, x_test, y_test, batch_size)[1]
     return out
 
 

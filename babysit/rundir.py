@@ -434,3 +434,34 @@ class SearchDir:
             raise BabysitError(f"{str(found.path)!r} is not a babysit search folder (no search.toml); pass the folder "
                                "`babysit search` printed, e.g. search/NAME.")
         return found
+
+
+class RecipeDir:
+    """The folder of one ``babysit recipe``: its config and state, one folder per step's runs, the report."""
+
+    config = RunPath("recipe.toml", "the base config with its [recipe] section (what --resume continues)", "RECIPE")
+    state = RunPath("recipe.json", "the budget, the plan, and per step its evidence, decision, outputs and times",
+                    "RECIPE")
+    checks = RunPath("checks", "the run directory of the sanity checks on the chosen architecture", "RECIPE")
+    lr_find = RunPath("lr_find.json", "the LR range test's curves and suggestions", "RECIPE")
+    lr_plot = RunPath("lr_find.png", "the LR range test's loss against lr", "RECIPE")
+    coarse = RunPath("search-coarse", "the coarse search (a `babysit search` folder)", "RECIPE")
+    widened = RunPath("search-widened", "the coarse search again over a range widened past a border", "RECIPE")
+    fine = RunPath("search-fine", "the fine search over ranges narrowed around the best coarse trials", "RECIPE")
+    final = RunPath("final", "the run directory of the final training", "RECIPE")
+    ensemble = RunPath("ensemble", "the kept ensemble (an ensemble directory), when one helped on val", "RECIPE")
+    baselines = RunPath("baselines", "the baselines' result directories (knn, linear, ...)", "RECIPE")
+    report = RunPath("report.html", "the self-contained recipe report: timeline, every step's evidence and "
+                     "decision, baselines beside the final model, what to try next", "RECIPE")
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    @classmethod
+    def open(cls, path: str | Path) -> RecipeDir:
+        """An existing recipe folder (one with recipe.toml), else a BabysitError naming what to pass."""
+        found = cls(path)
+        if not found.config.is_file():
+            raise BabysitError(f"{str(found.path)!r} is not a babysit recipe folder (no recipe.toml); pass the "
+                               "folder `babysit recipe` printed, e.g. recipes/NAME.")
+        return found

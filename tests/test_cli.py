@@ -212,6 +212,7 @@ CHOICES = {
     "baseline.loss": ("babysit.baseline.linear", "LINEAR_LOSSES"),
     "search.sampler": ("babysit.config", "SAMPLERS"),
     "search.pruner": ("babysit.config", "PRUNERS"),
+    "recipe.baselines": ("babysit.baseline.run", "BASELINES"),
 }
 
 

@@ -29,8 +29,9 @@ LAYERS: dict[str, int] = {
     "ensemble": 8,  # trains members and students through experiment.train; reads runs through start
     "baseline": 8,  # classical baselines; two-layer trains through experiment.train
     "tune": 8,  # many runs: the LR range test, hyper-parameter search (trains its trials through experiment)
-    "cli": 9, "__init__": 9,
-    "__main__": 10,  # python -m babysit runs cli
+    "recipe": 9,  # the whole process: checks, lr-find, search, final training, ensemble, baselines, test
+    "cli": 10, "__init__": 10,
+    "__main__": 11,  # python -m babysit runs cli
 }
 """A unit may import units of a lower rank, and itself; never one of the same rank or above."""
 

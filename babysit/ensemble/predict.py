@@ -64,8 +64,10 @@ def probabilities(model: nn.Module, pre: Preprocessor, x: torch.Tensor, temperat
 class Ensemble:
     """Members loaded over one shared split of their data (loaded once), with their shares of the average."""
 
-    def __init__(self, members: Sequence[Member], shares: Sequence[float] | None = None, device: str = "cpu") -> None:
-        if len(members) < 2:
+    def __init__(self, members: Sequence[Member], shares: Sequence[float] | None = None, device: str = "cpu",
+                 minimum: int = 2) -> None:
+        """``minimum``: fewer members is an error (babysit recipe scores a single model through this class too)."""
+        if len(members) < minimum:
             raise BabysitError(f"an ensemble needs at least 2 members, got {len(members)}.")
         cfgs = [C.load_toml(RunDir.open(m.run).config) for m in members]
         for m, cfg in zip(members, cfgs):

@@ -71,7 +71,8 @@ def _summary_html(run: RunDir, meta: dict[str, Any], result: dict[str, Any], epo
             ("train / val / test", " / ".join(map(str, meta.get("split_sizes", [])))),
             ("epochs run", len(epochs)),
             ("best val accuracy", f"{result['best_val_acc']:.4f} (epoch {result['best_epoch']})" if result else "-"),
-            ("test accuracy", f"{result['test_acc']:.4f}" if result else "- (the run did not finish)"),
+            ("test accuracy", "- (the run did not finish)" if not result else "not scored (train.score_test=false)"
+             if result.get("test_acc") is None else f"{result['test_acc']:.4f}"),
             ("wall time", f"{result['seconds']:.1f} s" if result else "-"),
             ("seed", meta.get("seed", "?")), ("torch", meta.get("torch", "?")),
             ("git commit", meta.get("git_commit") or "-"), ("created", meta.get("created", "?"))]

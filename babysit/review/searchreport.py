@@ -61,6 +61,12 @@ def _complete(rows: list[dict[str, str]], stage: str) -> list[dict[str, str]]:
     return [r for r in rows if r["stage"] == stage and r["state"] == "COMPLETE" and _float(r["val_acc"]) is not None]
 
 
+def _test(row: dict[str, str]) -> str:
+    """A trial's test accuracy, or why there is none (a recipe keeps the test split unseen until its end)."""
+    value = _float(row.get("test_acc"))
+    return f"{value:.4f}" if value is not None else "not scored"
+
+
 def best_of(rows: list[dict[str, str]]) -> dict[str, str] | None:
     """The best COMPLETE trial of the last stage that has one (ties: the earlier trial)."""
     for stage in ("fine", "coarse"):
@@ -238,7 +244,7 @@ def _summary_html(sdir: SearchDir, rows: list[dict[str, str]], info: dict[str, A
     if best is not None:
         spread = f" &plusmn; {_float(best['val_acc_std']):.4f}" if _float(best.get("val_acc_std")) else ""
         lines.append(f"<tr><th>best</th><td>trial {best['number']} ({best['stage']}): val {_float(best['val_acc']):.4f}"
-                     f"{spread}, test {_float(best['test_acc']) or 0:.4f}, <code>{html.escape(best['run_dir'])}</code>"
+                     f"{spread}, test {_test(best)}, <code>{html.escape(best['run_dir'])}</code>"
                      "</td></tr>")
     folds = f"{info['folds']}-fold cross-validation per trial" if info.get("folds") else "one validation split"
     lines.append(f"<tr><th>how</th><td>sampler {html.escape(str(info.get('sampler', '?')))}, pruner "

@@ -25,6 +25,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
@@ -51,7 +52,7 @@ from babysit.tune.study import (
     study_name,
 )
 from babysit.tune.table import TrialRow, best_config, best_row, collect, write_best, write_table
-from babysit.tune.trial import budget, trial_config
+from babysit.tune.trial import Budget, budget, trial_config
 from babysit.tune.worker import run_worker
 
 READY_WAIT = 300.0
@@ -90,7 +91,7 @@ def check_search(cfg: C.RunConfig) -> tuple[Space, int, int]:
     C.validate(cfg)
     space = parse_space(cfg.search.space, cfg)
     check_sampler(space, cfg.search.sampler)
-    base = trial_config(cfg, {}, budget(cfg, "fine"), 0, 1, 0 if cfg.search.folds else None)  # the full budget
+    base = trial_config(cfg, {}, Budget("fine"), 0, 1, 0 if cfg.search.folds else None)  # every image, all epochs
     plan = plan_run(base)
     for p in space:
         for value in p.choices:  # a spec that does not fit the images is refused now, not in trial 7
@@ -194,7 +195,7 @@ def _prepare(cfg: C.RunConfig, sdir: SearchDir, storage: optuna.storages.BaseSto
     return study
 
 
-def _run_workers(sdir: SearchDir, stage: str, workers: int, threads: int) -> None:
+def _run_workers(sdir: SearchDir, stage: str, workers: int, threads: int, deadline: float | None = None) -> None:
     """Run the stage with ``workers`` workers sharing the storage: worker 0 in this process (everything is loaded
     already), workers 1 .. N-1 as processes."""
     env = dict(os.environ)
@@ -204,7 +205,8 @@ def _run_workers(sdir: SearchDir, stage: str, workers: int, threads: int) -> Non
     for i in range(1, workers):
         sdir.worker_ready(i).unlink(missing_ok=True)
     procs = [subprocess.Popen([sys.executable, "-m", "babysit.tune.worker", str(sdir.path), stage, str(i),
-                               str(threads), str(os.getpid())], env=env) for i in range(1, workers)]
+                               str(threads), str(os.getpid()), "none" if deadline is None else repr(deadline)],
+                              env=env) for i in range(1, workers)]
 
     def others_ready() -> None:
         """Start together: the processes take seconds to import torch, and the first trials should not all go
@@ -215,7 +217,7 @@ def _run_workers(sdir: SearchDir, stage: str, workers: int, threads: int) -> Non
             time.sleep(0.1)
 
     try:
-        run_worker(sdir, stage, 0, threads, others_ready)
+        run_worker(sdir, stage, 0, threads, others_ready, deadline)
         codes = [p.wait() for p in procs]
     except (Interrupted, KeyboardInterrupt):  # Ctrl-C reached the workers too: let them record it, then stop
         for p in procs:
@@ -248,9 +250,12 @@ def _finish(cfg: C.RunConfig, sdir: SearchDir, storage: optuna.storages.BaseStor
 
 
 def search(cfg: C.RunConfig | None = None, space: list[str] | tuple[str, ...] | None = None,
-           out: str | Path = "search", resume: str | Path | None = None, workers: int | None = None) -> SearchResult:
+           out: str | Path = "search", resume: str | Path | None = None, workers: int | None = None,
+           deadline: Callable[[str], float | None] | None = None) -> SearchResult:
     """Run (or with ``resume``, continue) a search; ``space`` replaces cfg.search.space, ``workers``
-    cfg.search.workers. Returns the studies, the trials and the best one (also written to search/NAME)."""
+    cfg.search.workers. ``deadline(stage)``, asked as each stage starts, gives the time.time() after which the
+    stage starts no new trial (babysit recipe's time budget; None: no limit). Returns the studies, the trials
+    and the best one (also written to search/NAME)."""
     if resume is not None:
         sdir = SearchDir.open(resume)
         cfg = C.load_toml(sdir.config)
@@ -279,7 +284,7 @@ def search(cfg: C.RunConfig | None = None, space: list[str] | tuple[str, ...] | 
                 print(f"  {stage} trial {number} was left running by a killed worker: marked FAIL, queued again",
                       flush=True)
             print(f"{stage} stage: {stage_info(study)['trials']} trials", flush=True)
-            _run_workers(sdir, stage, n_workers, threads)
+            _run_workers(sdir, stage, n_workers, threads, deadline(stage) if deadline is not None else None)
             studies[stage] = study
     except (Interrupted, KeyboardInterrupt) as e:
         _finish(cfg, sdir, storage)
@@ -291,7 +296,8 @@ def search(cfg: C.RunConfig | None = None, space: list[str] | tuple[str, ...] | 
         raise
     rows, best, report = _finish(cfg, sdir, storage)
     if best is not None:
-        print(f"best: trial {best.number} ({best.stage}), val {best.val_acc:.4f}, test {best.test_acc:.4f}: "
+        test = f", test {best.test_acc:.4f}" if best.test_acc is not None else ""
+        print(f"best: trial {best.number} ({best.stage}), val {best.val_acc:.4f}{test}: "
               + ", ".join(f"{k}={v}" for k, v in best.params.items()) + f"\nconfig: {sdir.best} (babysit train "
               f"--config {sdir.best}); table: {sdir.trials}; report: {report}", flush=True)
     else:

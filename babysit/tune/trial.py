@@ -50,7 +50,7 @@ class Budget:
 
 def budget(cfg: C.RunConfig, stage: str) -> Budget:
     s = cfg.search
-    return Budget(stage, s.coarse_epochs, s.coarse_data) if stage == "coarse" else Budget(stage)
+    return Budget(stage, s.coarse_epochs, s.coarse_data) if stage == "coarse" else Budget(stage, 1.0, s.fine_data)
 
 
 def trial_config(cfg: C.RunConfig, params: dict[str, Any], b: Budget, n_train: int, threads: int,
@@ -152,5 +152,6 @@ def run_trial(cfg: C.RunConfig, params: dict[str, Any], b: Budget, paths: list[P
                            f"pruned after epoch {report.pruned_at}: val accuracy {vals[0]:.4f} was behind the "
                            "other trials'", vals)
     std = statistics.stdev(vals) if len(vals) > 1 else None
-    return Outcome("COMPLETE", statistics.fmean(vals), std, statistics.fmean(tests), epochs,
+    test = statistics.fmean(tests) if None not in tests else None  # train.score_test=false: the test stays unseen
+    return Outcome("COMPLETE", statistics.fmean(vals), std, test, epochs,
                    time.perf_counter() - started, paths[0], "", vals)

@@ -3,7 +3,7 @@
 The notes' "make a worker and master": the master (babysit.tune.search) prepares each stage and starts
 ``search.workers`` of these, in this process when there is one, else as processes
 
-    python -m babysit.tune.worker SEARCH_DIR STAGE INDEX THREADS PARENT_PID
+    python -m babysit.tune.worker SEARCH_DIR STAGE INDEX THREADS PARENT_PID [DEADLINE]
 
 that share the study through its storage (SQLite in the search folder, or search.storage). A worker
 whose master dies (kill -9) stops too; its unfinished trial is abandoned and rerun on --resume.
@@ -82,16 +82,27 @@ def describe(stage: str, number: int, out: Outcome, params: dict[str, Any]) -> s
     values = " ".join(f"{k}={show(v)}" for k, v in params.items())
     if out.state in ("COMPLETE", "PRUNED"):
         spread = f" +- {out.val_acc_std:.4f}" if out.val_acc_std is not None else ""
-        what = (f"val {out.val_acc:.4f}{spread} test {out.test_acc:.4f}, {out.epochs} epoch(s)"
+        test = f" test {out.test_acc:.4f}" if out.test_acc is not None else ""
+        what = (f"val {out.val_acc:.4f}{spread}{test}, {out.epochs} epoch(s)"
                 + (f" ({out.reason})" if out.state == "PRUNED" else ""))
     else:
         what = out.reason
     return f"  {stage} trial {number}: {out.state:<8} {what}, {out.seconds:.1f} s | {values}"
 
 
-def run_worker(sdir: SearchDir, stage: str, index: int, threads: int, ready: Callable[[], None] | None = None) -> int:
-    """Run trials of ``stage`` until it has all of its trials; returns how many this worker ran. ``ready`` is
-    called once the storage is open, before the first trial."""
+def out_of_time(deadline: float | None, seconds: list[float]) -> bool:
+    """No new trial once the clock (time.time()) has passed ``deadline`` less half a trial (the mean of this
+    worker's ``seconds`` so far): the stage ends within about half a trial of its time budget."""
+    if deadline is None:
+        return False
+    return time.time() + 0.5 * (sum(seconds) / len(seconds) if seconds else 0.0) > deadline
+
+
+def run_worker(sdir: SearchDir, stage: str, index: int, threads: int, ready: Callable[[], None] | None = None,
+               deadline: float | None = None) -> int:
+    """Run trials of ``stage`` until it has all of its trials, or until ``deadline`` (a time.time() value; see
+    out_of_time); returns how many this worker ran. ``ready`` is called once the storage is open, before the
+    first trial."""
     cfg = C.load_toml(sdir.config)
     storage = open_storage(storage_url(cfg, sdir))
     if ready is not None:
@@ -105,8 +116,11 @@ def run_worker(sdir: SearchDir, stage: str, index: int, threads: int, ready: Cal
     offset, n_train = int(info["offset"]), int(info["n_train"])
     b = budget(cfg, stage)
     dists = {p.key: p.distribution() for p in space}
-    ran = 0
+    ran, seconds = 0, []
     while slots_left(study):
+        if out_of_time(deadline, seconds):
+            say(sdir, index, f"  {stage}: the stage's time is spent; no new trial after {ran} here")
+            break
         trial = study.ask(dists)
         if is_surplus(study, trial.number):  # another worker took the last slot first
             trial.set_user_attr("surplus", True)
@@ -125,6 +139,7 @@ def run_worker(sdir: SearchDir, stage: str, index: int, threads: int, ready: Cal
             raise
         _record(trial, out, sdir)
         _tell(study, trial, out)
+        seconds.append(out.seconds)
         say(sdir, index, describe(stage, number, out, trial.params))
         refresh_table(sdir, cfg, storage)
         ran += 1
@@ -143,11 +158,13 @@ def _watch_parent(parent: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    folder, stage, index, threads, parent = (argv if argv is not None else sys.argv[1:])[:5]
+    args = argv if argv is not None else sys.argv[1:]
+    folder, stage, index, threads, parent = args[:5]
+    deadline = float(args[5]) if len(args) > 5 and args[5] != "none" else None
     _watch_parent(int(parent))
     try:
         sdir = SearchDir(Path(folder))
-        run_worker(sdir, stage, int(index), int(threads), lambda: sdir.worker_ready(int(index)).touch())
+        run_worker(sdir, stage, int(index), int(threads), lambda: sdir.worker_ready(int(index)).touch(), deadline)
     except (Interrupted, KeyboardInterrupt):
         return 130
     except BabysitError as e:
