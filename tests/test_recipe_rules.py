@@ -144,3 +144,13 @@ def test_next_steps_from_the_evidence():
     under = {"steps": {"final": {"outputs": {"best_epoch": 3, "epochs": 20, "last_train_acc": 0.9,
                                              "last_val_acc": 0.89}}}}
     assert "bigger model" in " ".join(next_steps(under))
+
+
+def test_knn_settings_fit_the_time():
+    from babysit.recipe.late import KNN_RATE, knn_settings
+
+    assert knn_settings(1259, 538, 64, 10.0) == {}  # digits: the full search
+    cheap = knn_settings(54000, 16000, 784, 1000.0)
+    assert cheap["baseline.distance"] == "l2" and "data.limit" not in cheap
+    tight = knn_settings(54000, 16000, 784, 30.0)
+    assert tight["data.limit"] == int(30.0 * KNN_RATE / (16000 * 784))  # seconds * rate / (scored * dims)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from pathlib import Path
@@ -175,20 +176,38 @@ def step_ensemble(ctx: Ctx, window: Window) -> StepResult:
         "val_loss": best[1], "final_val_acc": single[0]})
 
 
+KNN_RATE = 8e9
+"""Multiply-adds per second of kNN's distance products on one CPU thread (bench/knn.py: 60,000 x 10,000 MNIST
+images, 4.7e11 multiply-adds, in ~57 s); faster hardware only makes the estimate cautious."""
+
+
+def knn_settings(n_train: int, n_scored: int, dims: int, seconds: float) -> dict[str, Any]:
+    """kNN options for the time: on large sets L2 only and a 3-fold search over k on 5,000 images, and the vote
+    over a subset of the training images when all of them would take longer than ``seconds``."""
+    if n_train <= 20000:
+        return {}
+    fits = int(seconds * KNN_RATE / (n_scored * dims))
+    return {"baseline.distance": "l2", "baseline.k": "1,3,5", "baseline.folds": 3, "baseline.cv_size": 5000,
+            **({"data.limit": max(1000, fits)} if fits < n_train else {})}
+
+
 def step_baselines(ctx: Ctx, window: Window) -> StepResult:
     """kNN and a linear classifier on pixels: what the ConvNet must beat. Large sets get a cheaper kNN search."""
-    n = ctx.outputs("data")["n_train"]
-    big = {"baseline.distance": "l2", "baseline.k": "1,3,5", "baseline.folds": 3, "baseline.cv_size": 5000} \
-        if n > 20000 else {}
+    data = ctx.outputs("data")
+    n = data["n_train"]
     evidence, out = [], {}
     for name in ctx.cfg.recipe.baselines:
         if window.left() <= 0:
             evidence.append(f"{name}: skipped, the step's time is spent")
             continue
-        cfg = C.apply_overrides(ctx.cfg, {"train.progress": False, "monitor.checks": False,
-                                          **(big if name == "knn" else {})})
+        extra: dict[str, Any] = {}
+        if name == "knn":
+            extra = knn_settings(n, data["n_val"] + data["n_test"], math.prod(data["input_shape"]), window.left() / 2)
+        cfg = C.apply_overrides(ctx.cfg, {"train.progress": False, "monitor.checks": False, **extra})
         res = run_baseline(name, cfg, out=ctx.rdir.baselines, dir_name=name)
-        evidence.append(f"{name} ({res.describe()}): val {res.val_acc:.4f}, test {res.test_acc:.4f}, "
+        subset = f" on {extra['data.limit']:,} of the {n:,} training images (the time allowed)" \
+            if extra.get("data.limit") else ""
+        evidence.append(f"{name} ({res.describe()}){subset}: val {res.val_acc:.4f}, test {res.test_acc:.4f}, "
                         f"{res.seconds:.1f} s")
         out[name] = {"val_acc": res.val_acc, "test_acc": res.test_acc, "chosen": res.chosen, "seconds": res.seconds}
     best = max(out.items(), key=lambda kv: kv[1]["val_acc"], default=None)
