@@ -51,6 +51,9 @@ ZERO_INPUT_STEPS = 30
 """Mini-batch steps each model of the input-independent baseline gets."""
 ZERO_INPUT_EXAMPLES = 512
 """Training examples the input-independent baseline cycles over."""
+ZERO_INPUT_BATCH = 64
+"""At most this many examples per step: the check's cost must not grow with the run's batch (MNIST's auto batch
+of 512 made it 8x dearer)."""
 ZERO_INPUT_MARGIN = 0.9
 """The real-input loss must end below this fraction of the zero-input loss."""
 
@@ -188,7 +191,7 @@ def zero_input_check(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: Ru
     Plain SGD without momentum, like the overfit check: the run itself warms its learning rate up,
     and momentum 0.9 at the full rate from step 0 can blow up a fresh net within these few steps."""
     criterion = make_loss(replace(cfg.loss, label_smoothing=0.0))
-    batch = min(cfg.train.batch_size, len(x))
+    batch = min(cfg.train.batch_size, len(x), ZERO_INPUT_BATCH)
     finals = []
     for inputs in (x, torch.zeros_like(x)):
         m = _no_dropout(copy.deepcopy(model))
