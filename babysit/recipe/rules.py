@@ -77,9 +77,13 @@ def widen(low: float, high: float, best: float, border: float = 0.1) -> tuple[fl
 
 
 def overfitting(train_acc: float, val_acc: float) -> bool:
-    """The notes' "big gap between train and val accuracy": a gap of GAP_POINTS or more while the training
-    images are learnt (train accuracy at least FIT_ACC; below it the model underfits, whatever the gap)."""
-    return train_acc >= FIT_ACC and 100 * (train_acc - val_acc) >= GAP_POINTS
+    """The notes' "big gap between train and val accuracy" while the training images are learnt (train accuracy
+    at least FIT_ACC; below it the model underfits, whatever the gap): a gap of GAP_POINTS or more, or, near the
+    top, a train error at most half the val error with a gap of at least half a point (train 99.9 % against val
+    99.0 % is a tenfold error ratio: overfitting, though the gap is under a point)."""
+    gap = 100 * (train_acc - val_acc)
+    relative = (1 - train_acc) <= (1 - val_acc) / 2 and gap >= 0.5
+    return train_acc >= FIT_ACC and (gap >= GAP_POINTS or relative)
 
 
 def augmentation_for_gap(train_acc: float, val_acc: float, side: int, mirror_safe: bool | None) -> tuple[str, ...]:
