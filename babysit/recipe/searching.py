@@ -54,7 +54,8 @@ def _run(ctx: Ctx, window: Window, folder: Path, stage: str, space: list[Param],
                                           space=tuple(p.text() for p in space), name=folder.name, workers=1,
                                           pruner="median" if size.epochs >= 3 else "none", **share))
         result = search(cfg, out=folder.parent, deadline=lambda _: window.deadline)
-    rows = [r for r in result.trials if r.stage == stage]
+    rows = [replace(r, run_dir=str(folder / r.run_dir) if r.run_dir else "") for r in result.trials
+            if r.stage == stage]  # absolute: the coarse pool mixes trials of two search folders
     _measure(ctx, rows, size)
     return rows
 
@@ -160,7 +161,8 @@ def _rows(folder: Path) -> list[TrialRow]:
                                       if k.startswith("params_") and v}
             val = float(row["val_acc"]) if row["val_acc"] else None
             out.append(TrialRow(int(row["number"]), row["stage"], row["state"], val, None, None, int(row["epochs"]),
-                                float(row["seconds"]), row["run_dir"], row["reason"], params))
+                                float(row["seconds"]), str(folder / row["run_dir"]) if row["run_dir"] else "",
+                                row["reason"], params))
     return out
 
 
@@ -186,14 +188,9 @@ def step_fine(ctx: Ctx, window: Window) -> StepResult:
     if chosen is None:
         params = {"optim.lr": ctx.outputs("lr")["min_loss"] / 10 * 3, "optim.weight_decay": ctx.cfg.optim.weight_decay}
         decision = "no trial finished: the final run takes the range test's lr and the default L2 strength"
-        folder, run_dir = "", ""
     else:
         params = dict(chosen.params)
-        where = "fine" if best else "coarse"
-        decision = f"the final run takes the best {where} trial's settings: {_params(chosen)}"
-        folder = str(ctx.rdir.fine if best else ctx.rdir.coarse)
-        run_dir = chosen.run_dir
+        decision = f"the final run takes the best {'fine' if best else 'coarse'} trial's settings: {_params(chosen)}"
     return StepResult(evidence, decision, {
-        "params": params, "epochs": size.epochs, "share": size.share, "best_run": str(Path(folder) / run_dir)
-        if run_dir else "", "top_runs": [str(ctx.rdir.fine / r.run_dir) for r in best], "space":
-        [p.to_json() for p in fine_space]})
+        "params": params, "epochs": size.epochs, "share": size.share, "best_run": chosen.run_dir if chosen else "",
+        "top_runs": [r.run_dir for r in best], "space": [p.to_json() for p in fine_space]})
