@@ -140,3 +140,25 @@ def test_recipe_mistakes_are_one_sentence(tmp_path, capsys):
     assert "is not a babysit recipe folder" in capsys.readouterr().err
     assert main(["recipe", "--resume", str(tmp_path), "--budget=3m"]) == 2
     assert "drop --config, --budget" in capsys.readouterr().err
+
+
+def test_the_widened_search_runs_over_the_wider_range(tmp_path):
+    from babysit.recipe.context import Window
+    from babysit.recipe.searching import step_widen
+    from babysit.tune.space import Param
+
+    rdir = RecipeDir(tmp_path / "w")
+    rdir.path.mkdir()
+    lr = Param("optim.lr", "loguniform", 1e-4, 2e-4)  # far too low: the best lies on the upper border
+    wd = Param("optim.weight_decay", "loguniform", 1e-5, 1e-2)
+    state = {"steps": {"data": {"outputs": {"n_train": 1259, "batch_size": 32, "load_s": 0.5}},
+                       "checks": {"outputs": {"start_s": 0.5}}, "lr": {"outputs": {"epoch_s": 0.3}},
+                       "coarse": {"outputs": {"border": {"optim.lr": [1e-4, 2e-3]}, "space": [lr.to_json(),
+                                              wd.to_json()], "epochs": 1, "share": 0.5}}}}
+    cfg = C.apply_overrides(C.RunConfig(), {"train.threads": 1, "train.score_test": False})
+    result = step_widen(Ctx(rdir, cfg, state), Window.starting_now(1.0))  # one trial at least
+    space = {p["key"]: p for p in result.outputs["space"]}
+    assert (space["optim.lr"]["low"], space["optim.lr"]["high"]) == (1e-4, 2e-3)
+    searched = json.loads(SearchDir(rdir.widened).space.read_text())["stages"][0]["params"]
+    assert {p["key"]: p["high"] for p in searched}["optim.lr"] == 2e-3
+    assert "trials of 1 epoch(s)" in result.evidence[0] and "best of both coarse searches" in result.decision

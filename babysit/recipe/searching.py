@@ -4,6 +4,7 @@ on a border, then fine (narrowed ranges, longer trials). Each is an ordinary `ba
 from __future__ import annotations
 
 import statistics
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -42,9 +43,13 @@ def _measure(ctx: Ctx, rows: list[TrialRow], size: StageSize) -> None:
 
 
 def _run(ctx: Ctx, window: Window, folder: Path, stage: str, space: list[Param], size: StageSize) -> list[TrialRow]:
-    """Run one search stage into ``folder`` (or continue it there after a kill), within the window."""
+    """Run one search stage into ``folder`` (or continue it there after a kill), within the window: no trial starts
+    after the deadline, except the first (a search of no trial would leave the later steps nothing)."""
+    def deadline(_: str) -> float:
+        return max(window.deadline, time.time() + 1.0) if window.seconds > 0 else window.deadline
+
     if SearchDir(folder).config.is_file():
-        result = search(resume=folder, deadline=lambda _: window.deadline)
+        result = search(resume=folder, deadline=deadline)
     else:
         cfg = C.apply_overrides(ctx.cfg, {"train.epochs": size.epochs, "monitor.checks": False,
                                           "train.progress": False})
@@ -53,7 +58,7 @@ def _run(ctx: Ctx, window: Window, folder: Path, stage: str, space: list[Param],
         cfg = replace(cfg, search=replace(cfg.search, stages=(stage,), trials=cap, fine_trials=cap,
                                           space=tuple(p.text() for p in space), name=folder.name, workers=1,
                                           pruner="median" if size.epochs >= 3 else "none", **share))
-        result = search(cfg, out=folder.parent, deadline=lambda _: window.deadline)
+        result = search(cfg, out=folder.parent, deadline=deadline)
     rows = [replace(r, run_dir=str(folder / r.run_dir) if r.run_dir else "") for r in result.trials
             if r.stage == stage]  # absolute: the coarse pool mixes trials of two search folders
     _measure(ctx, rows, size)
