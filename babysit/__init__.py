@@ -18,6 +18,10 @@ The same names the CLI uses::
     found = babysit.search(cfg, ["optim.lr=loguniform(1e-4,1)"])   # `babysit search`: found.best, found.study
     done = babysit.recipe(babysit.apply_overrides(cfg, {"recipe.budget": "3m"}))   # `babysit recipe`
     print(babysit.gradcheck(my_layer, (x,)).format())       # any nn.Module / autograd.Function
+    clf = babysit.load_model(result.run.path)              # raw images (N, H, W[, C]) -> probabilities (N, K)
+    print(babysit.predict(result.run.path, ["a.png", "folder/"]).top(5))     # `babysit predict RUN a.png folder/`
+    babysit.export(result.run.path, "onnx"); babysit.convert(result.run.path)  # `babysit export` / `convert`
+    folded = babysit.fold_bn(model); sliding = babysit.fully_conv(model)      # BN folded; FC -> CONV score maps
 """
 
 from typing import TYPE_CHECKING
@@ -45,10 +49,15 @@ if TYPE_CHECKING:  # the public names; attach() imports each from here on first 
         split_dataset,
     )
     from babysit.data.split import prepare_data
+    from babysit.deploy import Classifier, Predictions, load_model, predict
+    from babysit.deploy import convert_run as convert
+    from babysit.deploy import export_run as export
     from babysit.ensemble import distill, ensemble, evaluate_ensemble, load_ensemble
     from babysit.errors import BabysitError
     from babysit.experiment import evaluate_run, train
     from babysit.models import build, format_summary, init_weights, parse, summary
+    from babysit.models.convert import fully_conv
+    from babysit.models.fold import fold_bn
     from babysit.monitor.gradcheck import gradcheck
     from babysit.recipe import RecipeResult, recipe
     from babysit.rundir import RunDir
@@ -65,6 +74,7 @@ __all__ = ["Augment", "Plan", "fresh_start", "plan_run", "list_augmentations", "
            "evaluate_run", "fit", "gradcheck", "report",
            "format_summary", "get_dataset", "init_weights", "load_dataset", "load_run", "load_toml", "make_model",
            "parse", "prepare_data", "split_dataset", "summary", "train", "baseline", "BaselineResult", "search",
-           "SearchResult", "recipe", "RecipeResult"]
+           "SearchResult", "recipe", "RecipeResult", "Classifier", "Predictions", "load_model", "predict", "convert",
+           "export", "fully_conv", "fold_bn"]
 
 __getattr__, __dir__ = attach(__name__)

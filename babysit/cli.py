@@ -61,13 +61,42 @@ def cmd_eval(args: argparse.Namespace) -> None:
         res = evaluate_run(args.run, args.split, args.device, args.tta, args.weights)
     for warning in res.warnings:
         print(f"warning: test-time augmentation: {warning}", flush=True)
+    from babysit.review.metrics import format_per_class
+
     n = int(res.confusion.sum())
-    print(f"{res.split}: accuracy {res.accuracy:.4f} ({round(res.accuracy * n)}/{n}), loss {res.loss:.4f}")
+    top5 = f", top-5 accuracy {res.top5:.4f}" if res.top5 is not None else ""
+    print(f"{res.split}: accuracy {res.accuracy:.4f} ({round(res.accuracy * n)}/{n}){top5}, loss {res.loss:.4f}")
     if res.tta_accuracy is not None:
         print(f"{res.split} with test-time augmentation ({res.tta}: {res.tta_views} views averaged): accuracy "
               f"{res.tta_accuracy:.4f} ({round(res.tta_accuracy * n)}/{n}), {res.tta_accuracy - res.accuracy:+.4f}; "
               "confusion matrix of the averaged prediction:")
     print(format_confusion(res))
+    print(format_per_class(res.classes, res.confusion))
+
+
+def cmd_predict(args: argparse.Namespace) -> None:
+    from babysit.deploy.predict import format_predictions, predict, write_csv
+
+    if args.top < 1:
+        raise BabysitError(f"--top {args.top} shows no class; give 1 or more, e.g. --top 5.")
+    pred = predict(args.run, args.inputs, args.tta, args.weights, args.device)
+    print(format_predictions(pred, args.top))
+    if args.csv:
+        print(f"predictions: {write_csv(pred, args.csv, args.top)}")
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from babysit.deploy.export import export_run
+
+    print(export_run(args.run, args.format, args.out, args.weights).format_text())
+
+
+def cmd_convert(args: argparse.Namespace) -> None:
+    if not args.fully_conv:
+        raise BabysitError("say which conversion: --fully-conv (every FC layer written as the equivalent CONV).")
+    from babysit.deploy.convert import convert_run
+
+    print(convert_run(args.run, args.out, args.weights).format_text())
 
 
 def cmd_ensemble(args: argparse.Namespace) -> None:
@@ -346,6 +375,35 @@ def make_parser() -> Parser:
     p.add_argument("--weights", default="best", metavar="NAME",
                    help="which of the run's weights: best, last, ema, swa, snapshot-N or epoch-N")
     p.set_defaults(func=cmd_eval, command_parser=p)
+
+    p = sub.add_parser("predict", help="class, probability and top-k of new images, from a run or ensemble directory")
+    p.add_argument("run", help="run or ensemble directory")
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="image files, folders of images (class sub-folders give the accuracy) or .npz files")
+    p.add_argument("--top", type=int, default=5, help="how many most probable classes to show per image")
+    p.add_argument("--tta", default="", metavar="VIEWS", help="average over test-time views, as for eval")
+    p.add_argument("--csv", metavar="FILE", help="also write one row per image to this CSV file")
+    p.add_argument("--weights", default="best", metavar="NAME",
+                   help="which of the run's weights: best, last, ema, swa, snapshot-N or epoch-N")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    p.set_defaults(func=cmd_predict, command_parser=p)
+
+    p = sub.add_parser("export", help="the network with its preprocessing (raw pixels in, probabilities out) as "
+                       "ONNX or TorchScript, BN folded")
+    p.add_argument("run", help="run directory")
+    p.add_argument("--format", default="onnx", help="onnx or torchscript")
+    p.add_argument("--out", metavar="FILE", help="file to write (default: RUN/model.onnx or RUN/model.pt)")
+    p.add_argument("--weights", default="best", metavar="NAME",
+                   help="which of the run's weights: best, last, ema, swa, snapshot-N or epoch-N")
+    p.set_defaults(func=cmd_export, command_parser=p)
+
+    p = sub.add_parser("convert", help="a new run directory with every FC layer written as the equivalent CONV")
+    p.add_argument("run", help="run directory")
+    p.add_argument("--fully-conv", action="store_true", help="FC -> CONV (the net slides over larger images)")
+    p.add_argument("--out", metavar="DIR", help="run directory to write (default: RUN-fullyconv beside RUN)")
+    p.add_argument("--weights", default="best", metavar="NAME",
+                   help="which of the run's weights: best, last, ema, swa, snapshot-N or epoch-N")
+    p.set_defaults(func=cmd_convert, command_parser=p)
 
     p = sub.add_parser("ensemble", help="average the softmax probabilities of several models; writes an ensemble "
                        "directory", formatter_class=DefaultsHelp)

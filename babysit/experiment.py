@@ -55,6 +55,7 @@ class EvalResult:
     tta_views: int = 0  # how many views each image's probabilities were averaged over
     tta_accuracy: float | None = None  # accuracy of the averaged prediction (the confusion matrix is this one's)
     warnings: tuple[str, ...] = ()  # test-time views that change the class on this data (a mirrored digit)
+    top5: float | None = None  # share of images whose true class is among the 5 highest scores (more than 5 classes)
 
 
 def _first_files(run: RunDir, plan: Plan) -> Preprocessor:
@@ -205,8 +206,26 @@ def evaluate_run(path: str | Path, split: str = "test", device: str = "cpu", tta
         tta_acc = (pred == y).float().mean().item()
     k = len(splits.classes)
     confusion = torch.bincount(y.cpu() * k + pred.cpu(), minlength=k * k).view(k, k)
+    top5 = topk_accuracy(_scores(model, pre, part.x, cfg.train.eval_batch_size), y, 5) if k > 5 else None
     return EvalResult(split, loss, acc, confusion, splits.classes, tta, len(views) if views else 0, tta_acc,
-                      tuple(warnings))
+                      tuple(warnings), top5)
+
+
+@torch.no_grad()
+def _scores(model: nn.Module, pre: Preprocessor, x: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """The class scores (N, K) of raw images ``x``, in eval mode, on the model's device."""
+    was_training = model.training
+    model.eval()
+    dev = next(model.parameters()).device
+    out = torch.cat([model(pre(x[i : i + batch_size].to(dev))) for i in range(0, len(x), batch_size)])
+    model.train(was_training)
+    return out
+
+
+def topk_accuracy(scores: torch.Tensor, y: torch.Tensor, k: int = 5) -> float:
+    """Share of rows whose true class y_i is among the k highest scores (top-1 accuracy at k = 1)."""
+    top = scores.topk(min(k, scores.shape[1]), dim=1).indices
+    return (top == y.to(top.device)[:, None]).any(1).float().mean().item()
 
 
 def format_confusion(res: EvalResult) -> str:
@@ -224,4 +243,4 @@ def format_confusion(res: EvalResult) -> str:
 def result_json(res: EvalResult) -> str:
     return json.dumps({"split": res.split, "loss": res.loss, "accuracy": res.accuracy,
                        "confusion": res.confusion.tolist(), "classes": res.classes, "tta": res.tta,
-                       "tta_views": res.tta_views, "tta_accuracy": res.tta_accuracy})
+                       "tta_views": res.tta_views, "tta_accuracy": res.tta_accuracy, "top5": res.top5})

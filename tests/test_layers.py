@@ -30,6 +30,7 @@ LAYERS: dict[str, int] = {
     "baseline": 8,  # classical baselines; two-layer trains through experiment.train
     "tune": 8,  # many runs: the LR range test, hyper-parameter search (trains its trials through experiment)
     "recipe": 9,  # the whole process: checks, lr-find, search, final training, ensemble, baselines, test
+    "deploy": 9,  # using a trained run from its directory alone: predict, export, convert (reads ensembles too)
     "cli": 10, "__init__": 10,
     "__main__": 11,  # python -m babysit runs cli
 }

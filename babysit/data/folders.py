@@ -138,15 +138,21 @@ def read_folders(scans: list[FolderScan], channels: int, size: int) -> list[Fold
     for scan in scans:
         x = np.empty((len(scan.files), c, h, w), dtype=np.uint8)
         for i, path in enumerate(scan.files):
-            with _open(path) as img:
-                try:
-                    if img.format == "JPEG":
-                        img = ImageOps.exif_transpose(img)
-                    x[i] = pil_to_array(img, c, size)
-                except _DECODE_ERRORS as e:
-                    raise _corrupt(path, e) from None
+            x[i] = read_image(path, c, size)
         out.append(FolderImages(x, np.asarray(scan.labels, dtype=np.int64), scan.classes))
     return out
+
+
+def read_image(path: Path, channels: int, size: int = 0) -> np.ndarray:
+    """One image file -> (channels, H, W) uint8, converted as every image of a folder is (JPEG orientation,
+    alpha onto black, grey or RGB, resized to size x size when ``size`` > 0); an undecodable file is an error."""
+    with _open(path) as img:
+        try:
+            if img.format == "JPEG":
+                img = ImageOps.exif_transpose(img)
+            return pil_to_array(img, channels, size)
+        except _DECODE_ERRORS as e:
+            raise _corrupt(path, e) from None
 
 
 def _open(path: Path) -> Image.Image:

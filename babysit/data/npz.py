@@ -73,6 +73,25 @@ def read_npz(path: Path) -> NpzImages:
     return NpzImages(xs[0], ys[0], (xs[1], ys[1]) if has_test else None, classes)
 
 
+def read_images(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """The images ``x`` of a .npz as (N, C, H, W) uint8 (layout and pixel values read as for training), and its
+    labels ``y`` when it has them (class indices, as stored): what ``babysit predict FILE.npz`` reads."""
+    if not zipfile.is_zipfile(path):
+        raise BabysitError(f"{path} is not a .npz (zip) file; save it with np.savez(path, x=images).")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            x = f["x"] if "x" in f.files else None
+            y = f["y"] if "y" in f.files else None
+            names = sorted(f.files)
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
+        raise BabysitError(f"{path} is damaged or holds an object array ({e}); save it again with "
+                           "np.savez(path, x=images).") from None
+    if x is None:
+        raise BabysitError(f"{path} has no array 'x' (it has {names}); save it with np.savez(path, x=images).")
+    images = _to_uint8([_layout(x, "x", path)], path)[0]
+    return images, (None if y is None else _labels(y, "y", len(images), path))
+
+
 def _layout(x: np.ndarray, key: str, path: Path) -> np.ndarray:
     """(N, H, W), (N, H, W, C) or (N, C, H, W) -> (N, C, H, W); see the module docstring."""
     if x.ndim == 3:

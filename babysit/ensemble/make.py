@@ -29,7 +29,7 @@ from babysit.ensemble.members import (
 )
 from babysit.ensemble.predict import Ensemble, accuracy, nll
 from babysit.errors import BabysitError
-from babysit.experiment import EvalResult, tta_warnings
+from babysit.experiment import EvalResult, topk_accuracy, tta_warnings
 from babysit.figures import members_figure, png
 from babysit.rundir import EnsembleDir, atomic_write_bytes, atomic_write_text
 from babysit.train.tta import tta_views
@@ -178,5 +178,6 @@ def evaluate_ensemble(path: str | Path, split: str = "test", device: str = "cpu"
     k = len(ens.classes)
     confusion = torch.bincount(y.cpu() * k + pred.cpu(), minlength=k * k).view(k, k)
     warnings = tta_warnings(tta, ens.members[0].cfg.data.name) if tta else []
+    top5 = topk_accuracy(probs, y, 5) if k > 5 else None
     return EvalResult(split, nll(probs, y), accuracy(probs, y), confusion, ens.classes, tta, views, tta_acc,
-                      tuple(warnings))
+                      tuple(warnings), top5)

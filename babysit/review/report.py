@@ -20,6 +20,7 @@ from babysit.ema import ema
 from babysit.errors import BabysitError
 from babysit.review.diagnose import UPDATE_RATIO_HIGH, UPDATE_RATIO_LOW, diagnose_run, read_findings
 from babysit.review.findings import Finding
+from babysit.review.metrics import per_class
 from babysit.review.stats import read_histograms, read_layer_records, read_val_analysis
 from babysit.rundir import RunDir, atomic_write_text
 
@@ -199,10 +200,21 @@ def _val_html(run: RunDir) -> str:
     classes = summary["classes"]
     parts = [f"<p>val accuracy {summary['accuracy']:.4f} with the best weights.</p>",
              _fig(confusion_figure(summary["confusion"], classes, summary["per_class_acc"]), "confusion matrix")]
+    parts.append(_per_class_html(classes, summary["confusion"]))
     if summary["pairs"]:
         parts += ["<h2>Most-confused pairs (true -> predicted)</h2>",
                   _fig(confused_pairs_figure(summary["pairs"], examples, classes), "most confused pairs")]
     return "".join(parts)
+
+
+def _per_class_html(classes: list[str], confusion: Any) -> str:
+    """Precision, recall and F1 of each class on val (babysit.review.metrics), with the macro average."""
+    m = per_class(confusion)
+    rows = "".join(f"<tr><td>{html.escape(str(c))}</td><td>{p:.3f}</td><td>{r:.3f}</td><td>{f:.3f}</td>"
+                   f"<td>{n}</td></tr>" for c, p, r, f, n in zip(classes, m.precision, m.recall, m.f1, m.support))
+    return ("<h3>Precision, recall and F1 per class (val)</h3><table><tr><th>class</th><th>precision</th>"
+            f"<th>recall</th><th>F1</th><th>images</th></tr>{rows}<tr><th>macro avg</th><th>{m.precision.mean():.3f}"
+            f"</th><th>{m.recall.mean():.3f}</th><th>{m.macro_f1:.3f}</th><th>{int(m.support.sum())}</th></tr></table>")
 
 
 def render_report(path: RunDir | str | Path) -> str:
