@@ -48,7 +48,8 @@ def test_eval_prints_accuracy_and_confusion(trained, capsys):
     assert main(["eval", str(run), "--split", "val"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("val: accuracy ") and "true \\ pred" in out
-    assert len(out.strip().splitlines()) == 2 + 10  # header lines + one row per class
+    # the confusion matrix (header + one row per class), then precision / recall / F1 (header, rows, macro avg)
+    assert len(out.strip().splitlines()) == 2 + 10 + 1 + 10 + 1 and ", top-5 accuracy " in out
 
 
 def test_resume_a_finished_run_changes_nothing(trained):
