@@ -13,6 +13,7 @@ against the run's own network in torch on the run's test images, max |difference
 
 from __future__ import annotations
 
+import logging
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -148,10 +149,16 @@ def _export_onnx(net: RawPixelNet, example: torch.Tensor, path: Path, check: np.
     import onnxruntime
 
     batch = torch.export.Dim("batch")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(net, (example,), str(path), input_names=["pixels"], output_names=["probabilities"],
-                          dynamic_shapes=({0: batch},), dynamo=True, external_data=False, verbose=False)
+    quiet = logging.getLogger("torch.onnx")  # its "torchvision is not installed" lines are no news here
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(net, (example,), str(path), input_names=["pixels"], output_names=["probabilities"],
+                              dynamic_shapes=({0: batch},), dynamo=True, external_data=False, verbose=False)
+    finally:
+        quiet.setLevel(level)
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     return session.run(["probabilities"], {"pixels": check.astype(np.float32)})[0]
 
