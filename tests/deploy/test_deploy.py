@@ -25,6 +25,7 @@ from babysit.experiment import evaluate_run
 from babysit.models.fold import count_bn
 from babysit.review.metrics import per_class
 from babysit.start import load_run
+from babysit.train.tta import tta_probabilities, tta_views
 from tests.monitor.conftest import run_main
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
@@ -105,6 +106,10 @@ def test_npz_input_csv_output_and_an_ensemble_directory(trained, tmp_path):
     assert [r["predicted"] for r in rows] == [pred.classes[i] for i in pred.predicted]
     assert [r["true"] for r in rows] == [str(v) for v in y] and float(rows[0]["p1"]) == pytest.approx(
         pred.probabilities[0].max(), abs=1e-6)
+    _, _, model, pre, _ = load_run(out / "bn")
+    views = tta_views("flip,translate", C.load_toml(out / "bn" / "config.toml"), 10)
+    np.testing.assert_allclose(predict(out / "bn", tmp_path / "few.npz", tta="flip,translate").probabilities,
+                               tta_probabilities(model, pre, torch.from_numpy(x), views).numpy(), atol=1e-6)
     ens = ensemble([out / "bn", out / "bn"], out=tmp_path, name="twice")
     np.testing.assert_allclose(predict(ens.path, tmp_path / "few.npz").probabilities, pred.probabilities, atol=1e-6)
 
@@ -195,6 +200,7 @@ def test_hostile_inputs_are_one_sentence_and_exit_2(trained, tmp_path):
         (["convert", str(ens.path), "--fully-conv"], "ensemble directory"),
         (["convert", str(out / "pca"), "--fully-conv"], "no image to slide over"),
         (["export", str(out / "bn"), "--format", "tflite"], "unknown export format"),
+        (["convert", str(out / "bn")], "--fully-conv"),
         (["predict", str(out / "bn"), str(tmp_path / "wide.png"), "--top", "0"], "--top 0"),
     ]
     for args, words in cases:
