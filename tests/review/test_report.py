@@ -21,6 +21,26 @@ def test_report_is_self_contained_with_every_section(trained_run):
     assert "conv3-8 relu pool2 fc" in page and "[monitor]" in page  # spec and resolved config
 
 
+def test_the_report_has_precision_recall_and_f1_per_class_as_sklearn_computes_them(trained_run):
+    import json
+
+    from sklearn.metrics import precision_recall_fscore_support
+
+    run, _ = trained_run
+    page = render_report(run)
+    table = page[page.index("Precision, recall and F1 per class (val)"):]
+    confusion = json.loads((run / "stats" / "confusion.json").read_text())["confusion"]
+    y = [t for t, row in enumerate(confusion) for p, n in enumerate(row) for _ in range(n)]
+    pred = [p for t, row in enumerate(confusion) for p, n in enumerate(row) for _ in range(n)]
+    prec, rec, f1, support = precision_recall_fscore_support(y, pred, labels=list(range(len(confusion))),
+                                                             zero_division=0)
+    cells = re.findall(r"<tr><td>([^<]*)</td><td>([\d.]+)</td><td>([\d.]+)</td><td>([\d.]+)</td><td>(\d+)</td>", table)
+    assert len(cells) == len(confusion)
+    for (_, p, r, f, n), want in zip(cells, zip(prec, rec, f1, support)):
+        assert (float(p), float(r), float(f), int(n)) == pytest.approx((round(want[0], 3), round(want[1], 3),
+                                                                        round(want[2], 3), want[3]), abs=1e-9)
+
+
 def test_report_of_a_run_that_barely_started_says_what_is_missing(tmp_path):
     (tmp_path / "config.toml").write_text("[optim]\nlr = 0.1\n")
     (tmp_path / "history.jsonl").write_text('{"kind": "step", "step": 1, "epoch": 1, "loss": 2.3, "lr": 0.1}\n')
