@@ -257,7 +257,7 @@ def test_choice_options_list_exactly_the_names_the_code_accepts():
                                    "did you mean --optim.lr?"),
     (["check", "--optm.lr=0.1"], "unknown config section 'optm' in 'optm.lr'; sections are: data, augment, model, "
                                  "optim, schedule, train, checkpoint, loss, regularize, lr_find, monitor, distill, "
-                                 "baseline, search; did you mean --optim.lr?"),
+                                 "baseline, search, recipe; did you mean --optim.lr?"),
     (["data", "show", "digits", "--confg", "x.toml"], "unknown option '--confg'; run `babysit data show --help` for "
                                                        "the options; did you mean --config?"),
     (["summary", "--batch_size", "4"], "did you mean --batch-size?"),
