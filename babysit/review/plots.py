@@ -29,6 +29,32 @@ def loss_figure(steps: Sequence[int], losses: Sequence[float], smoothed: Sequenc
     return fig
 
 
+def epoch_loss_figure(epochs: Sequence[int], data_loss: Sequence[float], val_loss: Sequence[float],
+                      reg: Sequence[float] = ()) -> Figure:
+    """Per epoch: the training data loss (mean over the epoch's mini-batches, regularisation left out) beside
+    the val loss, which has none; the regularisation term dashed when the run had one."""
+    fig = Figure(figsize=(7, 3.4))
+    ax = fig.add_subplot()
+    ax.plot(epochs, data_loss, marker="o", color="C0", label="train data loss (epoch mean)")
+    ax.plot(epochs, val_loss, marker="o", color="C1", label="val loss (end of epoch)")
+    if any(r > 0 for r in reg):
+        ax.plot(epochs, reg, ls="--", color="grey", label="regularisation term (in the cost, not in either)")
+    ax.set(xlabel="epoch", ylabel="loss", title="train data loss vs val loss")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig
+
+
+LINE_STYLES = ("-", "--", ":", "-.")
+MARKERS = (".", "x", "+", "1")
+
+
+def layer_style(i: int) -> dict[str, str]:
+    """Colour, line style and marker of the i-th layer's line: ten colours, then the next line style (and
+    marker) for layers 11-20 and so on, so no two of up to 40 layers look alike."""
+    return {"color": f"C{i % 10}", "ls": LINE_STYLES[(i // 10) % 4], "marker": MARKERS[(i // 10) % 4]}
+
+
 def accuracy_figure(epochs: Sequence[int], train: Sequence[float], val: Sequence[float]) -> Figure:
     """Train and val accuracy per epoch, the gap between them shaded."""
     fig = Figure(figsize=(7, 3.6))
@@ -53,31 +79,42 @@ def lr_figure(steps: Sequence[int], lrs: Sequence[float]) -> Figure:
 
 def layer_stat_figure(series: Mapping[str, tuple[Sequence[int], Sequence[float | None]]], ylabel: str, title: str,
                       log: bool = False, band: tuple[float, float] | None = None,
-                      target: float | None = None) -> Figure:
-    """One line per layer over steps; optional shaded band and target line (the update/weight ratio's)."""
-    fig = Figure(figsize=(7, 3.4))
+                      target: float | None = None, labels: Mapping[str, str] | None = None,
+                      low_lr: Sequence[tuple[float, float]] = ()) -> Figure:
+    """One line per layer over steps, named by ``labels`` (``"3 conv3-64"``), each with its own colour / line
+    style; optional shaded band and target line (the update/weight ratio's); ``low_lr`` spans of steps
+    hatched where the schedule's lr was low (ratios fall with it; the finding does not judge them)."""
+    fig = Figure(figsize=(7, 3.6))
     ax = fig.add_subplot()
     if band is not None:
         ax.axhspan(*band, color="C2", alpha=0.1, label=f"{band[0]:g} .. {band[1]:g}")
     if target is not None:
         ax.axhline(target, color="C2", ls="--", lw=1, label=f"target {target:g}")
-    for name, (xs, ys) in series.items():
+    for i, (a, b) in enumerate(low_lr):
+        ax.axvspan(a, b, color="grey", alpha=0.12, lw=0, label="lr < half its peak (not judged)" if i == 0 else None)
+    labels = labels or {}
+    for i, (name, (xs, ys)) in enumerate(series.items()):
         pts = [(x, y) for x, y in zip(xs, ys) if y is not None and (not log or y > 0)]
         if pts:
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=".", label=f"layer {name}")
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], lw=1.2, ms=4, label=labels.get(name, f"layer {name}"),
+                    **layer_style(i))
     if log:
         ax.set_yscale("log")
     ax.set(xlabel="step", ylabel=ylabel, title=title)
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7, ncol=2)
+    ax.legend(fontsize=7, ncol=2 if len(series) < 12 else 3, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    fig.subplots_adjust(left=0.1, right=0.68 if len(series) < 12 else 0.55, bottom=0.14)
     return fig
 
 
-def histograms_figure(first: dict, last: dict, kinds: dict[str, str]) -> Figure:
+def histograms_figure(first: dict, last: dict, kinds: dict[str, str], labels: Mapping[str, str] | None = None
+                      ) -> Figure:
     """Per layer (rows): activation and gradient histograms (columns), first probe in grey, last in colour.
 
-    ``first``/``last`` map layer name -> {"act": [lo, hi, counts], "grad": [...]}.
+    ``first``/``last`` map layer name -> {"act": [lo, hi, counts, below, above, min, max], "grad": [...]}: each
+    spans its 0.5-99.5 % range, the values outside counted in the edge bins (the title says how many).
     """
+    labels = labels or {}
     from matplotlib.ticker import MaxNLocator
 
     names = list(last)
@@ -92,16 +129,53 @@ def histograms_figure(first: dict, last: dict, kinds: dict[str, str]) -> Figure:
             for snap, colour, label in ((first, "grey", "first"), (last, "C0", "last")):
                 h = snap.get(name, {}).get(part)
                 if h:
-                    lo, hi, counts = h
+                    lo, hi, counts = h[:3]
                     edges = np.linspace(lo, hi, len(counts) + 1)
                     ax.stairs(np.asarray(counts) / max(1, sum(counts)), edges, fill=colour != "grey", alpha=0.6,
                               color=colour, label=label)
             ax.xaxis.set_major_locator(MaxNLocator(5))
             ax.tick_params(labelsize=6, length=2, pad=1)
             ax.set_yticks([])
-            ax.set_title(f"layer {name} ({kinds.get(name, '')}) {'activations' if part == 'act' else 'gradients'}",
-                         fontsize=7, pad=2)
+            h = last.get(name, {}).get(part) or []
+            outside = (f", {(h[3] + h[4]) / max(1, sum(h[2])):.1%} in edge bins" if len(h) >= 5 and h[3] + h[4] else "")
+            label = labels.get(name) or f"layer {name} ({kinds.get(name, '')})"
+            ax.set_title(f"{label} {'activations' if part == 'act' else 'gradients'}{outside}", fontsize=7, pad=2)
     axes[0][1].legend(fontsize=6)
+    return fig
+
+
+def _tile_grid(w: np.ndarray, pad: int = 1) -> np.ndarray:
+    """Filters (K, C, F, F) -> one (rows, cols, 3) float grid, NaN between tiles (drawn white)."""
+    k, _, fh, fw = w.shape
+    cols = int(np.ceil(np.sqrt(k)))
+    rows = int(np.ceil(k / cols))
+    grid = np.full((rows * (fh + pad) + pad, cols * (fw + pad) + pad, 3), np.nan)
+    for i in range(k):
+        r, c = divmod(i, cols)
+        y, x = pad + r * (fh + pad), pad + c * (fw + pad)
+        grid[y:y + fh, x:x + fw] = w[i].transpose(1, 2, 0)
+    return grid
+
+
+def filters_figure(initial: np.ndarray, latest: np.ndarray | None) -> Figure:
+    """The first layer's filters (K, C, F, F) at initialisation and at the end, side by side on ONE scale:
+    grey (channel 0) or RGB (3 channels) mapped from [-m, m], m the largest |w| of both, so how much the
+    filters grew and smoothed is visible (per-filter contrast stretching would hide it)."""
+    sets = [("at initialisation", initial)] + ([("at the end", latest)] if latest is not None else [])
+    m = max(float(np.abs(w).max()) for _, w in sets) or 1.0
+    fig = Figure(figsize=(4.6 * len(sets), 4.9))
+    axes = fig.subplots(1, len(sets), squeeze=False)[0]
+    for ax, (title, w) in zip(axes, sets):
+        w = w[:, :3] if w.shape[1] == 3 else np.repeat(w[:, :1], 3, axis=1)
+        grid = np.clip(_tile_grid(w) / (2 * m) + 0.5, 0, 1)
+        grid[np.isnan(grid)] = 1.0  # the gaps between tiles
+        ax.imshow(grid, interpolation="nearest")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_title(f"{title} ({len(w)} filters, max |w| {float(np.abs(w).max()):.2g})", fontsize=9)
+    fig.suptitle(f"one scale for both: black/dark = -{m:.2g}, mid grey = 0, white/bright = +{m:.2g}", fontsize=8,
+                 y=0.04)
+    fig.subplots_adjust(left=0.02, right=0.98, top=0.93, bottom=0.08, wspace=0.05)
     return fig
 
 

@@ -65,6 +65,31 @@ def test_learns_digits_and_keeps_best_val_weights(capsys):
     assert [r["epoch"] for r in state.history] == [1, 2, 3, 4]
 
 
+def test_epoch_records_the_data_loss_and_the_regularisation_term_apart(capsys):
+    """cost = data loss + R(W): the epoch record and line give both parts, so the val loss (no R) compares
+    with the data loss; each step's R is lambda/2 * sum ||W||^2 over the decayed weights, by hand."""
+    from babysit.train.loop import Update, train_step
+
+    data = digits_data()
+    c = cfg(**{"train.epochs": 1, "optim.weight_decay": 0.05})
+    state = fit(small_model(), data, c)
+    rec = state.history[-1]
+    assert rec["reg"] > 0.01 and rec["data_loss"] == pytest.approx(rec["cost"] - rec["reg"])
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("Finished epoch 1"))
+    assert f"cost {rec['cost']:.6f} (data loss {rec['data_loss']:.6f}, reg {rec['reg']:.6f})" in line
+    assert f"val loss {rec['val_loss']:.6f}" in line
+    model = small_model()
+    u = Update.from_config(model, c)
+    weights = [p for n, p in model.named_parameters() if n.endswith("weight")]
+    by_hand = 0.5 * 0.05 * sum(float((w.detach() ** 2).sum()) for w in weights)  # R(W) before the step
+    cost = train_step(u, data.x_train[:32], data.y_train[:32])
+    assert u.reg_term.item() == pytest.approx(by_hand, rel=1e-5)
+    assert cost.item() - u.reg_term.item() == pytest.approx(
+        nn.functional.cross_entropy(small_model()(data.x_train[:32]), data.y_train[:32]).item(), rel=1e-5)
+    plain = fit(small_model(), data, cfg(**{"train.epochs": 1, "optim.weight_decay": 0.0})).history[-1]
+    assert plain["reg"] == 0.0 and plain["data_loss"] == plain["cost"]
+
+
 def test_two_seeded_runs_give_identical_weights():
     data = digits_data()
     a, b = small_model(dropout=0.3), small_model(dropout=0.3)
