@@ -58,7 +58,7 @@ def check(cfg: C.RunConfig, out: str | Path = "runs", name: str = "") -> tuple[R
     run = RunDir.create(Path(out) / (name or f"{cfg.data.name.replace('/', '_')}-check-{datetime.now():%Y%m%d-%H%M%S}"))
     atomic_write_text(run.config, C.dumps_toml(cfg))
     atomic_write_text(run.spec, cfg.model.spec + "\n")
-    results = run_checks(model, data, cfg, plan.num_classes)
+    results = run_checks(model, data, cfg, plan.num_classes, progress=True)
     print(format_checks(results), flush=True)
     write_checks(run, results)
     print(f"recorded in {run.checks}", flush=True)

@@ -157,6 +157,7 @@ class LRFindConfig:
 @dataclass(frozen=True)
 class MonitorConfig:
     checks: bool = True  # sanity checks before training: initial loss, reg raises loss, overfit 20 images, zero inputs
+    force: bool = False  # train even when a sanity check fails (otherwise `babysit train` stops with exit code 1)
     stats_every: int = 50  # steps between layer-statistics probes (each costs ~0.7 of a step); 0 = off
     tensorboard: bool = False  # also write TensorBoard events to RUN/events (tensorboard --logdir RUN/events)
     report: bool = True  # write RUN/report.html (self-contained) when the run ends

@@ -34,6 +34,12 @@ class Diverged(BabysitError):
                    f"with --optim.lr ten times smaller ({kept}).", step, loss, lr, what)
 
 
+class ChecksFailed(BabysitError):
+    """The sanity checks failed before training, so training did not start: exit 1 (monitor.force trains anyway)."""
+
+    exit_code = 1
+
+
 class Interrupted(BabysitError):
     """Ctrl-C or SIGTERM: a checkpoint was saved and the run can be resumed (exit 130 / 143)."""
 

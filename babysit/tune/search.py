@@ -146,7 +146,7 @@ def _sanity_checks(cfg: C.RunConfig, sdir: SearchDir, threads: int) -> None:
     run = RunDir.create(sdir.checks)
     atomic_write_text(run.config, C.dumps_toml(base))
     model, data, _ = fresh_start(plan)
-    results = run_checks(model, data, base, plan.num_classes)
+    results = run_checks(model, data, base, plan.num_classes, progress=True)
     print(format_checks(results), flush=True)
     write_checks(run, results)
     failed = [r.title for r in results if not r.passed]
