@@ -64,9 +64,9 @@ class RunMonitor:
             print(f"warning: {len(failed)} sanity check(s) failed; training anyway (--monitor.force=true).", flush=True)
             return
         self._conclude()
-        advice = next((r.advice for r in self.checks if not r.passed and r.advice), "")
+        advice = next((r.advice.rstrip(".") for r in self.checks if not r.passed and r.advice), "")
         raise ChecksFailed(f"{len(failed)} of {len(self.checks)} sanity checks failed ({'; '.join(failed)}), so "
-                           f"training did not start{': ' + advice.rstrip('.') if advice else ''}; see {self.run.checks}. "
+                           f"training did not start{': ' + advice if advice else ''}; see {self.run.checks}. "
                            "Fix that and train again, or pass --monitor.force=true to train anyway.")
 
     def callbacks(self) -> list[Any]:
