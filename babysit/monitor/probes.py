@@ -290,7 +290,7 @@ class LayerProbes:
         if not initial and self.run.first_layer.exists():  # the initial weights were saved at step 0
             saved, _ = load_checkpoint(self.run.first_layer)
             tensors = {"initial": saved.get("initial", w), "latest": w}
-        save_checkpoint(self.run.first_layer, tensors, {"step": state.step, "epoch": state.epoch + (not initial)})
+        save_checkpoint(self.run.first_layer, tensors, {"step": state.step, "epoch": state.epoch})
 
 
 def _weight(module: nn.Module) -> torch.Tensor:

@@ -60,7 +60,8 @@ class LoopState:
     optimizer: torch.optim.Optimizer
     cfg: RunConfig
     steps_per_epoch: int
-    epoch: int = 0  # the epoch in progress (0-based)
+    epoch: int = 0  # epochs finished: N in on_epoch_end right after "Finished epoch N" (like best_epoch); the one
+    #                 in progress is epoch + 1 (history records and the progress bar count from 1 too)
     batch: int = 0  # index of the next mini-batch inside the epoch
     step: int = 0  # optimisation steps taken so far
     lr: float = 0.0
@@ -77,7 +78,10 @@ class LoopState:
 
 
 class Callback(Protocol):
-    """Hooks into :func:`fit`. Stateful callbacks also offer ``state_dict``/``load_state_dict``."""
+    """Hooks into :func:`fit`. Stateful callbacks also offer ``state_dict``/``load_state_dict``.
+
+    Epochs count from 1 everywhere: ``state.epoch`` is the number of epochs finished, so ``on_epoch_end`` sees
+    1 right after "Finished epoch 1" (``state.history[-1]["epoch"]`` and ``state.best_epoch`` agree)."""
 
     def on_fit_start(self, state: LoopState) -> None: ...
     def on_epoch_start(self, state: LoopState) -> None: ...
@@ -293,8 +297,9 @@ def fit(model: nn.Module, data: TensorData, cfg: RunConfig, run: RunDir | None =
             losses.sync(state)
             _end_epoch(state, data, train_eval, time.perf_counter() - started, rec)
             schedule.epoch_end(state.history[-1]["val_loss"])  # reduce-on-plateau looks at the val loss
+            state.epoch += 1  # before the callbacks: they see epoch N after "Finished epoch N"
             _call(callbacks, "on_epoch_end", state)
-            state.epoch, state.batch, state.loss_sum, state.reg_sum = state.epoch + 1, 0, 0.0, 0.0
+            state.batch, state.loss_sum, state.reg_sum = 0, 0.0, 0.0
             if patience_spent(state):  # the history says why the run stops here
                 rec.append(record := stop_record(state))
                 print(f"{stop_reason(cfg, record)}.", flush=True)

@@ -90,6 +90,23 @@ def test_epoch_records_the_data_loss_and_the_regularisation_term_apart(capsys):
     assert plain["reg"] == 0.0 and plain["data_loss"] == plain["cost"]
 
 
+def test_callbacks_count_epochs_from_one_like_the_epoch_line_and_best_epoch(capsys):
+    """Bug 9: one convention. After "Finished epoch N" a callback sees state.epoch == N, the history's epoch."""
+    seen = []
+
+    class Spy:
+        def on_epoch_start(self, state):
+            seen.append(("start", state.epoch))
+
+        def on_epoch_end(self, state):
+            seen.append(("end", state.epoch, state.history[-1]["epoch"], state.best_epoch))
+
+    state = fit(small_model(), digits_data(), cfg(**{"train.epochs": 2}), callbacks=[Spy()])
+    assert [s[:3] for s in seen] == [("start", 0), ("end", 1, 1), ("start", 1), ("end", 2, 2)]
+    assert all(1 <= s[3] <= s[1] for s in seen if s[0] == "end") and state.epoch == 2
+    assert "Finished epoch 1 / 2" in capsys.readouterr().out
+
+
 def test_two_seeded_runs_give_identical_weights():
     data = digits_data()
     a, b = small_model(dropout=0.3), small_model(dropout=0.3)
