@@ -264,6 +264,7 @@ def fit(model: nn.Module, data: TensorData, cfg: RunConfig, run: RunDir | None =
     train_eval = slice(0, min(t.train_eval_size, n))
     stopper = _SignalFlag()
     _call(callbacks, "on_fit_start", state)
+    eta = RunETA(state.step, t.epochs * steps_per_epoch)  # after the checks and the restore: training time only
     with stopper:
         while state.epoch < t.epochs and not state.stop and not patience_spent(state):
             perm = epoch_permutation(n, t.seed, state.epoch, data.x_train.device)
@@ -284,7 +285,7 @@ def fit(model: nn.Module, data: TensorData, cfg: RunConfig, run: RunDir | None =
                             "lr": state.lr}, loss, update.reg_term)
                 if sync_due(state.step, t.sync_every):  # read back, check (NaN, guard), record
                     losses.sync(state)
-                    bar.set_postfix(loss=f"{state.loss:.4f}", refresh=False)
+                    bar.set_postfix(loss=f"{state.loss:.4f}", run=eta.text(state.step), refresh=False)
                 _call(callbacks, "on_batch_end", state)
                 bar.update(1)
                 due = state.step % cfg.checkpoint.every == 0 and state.batch < state.steps_per_epoch
@@ -351,6 +352,36 @@ def _end_epoch(state: LoopState, data: TensorData, train_eval: slice, seconds: f
         rec.keep_weights("snapshot", weights_of(state.model), {**meta, "cycle": cycle}, index=cycle)
     if state.cfg.checkpoint.keep_last:
         rec.keep_weights("epoch", weights_of(state.model), meta, index=epoch, keep_last=state.cfg.checkpoint.keep_last)
+
+
+class RunETA:
+    """The whole run's remaining time, shown beside the per-epoch bar: the seconds per step so far in this
+    session (epoch-end scoring included, since it is averaged in from the second epoch on) times the steps left."""
+
+    def __init__(self, start_step: int, total_steps: int) -> None:
+        self.start_step, self.total = start_step, total_steps
+        self.started = time.perf_counter()
+
+    def seconds_left(self, step: int, now: float | None = None) -> float | None:
+        done = step - self.start_step
+        if done <= 0:
+            return None
+        elapsed = (time.perf_counter() if now is None else now) - self.started
+        return elapsed / done * max(0, self.total - step)
+
+    def text(self, step: int) -> str:
+        left = self.seconds_left(step)
+        return f"step {step}/{self.total}, ETA " + ("?" if left is None else format_duration(left))
+
+
+def format_duration(seconds: float) -> str:
+    """12s, 3m05s, 1h02m: short enough for a progress bar."""
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
 
 
 class _SignalFlag:

@@ -256,3 +256,14 @@ def test_augmentation_needs_the_raw_pixels():
     data.x_raw = None
     with pytest.raises(ValueError, match="x_raw"):
         fit(small_model(), data, cfg(), augment=aug)
+
+
+def test_run_eta_is_seconds_per_step_so_far_times_the_steps_left():
+    from babysit.train.loop import RunETA, format_duration
+
+    eta = RunETA(start_step=100, total_steps=1000)  # resumed at step 100
+    assert eta.seconds_left(100) is None and eta.text(100) == "step 100/1000, ETA ?"
+    assert eta.seconds_left(150, now=eta.started + 10.0) == pytest.approx(10.0 / 50 * 850)
+    assert eta.seconds_left(1000, now=eta.started + 10.0) == 0.0
+    assert eta.text(150).startswith("step 150/1000, ETA ") and eta.text(150)[-1] == "s"
+    assert [format_duration(s) for s in (7.4, 185, 3720)] == ["7s", "3m05s", "1h02m"]
