@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 
 def loss_figure(steps: Sequence[int], losses: Sequence[float], smoothed: Sequence[float], log: bool = False,
@@ -40,6 +41,7 @@ def epoch_loss_figure(epochs: Sequence[int], data_loss: Sequence[float], val_los
     if any(r > 0 for r in reg):
         ax.plot(epochs, reg, ls="--", color="grey", label="regularisation term (in the cost, not in either)")
     ax.set(xlabel="epoch", ylabel="loss", title="train data loss vs val loss")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return fig
@@ -63,6 +65,7 @@ def accuracy_figure(epochs: Sequence[int], train: Sequence[float], val: Sequence
     ax.plot(epochs, val, marker="o", label="val")
     ax.fill_between(epochs, train, val, color="C3", alpha=0.15, label="gap")
     ax.set(xlabel="epoch", ylabel="accuracy", title="train / val accuracy")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return fig
@@ -107,40 +110,45 @@ def layer_stat_figure(series: Mapping[str, tuple[Sequence[int], Sequence[float |
     return fig
 
 
-def histograms_figure(first: dict, last: dict, kinds: dict[str, str], labels: Mapping[str, str] | None = None
-                      ) -> Figure:
-    """Per layer (rows): activation and gradient histograms (columns), first probe in grey, last in colour.
+def histograms_figure(first: dict, last: dict, kinds: dict[str, str], labels: Mapping[str, str] | None = None,
+                      steps: tuple[int, int] = (0, 0)) -> Figure:
+    """Per layer (rows): activations at the first and the last probe, then gradients at the first and the last
+    (columns), each panel on its own x range, so a gradient that shrank 100x during training still shows its
+    shape (one shared axis made the smaller one a spike).
 
     ``first``/``last`` map layer name -> {"act": [lo, hi, counts, below, above, min, max], "grad": [...]}: each
-    spans its 0.5-99.5 % range, the values outside counted in the edge bins (the title says how many).
+    spans its 0.5-99.5 % range, the values outside counted in the edge bins (each panel says what share).
     """
-    labels = labels or {}
     from matplotlib.ticker import MaxNLocator
 
+    labels = labels or {}
     names = list(last)
     rows = max(1, len(names))
-    fig = Figure(figsize=(8, 1.1 * rows + 0.4))
-    fig.subplots_adjust(left=0.03, right=0.99, top=1 - 0.25 / (1.1 * rows + 0.4), bottom=0.3 / (1.1 * rows + 0.4),
-                        hspace=0.9, wspace=0.08)  # fixed spacing: tight_layout costs seconds on 20+ axes
-    axes = fig.subplots(rows, 2, squeeze=False)
+    height = 0.95 * rows + 0.6
+    fig = Figure(figsize=(10, height))
+    fig.subplots_adjust(left=0.12, right=0.99, top=1 - 0.45 / height, bottom=0.25 / height, hspace=0.55,
+                        wspace=0.06)  # fixed spacing: tight_layout costs seconds on 20+ axes
+    axes = fig.subplots(rows, 4, squeeze=False)
+    columns = [("act", first, "grey"), ("act", last, "C0"), ("grad", first, "grey"), ("grad", last, "C1")]
+    for col, (part, _, _) in enumerate(columns):
+        when = f"step {steps[col % 2]}" if any(steps) else ("first probe", "last probe")[col % 2]
+        axes[0][col].set_title(f"{'activations' if part == 'act' else 'gradients'}, {when}", fontsize=8)
     for row, name in enumerate(names):
-        for col, part in enumerate(("act", "grad")):
+        for col, (part, snap, colour) in enumerate(columns):
             ax = axes[row][col]
-            for snap, colour, label in ((first, "grey", "first"), (last, "C0", "last")):
-                h = snap.get(name, {}).get(part)
-                if h:
-                    lo, hi, counts = h[:3]
-                    edges = np.linspace(lo, hi, len(counts) + 1)
-                    ax.stairs(np.asarray(counts) / max(1, sum(counts)), edges, fill=colour != "grey", alpha=0.6,
-                              color=colour, label=label)
-            ax.xaxis.set_major_locator(MaxNLocator(5))
-            ax.tick_params(labelsize=6, length=2, pad=1)
+            h = snap.get(name, {}).get(part)
+            if h:
+                lo, hi, counts = h[:3]
+                edges = np.linspace(lo, hi, len(counts) + 1)
+                ax.stairs(np.asarray(counts) / max(1, sum(counts)), edges, fill=True, alpha=0.7, color=colour)
+                if len(h) >= 5 and h[3] + h[4]:
+                    ax.text(0.99, 0.95, f"{(h[3] + h[4]) / max(1, sum(counts)):.1%} in edge bins", fontsize=5,
+                            ha="right", va="top", transform=ax.transAxes, color="dimgrey")
+            ax.xaxis.set_major_locator(MaxNLocator(4))
+            ax.tick_params(labelsize=5.5, length=2, pad=1)
             ax.set_yticks([])
-            h = last.get(name, {}).get(part) or []
-            outside = (f", {(h[3] + h[4]) / max(1, sum(h[2])):.1%} in edge bins" if len(h) >= 5 and h[3] + h[4] else "")
-            label = labels.get(name) or f"layer {name} ({kinds.get(name, '')})"
-            ax.set_title(f"{label} {'activations' if part == 'act' else 'gradients'}{outside}", fontsize=7, pad=2)
-    axes[0][1].legend(fontsize=6)
+        label = labels.get(name) or f"layer {name} ({kinds.get(name, '')})"
+        axes[row][0].set_ylabel(label, fontsize=7, rotation=0, ha="right", va="center")
     return fig
 
 

@@ -175,10 +175,12 @@ def _layers_html(run: RunDir, labels: dict[str, str]) -> str:
     hists = read_histograms(run)
     if hists:
         layer_kinds = {n: s.get("kind", "") for n, s in records[-1]["layers"].items()}
-        parts += [f"<h2>Activation / gradient histograms</h2><p class='muted'>grey: step {hists[0]['step']}, "
-                  f"colour: step {hists[-1]['step']}; each spans its 0.5-99.5 % range, the values outside are "
-                  "counted in the edge bins (the title says what share).</p>",
-                  _fig(histograms_figure(hists[0]["layers"], hists[-1]["layers"], layer_kinds, labels), "histograms")]
+        parts += ["<h2>Activation / gradient histograms</h2><p class='muted'>At the first and the last kept probe, "
+                  "each panel on its own range: its 0.5-99.5 % quantiles, the values outside counted in the edge bins "
+                  "(the panel says what share). Compare shapes along a row; the numbers on the x axes give the "
+                  "scale.</p>",
+                  _fig(histograms_figure(hists[0]["layers"], hists[-1]["layers"], layer_kinds, labels,
+                                         (hists[0]["step"], hists[-1]["step"])), "histograms")]
     return "".join(parts)
 
 
