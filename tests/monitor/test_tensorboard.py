@@ -62,6 +62,12 @@ def test_losses_apart_config_hparams_and_layer_tags_by_spec_token(data, tmp_path
     assert best == pytest.approx(state.best_val_acc)
     text = acc.Tensors("config/text_summary")[0].tensor_proto.string_val[0].decode()
     assert 'spec = "conv3-8 relu pool2 fc"' in text and "weight_decay = 0.01" in text
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    plugins = {(v.tag, v.metadata.plugin_data.plugin_name) for f in (run.path / "events").iterdir()
+               for e in EventFileLoader(str(f)).Load() for v in e.summary.value}
+    assert {("_hparams_/experiment", "hparams"), ("_hparams_/session_start_info", "hparams"),
+            ("custom_scalars__config__", "custom_scalars")} <= plugins  # the HParams tab and the loss layout
     hp = hparams(c)
     assert hp["optim.weight_decay"] == 0.01 and hp["model.spec"] == spec and "monitor.stats_every" not in hp
     assert layer_tags("[conv3-8 relu]*6 pool2 fc", ["0", "11", "12", "13"]) == {
