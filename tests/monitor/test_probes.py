@@ -122,3 +122,31 @@ def test_histogram_spans_the_robust_range_and_counts_outliers_in_the_edge_bins()
     dead[:3] = 1.0  # a ReLU output that is 0 almost everywhere: the quantiles coincide, so [min, max]
     lo, hi, _, _ = P.histogram(dead)
     assert (lo.item(), hi.item()) == (0.0, 1.0)
+
+
+def test_histogram_reads_nothing_back_to_the_host():
+    """The robust range keeps probes at one read-back each: no .item() and no data-dependent shapes inside
+    (on a GPU either would stall the launch queue once per histogram). Counted with a dispatch mode on CPU."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    syncing = {torch.ops.aten._local_scalar_dense.default, torch.ops.aten.nonzero.default,
+               torch.ops.aten.masked_select.default, torch.ops.aten.bincount.default}
+
+    class Count(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.seen = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func in syncing:
+                self.seen.append(func)
+            return func(*args, **(kwargs or {}))
+
+    t = torch.randn(64, 8, 8, 8)
+    with Count() as mode:
+        P.histogram(t)
+        P.histogram(torch.relu(t))
+    assert mode.seen == []
+    with Count() as mode:
+        torch.randn(3).sum().item()  # the counter can fail
+    assert mode.seen == [torch.ops.aten._local_scalar_dense.default]
