@@ -16,6 +16,7 @@ from torch import nn
 
 from babysit import config as C
 from babysit.errors import BabysitError
+from babysit.errors import ChecksFailed as ChecksFailed  # re-exported: the CLI raises it for check and gradcheck
 from babysit.monitor.gradcheck import GradcheckResult, gradcheck
 from babysit.monitor.sanity import CheckResult, format_checks, run_checks
 from babysit.monitor.session import write_checks
@@ -33,12 +34,6 @@ from babysit.train.regularize import l2_penalty
 GRADCHECK_MAX_WEIGHT_DECAY = 1e-3
 """The gradient check keeps the run's L2 term but caps lambda here, so it cannot overwhelm the data
 term (the notes: "don't let the regularization overwhelm the data")."""
-
-
-class ChecksFailed(BabysitError):
-    """A sanity check or the gradient check failed (exit 1; the lines above say which and why)."""
-
-    exit_code = 1
 
 
 def _prepared(cfg: C.RunConfig) -> tuple[nn.Module, TensorData, Plan]:

@@ -35,7 +35,8 @@ class Diverged(BabysitError):
 
 
 class ChecksFailed(BabysitError):
-    """The sanity checks failed before training, so training did not start: exit 1 (monitor.force trains anyway)."""
+    """A sanity check or the gradient check failed: exit 1. `babysit check` / `gradcheck` say which; `babysit train`
+    stops before its first step (unless monitor.force), the lines above and the findings say why."""
 
     exit_code = 1
 
