@@ -218,7 +218,7 @@ def cmd_lr_find(args: argparse.Namespace) -> None:
     from babysit.tune.lr_find import apply_bounds, format_result, result_json, run_lr_find
 
     result = run_lr_find(cfg, plot=args.plot)
-    print(format_result(result))
+    print(format_result(result, cfg.optim.lr, default=cfg.optim.lr == C.OptimConfig().lr))
     if args.plot:
         Path(args.plot).with_suffix(".json").write_text(json.dumps(result_json(result)) + "\n")
         print(f"plot: {args.plot} (numbers in {Path(args.plot).with_suffix('.json')})")

@@ -16,6 +16,7 @@ from torch import nn
 
 from babysit import config as C
 from babysit.errors import BabysitError
+from babysit.errors import ChecksFailed as ChecksFailed  # re-exported: the CLI raises it for check and gradcheck
 from babysit.monitor.gradcheck import GradcheckResult, gradcheck
 from babysit.monitor.sanity import CheckResult, format_checks, run_checks
 from babysit.monitor.session import write_checks
@@ -35,12 +36,6 @@ GRADCHECK_MAX_WEIGHT_DECAY = 1e-3
 term (the notes: "don't let the regularization overwhelm the data")."""
 
 
-class ChecksFailed(BabysitError):
-    """A sanity check or the gradient check failed (exit 1; the lines above say which and why)."""
-
-    exit_code = 1
-
-
 def _prepared(cfg: C.RunConfig) -> tuple[nn.Module, TensorData, Plan]:
     """The run's fresh model and preprocessed splits, exactly as ``babysit train`` would start them."""
     plan = plan_run(cfg)
@@ -58,7 +53,7 @@ def check(cfg: C.RunConfig, out: str | Path = "runs", name: str = "") -> tuple[R
     run = RunDir.create(Path(out) / (name or f"{cfg.data.name.replace('/', '_')}-check-{datetime.now():%Y%m%d-%H%M%S}"))
     atomic_write_text(run.config, C.dumps_toml(cfg))
     atomic_write_text(run.spec, cfg.model.spec + "\n")
-    results = run_checks(model, data, cfg, plan.num_classes)
+    results = run_checks(model, data, cfg, plan.num_classes, progress=True)
     print(format_checks(results), flush=True)
     write_checks(run, results)
     print(f"recorded in {run.checks}", flush=True)

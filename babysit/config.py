@@ -148,15 +148,16 @@ class CheckpointConfig:
 class LRFindConfig:
     start_lr: float = 1e-7  # first learning rate of the range test's exponential ramp
     end_lr: float = 10.0  # last learning rate of the ramp
-    steps: int = 300  # mini-batches in the ramp, one learning rate each
-    seeds: int = 3  # repeats with different batch orders (train.seed, +1, ...); the plot shows their spread
-    smoothing: float = 0.98  # beta of the loss's exponential moving average (bias-corrected)
+    steps: int = 150  # mini-batches in the ramp, one learning rate each (a fraction of an epoch on most data)
+    seeds: int = 1  # repeats with different batch orders (train.seed, +1, ...); 3 shows the spread in the plot
+    smoothing: float = 0.96  # beta of the loss's moving average (bias-corrected); lags ~1/(1-beta) mini-batches
     diverge: float = 4.0  # stop a repeat once the smoothed loss exceeds this many times its best
 
 
 @dataclass(frozen=True)
 class MonitorConfig:
     checks: bool = True  # sanity checks before training: initial loss, reg raises loss, overfit 20 images, zero inputs
+    force: bool = False  # train even when a sanity check fails (otherwise `babysit train` stops with exit code 1)
     stats_every: int = 50  # steps between layer-statistics probes (each costs ~0.7 of a step); 0 = off
     tensorboard: bool = False  # also write TensorBoard events to RUN/events (tensorboard --logdir RUN/events)
     report: bool = True  # write RUN/report.html (self-contained) when the run ends

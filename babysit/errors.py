@@ -34,6 +34,13 @@ class Diverged(BabysitError):
                    f"with --optim.lr ten times smaller ({kept}).", step, loss, lr, what)
 
 
+class ChecksFailed(BabysitError):
+    """A sanity check or the gradient check failed: exit 1. `babysit check` / `gradcheck` say which; `babysit train`
+    stops before its first step (unless monitor.force), the lines above and the findings say why."""
+
+    exit_code = 1
+
+
 class Interrupted(BabysitError):
     """Ctrl-C or SIGTERM: a checkpoint was saved and the run can be resumed (exit 130 / 143)."""
 

@@ -200,6 +200,8 @@ class RunDir:
     histograms = RunPath("stats/histograms.json", "activation / gradient histogram snapshots, bounded in number")
     filters = RunPath("stats/filters.png", "the first layer's filters at the last epoch end")
     filters_initial = RunPath("stats/filters_initial.png", "the first layer's filters at initialisation")
+    first_layer = RunPath("stats/first_layer.safetensors", "the first weighted layer's weights at initialisation and "
+                          "at the last epoch end (the report draws both on one scale)")
     confusion = RunPath("stats/confusion.json", "val confusion matrix, per-class accuracy, most-confused pairs")
     confused = RunPath("stats/confused.npz", "example val images (uint8) of each most-confused pair")
     augment = RunPath("stats/augment.png", "training images as the first augmented batches show them")

@@ -77,7 +77,7 @@ class Interleaved:
     def on_epoch_end(self, state) -> None:
         sync(self.device)
         t0 = time.perf_counter()
-        lean_epoch(*self.args, seed=state.epoch)
+        lean_epoch(*self.args, seed=state.epoch - 1)  # the same seeds as before epochs counted from 1
         sync(self.device)
         self.lean_s = time.perf_counter() - t0
         self.lean_times.append(self.lean_s)

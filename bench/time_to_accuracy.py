@@ -105,7 +105,7 @@ class TestEval:
         self.curve.eval_s += time.perf_counter() - t0
         self.curve.train_s.append(float(state.history[-1]["seconds"]))
         self.curve.test_acc.append(acc)
-        self.echo(self.curve, state.epoch + 1)
+        self.echo(self.curve, state.epoch)  # epochs finished
 
 
 def babysit_cfg(args: argparse.Namespace, seed: int) -> C.RunConfig:

@@ -427,3 +427,13 @@ def parse(text: str | Spec) -> Spec:
     if len(stack) > 1:
         raise BabysitError(f"the '[' at word {stack[-1][1]} is never closed; close the group with ]*N")
     return Spec(tuple(stack[0][0]))
+
+
+def layer_labels(text: str | Spec) -> dict[str, str]:
+    """Layer name -> "NAME TOKEN" (``{"3": "3 conv3-64"}``): how charts and TensorBoard name a spec's layers.
+    A spec that does not parse gives {} (callers fall back to the bare name)."""
+    try:
+        layers = parse(text).layers()
+    except BabysitError:
+        return {}
+    return {str(i): f"{i} {layer}" for i, layer in enumerate(layers)}

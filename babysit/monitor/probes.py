@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from babysit.ckptfile import load_checkpoint, save_checkpoint
 from babysit.config import MonitorConfig
 from babysit.monitor.store import Thinned
 from babysit.review.stats import read_json_records
@@ -37,6 +38,10 @@ HISTOGRAMS_CAPACITY = 16
 HISTOGRAM_BINS = 32
 HISTOGRAM_SAMPLE = 1 << 14
 """Values per tensor that a histogram counts (evenly strided); its shape needs no more, the cost does."""
+HISTOGRAM_RANGE = (0.005, 0.995)
+"""The quantiles a histogram spans: a few outliers no longer squeeze the bulk into one bin."""
+FIRST_LAYER_MAX = 1 << 20
+"""The first layer's weights are kept raw for the report (stats/first_layer) up to this many values."""
 SATURATION = 0.99
 """|tanh| above this (|2*sigmoid - 1| above 2*this - 1) counts as saturated."""
 
@@ -64,20 +69,38 @@ def probe_layers(model: nn.Module) -> list[tuple[str, nn.Module, str]]:
     return [(n, m, layer_kind(m)) for n, m in named if layer_kind(m) in kinds]
 
 
-def histogram(t: torch.Tensor, bins: int = HISTOGRAM_BINS,
-              sample: int = HISTOGRAM_SAMPLE) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(lo, hi, counts) of ``t`` over its [min, max] in ``bins`` equal bins, without leaving the device.
+def histogram(t: torch.Tensor, bins: int = HISTOGRAM_BINS, sample: int = HISTOGRAM_SAMPLE,
+              span: tuple[float, float] = HISTOGRAM_RANGE
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(lo, hi, counts, extra) of ``t`` in ``bins`` equal bins over a robust range, without leaving the device.
 
-    The range is the whole tensor's; the counts come from at most ``sample`` evenly strided values.
-    No host sync: ``torch.bincount`` on a GPU reads its input's maximum back to size the output, which
-    stalls the launch queue once per histogram; comparing against each bin index keeps it on the device.
+    The counts come from at most ``sample`` evenly strided values. [lo, hi] is their ``span`` quantiles
+    (0.5 % and 99.5 %): the values outside are counted in the first and last bin, so a few huge gradients
+    no longer make the histogram one spike. Where those quantiles coincide (a ReLU output that is 0 almost
+    everywhere) the range is [min, max]. ``extra`` = (values below lo, values above hi, min, max) of the
+    sample, so a reader knows how much the edge bins hold. No host sync: ``torch.bincount`` on a GPU reads
+    its input's maximum back to size the output, which stalls the launch queue once per histogram;
+    comparing against each bin index keeps it on the device.
     """
     flat = t.detach().reshape(-1)
-    lo, hi = torch.aminmax(flat)
     part = flat[:: max(1, -(-flat.numel() // sample))].float()
-    idx = ((part - lo) / (hi - lo).clamp_min(1e-12) * bins).long().clamp_(0, bins - 1)
+    ordered = part.sort().values  # quantiles by index (numpy's "linear"): positions are known on the host
+    q = [_quantile(ordered, s) for s in span]
+    vmin, vmax = ordered[0], ordered[-1]
+    narrow = q[1] > q[0]
+    lo, hi = torch.where(narrow, q[0], vmin), torch.where(narrow, q[1], vmax)
+    idx = ((part - lo) / (hi - lo).clamp_min(1e-12) * bins).floor().clamp_(0, bins - 1).long()
     counts = (idx[:, None] == torch.arange(bins, device=idx.device)).sum(0)  # (bins,), one pass, no sync
-    return lo, hi, counts
+    extra = torch.stack([(part < lo).sum().float(), (part > hi).sum().float(), vmin, vmax])
+    return lo, hi, counts, extra
+
+
+def _quantile(ordered: torch.Tensor, q: float) -> torch.Tensor:
+    """The ``q`` quantile of sorted values, interpolated linearly between neighbours (numpy's default)."""
+    pos = q * (ordered.numel() - 1)
+    i = min(int(pos), ordered.numel() - 1)
+    j = min(i + 1, ordered.numel() - 1)
+    return ordered[i] + (ordered[j] - ordered[i]) * (pos - i)
 
 
 def _activation_stats(kind: str, a: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -243,20 +266,31 @@ class LayerProbes:
         keys = [(name, part) for name, parts in self._hist.items() for part in parts]
         if not keys:
             return out
-        rows = torch.stack([torch.cat([lo.view(1).double(), hi.view(1).double(), counts.double()])
-                            for lo, hi, counts in (self._hist[n][p] for n, p in keys)]).tolist()
-        for (name, part), row in zip(keys, rows):
-            out["layers"].setdefault(name, {})[part] = [row[0], row[1], [int(c) for c in row[2:]]]
+        rows = torch.stack([torch.cat([lo.view(1).double(), hi.view(1).double(), extra.double(), counts.double()])
+                            for lo, hi, counts, extra in (self._hist[n][p] for n, p in keys)]).tolist()
+        for (name, part), row in zip(keys, rows):  # [lo, hi, counts, below lo, above hi, min, max]
+            below, above, vmin, vmax = row[2:6]
+            out["layers"].setdefault(name, {})[part] = [row[0], row[1], [int(c) for c in row[6:]], int(below),
+                                                        int(above), vmin, vmax]
         return out
 
     def _write_filters(self, state: LoopState, initial: bool) -> None:
-        """The first layer's image at initialisation (``initial``) or now; only "now" goes to the sink."""
+        """The first layer's image at initialisation (``initial``) or now; only "now" goes to the sink. The raw
+        weights (at initialisation and now) go to stats/first_layer, so the report can draw both on one scale."""
         image = first_layer_image(state.model)
         if image is None or self.run is None:
             return
         atomic_write_bytes(self.run.filters_initial if initial else self.run.filters, png_bytes(image))
         if self.sink is not None and not initial:
             self.sink.log_image("filters/first_layer", image, state.step)
+        w = first_layer_weights(state.model)
+        if w is None or w.numel() > FIRST_LAYER_MAX:
+            return
+        tensors = {"initial": w}
+        if not initial and self.run.first_layer.exists():  # the initial weights were saved at step 0
+            saved, _ = load_checkpoint(self.run.first_layer)
+            tensors = {"initial": saved.get("initial", w), "latest": w}
+        save_checkpoint(self.run.first_layer, tensors, {"step": state.step, "epoch": state.epoch})
 
 
 def _weight(module: nn.Module) -> torch.Tensor:
@@ -280,23 +314,30 @@ def format_live(record: dict[str, Any]) -> str:
     return f"  layers @ step {record['step']}: " + " | ".join(parts)
 
 
+def first_layer_weights(model: nn.Module) -> torch.Tensor | None:
+    """The first weighted layer's weights as filters (K, C, F, F) on the CPU: conv filters, or a first fc layer's
+    rows as C x H x W templates when its inputs are the image; None otherwise."""
+    for _, module, kind in probe_layers(model):
+        if kind not in WEIGHTED:
+            continue
+        w = _weight(module).detach().float().cpu().clone()
+        if kind == "fc":
+            shape = getattr(model, "input_shape", None)
+            if shape is None or math.prod(shape) != w.shape[1]:
+                return None
+            w = w.reshape(w.shape[0], *shape)
+        return w
+    return None
+
+
 def first_layer_image(model: nn.Module) -> np.ndarray | None:
     """The first weighted layer's filters as one uint8 image (H, W, 3) grid, each filter scaled to 0..255.
 
     Conv filters (K, C, F, F) show as RGB when C is 3 and grey otherwise (channel 0); a first fc layer
     whose inputs are the image shows each unit's weights as a C x H x W template (the linear classifier's).
     """
-    for _, module, kind in probe_layers(model):
-        if kind not in WEIGHTED:
-            continue
-        w = _weight(module).detach().float().cpu()
-        if kind == "fc":
-            shape = getattr(model, "input_shape", None)
-            if shape is None or math.prod(shape) != w.shape[1]:
-                return None
-            w = w.reshape(w.shape[0], *shape)
-        return _grid(w)
-    return None
+    w = first_layer_weights(model)
+    return None if w is None else _grid(w)
 
 
 def _grid(w: torch.Tensor, cell: int = 32, pad: int = 2) -> np.ndarray:

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import copy
 import math
+import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -211,17 +213,31 @@ def zero_input_check(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: Ru
                        {"steps": steps, "loss_real": real, "loss_zero": zero})
 
 
-def run_checks(model: nn.Module, data: TensorData, cfg: RunConfig, num_classes: int) -> list[CheckResult]:
-    """All four checks on copies of ``model`` (left untouched) with the training split of ``data``."""
+def run_checks(model: nn.Module, data: TensorData, cfg: RunConfig, num_classes: int,
+               progress: bool = False) -> list[CheckResult]:
+    """All four checks on copies of ``model`` (left untouched) with the training split of ``data``; with
+    ``progress`` a line per check as it runs (they take tens of seconds on a CPU under load)."""
     devices = [data.x_train.device.index or 0] if data.x_train.is_cuda else []
     x, y = data.x_train, data.y_train
+    batch = slice(0, min(len(x), 256))
+    checks: list[tuple[str, Callable[[], CheckResult]]] = [
+        ("initial loss", lambda: initial_loss_check(model, x[batch], y[batch], cfg.loss, num_classes)),
+        ("regularisation raises the loss", lambda: regularization_check(model, x[batch], y[batch], cfg.loss)),
+        (f"overfit {TINY_EXAMPLES} images", lambda: overfit_tiny(model, x[:TINY_EXAMPLES], y[:TINY_EXAMPLES], cfg)),
+        ("input-independent baseline",
+         lambda: zero_input_check(model, x[:ZERO_INPUT_EXAMPLES], y[:ZERO_INPUT_EXAMPLES], cfg))]
+    results = []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(cfg.train.seed)
-        batch = slice(0, min(len(x), 256))
-        return [initial_loss_check(model, x[batch], y[batch], cfg.loss, num_classes),
-                regularization_check(model, x[batch], y[batch], cfg.loss),
-                overfit_tiny(model, x[:TINY_EXAMPLES], y[:TINY_EXAMPLES], cfg),
-                zero_input_check(model, x[:ZERO_INPUT_EXAMPLES], y[:ZERO_INPUT_EXAMPLES], cfg)]
+        for i, (title, check) in enumerate(checks, start=1):
+            if progress:
+                print(f"sanity check {i}/{len(checks)}: {title} ...", end="", flush=True)
+            started = time.perf_counter()
+            results.append(check())
+            if progress:
+                print(f" {'PASS' if results[-1].passed else 'FAIL'} ({time.perf_counter() - started:.1f} s)",
+                      flush=True)
+    return results
 
 
 def format_checks(results: list[CheckResult]) -> str:

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from babysit.config import RunConfig
-from babysit.errors import Diverged
+from babysit.errors import ChecksFailed, Diverged
 from babysit.monitor.probes import LayerProbes
 from babysit.monitor.sanity import CheckResult, format_checks, run_checks
 from babysit.monitor.tensorboard import TensorBoardLogger
@@ -49,12 +49,25 @@ class RunMonitor:
         self.checks: list[CheckResult] = []
 
     def before_fit(self, model: nn.Module, data: TensorData, num_classes: int, resume: bool = False) -> None:
-        """Run the sanity checks on a new run (a resumed run had them already)."""
+        """Run the sanity checks on a new run (a resumed run had them already). When one fails, the diagnosis
+        (findings.json, the report) is written and :class:`ChecksFailed` stops the run before its first step,
+        unless ``monitor.force``: a network that fails them wastes the whole training time."""
         if resume or not self.cfg.monitor.checks:
             return
-        self.checks = run_checks(model, data, self.cfg, num_classes)
+        self.checks = run_checks(model, data, self.cfg, num_classes, progress=True)
         print(format_checks(self.checks), flush=True)
         write_checks(self.run, self.checks)
+        failed = [r.title for r in self.checks if not r.passed]
+        if not failed:
+            return
+        if self.cfg.monitor.force:
+            print(f"warning: {len(failed)} sanity check(s) failed; training anyway (--monitor.force=true).", flush=True)
+            return
+        self._conclude()
+        advice = next((r.advice.rstrip(".") for r in self.checks if not r.passed and r.advice), "")
+        raise ChecksFailed(f"{len(failed)} of {len(self.checks)} sanity checks failed ({'; '.join(failed)}), so "
+                           f"training did not start{': ' + advice if advice else ''}; see {self.run.checks}. "
+                           "Fix that and train again, or pass --monitor.force=true to train anyway.")
 
     def callbacks(self) -> list[Any]:
         """The callbacks for fit(), always in the same order (resume restores their state by position)."""

@@ -17,6 +17,9 @@ from babysit.review.stats import read_layer_records
 from babysit.rundir import RunDir
 
 SEVERITIES = ("error", "warning", "info")
+LOW_LR_SHARE = 0.5
+"""Probes taken below this share of the peak lr (warm-up, a cosine or one-cycle tail) are not judged by the
+update/weight rule: the ratio is about lr x gradient / weight, so it falls with the schedule by design."""
 
 
 @dataclass(frozen=True)
@@ -110,9 +113,11 @@ class Evidence:
         return [r for r in self.steps if float(r.get("lr", 0.0)) >= 0.5 * peak] if peak > 0 else list(self.steps)
 
     def full_lr_layers(self) -> list[dict[str, Any]]:
-        """Probe records taken at >= half the peak learning rate."""
+        """Probe records taken at >= LOW_LR_SHARE of the peak learning rate (not warm-up, not the end of a
+        cosine or one-cycle run, where the update/weight ratio falls with the lr by design)."""
         peak = max((float(r.get("lr", 0.0)) for r in self.layers), default=0.0)
-        return [r for r in self.layers if float(r.get("lr", 0.0)) >= 0.5 * peak] if peak > 0 else list(self.layers)
+        return ([r for r in self.layers if float(r.get("lr", 0.0)) >= LOW_LR_SHARE * peak] if peak > 0
+                else list(self.layers))
 
 
 def mean(xs: list[float]) -> float:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from babysit.models.spec import layer_labels
 from babysit.review.findings import Evidence, Finding, median
 
 MIN_PROBES = 3
@@ -26,6 +27,13 @@ The score layer is left out: its weights start tiny (``init.SCORE_LAYER_GAIN``),
 relative gradient and would make every net look vanishing at the start."""
 EXPLODING_RATIO = 1e2
 """... above 100 times the last one's: exploding gradients."""
+
+
+def _layer(ev: Evidence, name: str) -> str:
+    """How a finding names a layer: "layer 3 conv3-64" when the run's spec says what it is, else "layer 3"."""
+    spec = ev.config.get("model", {}).get("spec", "")
+    label = layer_labels(spec).get(name) if isinstance(spec, str) and spec else None
+    return f"layer {label}" if label else f"layer {name}"
 
 
 def _per_layer(records: list[dict[str, Any]], stat: str, kinds: tuple[str, ...]) -> dict[str, float]:
@@ -71,7 +79,7 @@ def update_ratio(ev: Evidence, found: set[str]) -> list[Finding]:
                       ("high", {n: r for n, r in ratios.items() if r > UPDATE_RATIO_HIGH and n not in bn_fed})):
         if not bad:
             continue
-        listed = ", ".join(f"layer {n}: {r:.1e}" for n, r in bad.items())
+        listed = ", ".join(f"{_layer(ev, n)}: {r:.1e}" for n, r in bad.items())
         every = len(bad) == len(ratios)
         factor = 1e-3 / median(list(bad.values()))
         if every:
@@ -104,7 +112,7 @@ def dead_relu(ev: Evidence, found: set[str]) -> list[Finding]:
     dead = {n: d for n, d in _per_layer(_tail(ev.layers), "dead", ("relu",)).items() if d > DEAD_RELU_MAX}
     if not dead:
         return []
-    listed = ", ".join(f"layer {n}: {d:.0%}" for n, d in dead.items())
+    listed = ", ".join(f"{_layer(ev, n)}: {d:.0%}" for n, d in dead.items())
     return [Finding("dead_relu", "warning", "dead ReLUs",
                     f"units never positive over a whole batch: {listed} (threshold {DEAD_RELU_MAX:.0%})",
                     "a too-high learning rate knocked units into the flat side for good, or a bad initialisation",
@@ -120,7 +128,7 @@ def saturation(ev: Evidence, found: set[str]) -> list[Finding]:
     sat = {n: s for n, s in fractions.items() if s > SATURATION_MAX}
     if not sat:
         return []
-    listed = ", ".join(f"layer {n}: {s:.0%}" for n, s in sat.items())
+    listed = ", ".join(f"{_layer(ev, n)}: {s:.0%}" for n, s in sat.items())
     return [Finding("saturation", "warning", "saturated tanh/sigmoid units",
                     f"outputs beyond |{0.99}|: {listed} (threshold {SATURATION_MAX:.0%})",
                     "the pre-activations are too large (weights initialised too big, or the learning rate too high), "
@@ -148,12 +156,12 @@ def gradients_across_depth(ev: Evidence, found: set[str]) -> list[Finding]:
     numbers = {"ratio": q, "first": first, "last": last}
     if q < VANISHING_RATIO:
         return [Finding("vanishing_gradients", "warning", "vanishing gradients across depth",
-                        f"layer {first}'s relative gradient ||dW||/||W|| is {q:.1e} times layer {last}'s",
+                        f"{_layer(ev, first)}'s relative gradient ||dW||/||W|| is {q:.1e} times {_layer(ev, last)}'s",
                         "the gradient shrinks on its way back (saturating activations, too-small init, too deep a "
                         "plain stack)", "He/Xavier init, ReLU instead of sigmoid/tanh, batch norm (bn)", numbers)]
     if q > EXPLODING_RATIO:
         return [Finding("exploding_gradients", "warning", "exploding gradients across depth",
-                        f"layer {first}'s relative gradient ||dW||/||W|| is {q:.1e} times layer {last}'s",
+                        f"{_layer(ev, first)}'s relative gradient ||dW||/||W|| is {q:.1e} times {_layer(ev, last)}'s",
                         "the gradient grows on its way back (too-large init)",
                         "smaller init (He/Xavier), batch norm, or gradient clipping (--optim.clip_norm=1)", numbers)]
     return []

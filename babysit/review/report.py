@@ -18,8 +18,9 @@ from typing import Any
 from babysit.ckptfile import load_checkpoint
 from babysit.ema import ema
 from babysit.errors import BabysitError
+from babysit.models.spec import layer_labels
 from babysit.review.diagnose import UPDATE_RATIO_HIGH, UPDATE_RATIO_LOW, diagnose_run, read_findings
-from babysit.review.findings import Finding
+from babysit.review.findings import LOW_LR_SHARE, Finding
 from babysit.review.metrics import per_class
 from babysit.review.stats import read_histograms, read_layer_records, read_val_analysis
 from babysit.rundir import RunDir, atomic_write_text
@@ -95,7 +96,7 @@ def _checks_html(checks: list[dict[str, Any]]) -> str:
 
 
 def _curves_html(steps: list[dict[str, Any]], epochs: list[dict[str, Any]]) -> str:
-    from babysit.review.plots import accuracy_figure, loss_figure, lr_figure
+    from babysit.review.plots import accuracy_figure, epoch_loss_figure, loss_figure, lr_figure
 
     if not steps:
         return '<p class="muted">No steps recorded.</p>'
@@ -108,6 +109,15 @@ def _curves_html(steps: list[dict[str, Any]], epochs: list[dict[str, Any]]) -> s
     positive = all(v > 0 for v in losses)
     parts.append(f'<div class="log">{_fig(loss_figure(xs, losses, smoothed, True, bounds), "loss curve, log y")}</div>'
                  if positive else '<div class="log muted">The loss has values <= 0: no log scale.</div>')
+    scored = [e for e in epochs if e.get("val_loss") is not None and e.get("cost") is not None]
+    if scored:  # runs from before the split recorded only the cost: their data loss is shown as the cost
+        parts += ["<h2>Train data loss / val loss</h2>", _fig(epoch_loss_figure(
+            [e["epoch"] for e in scored], [e.get("data_loss", e["cost"]) for e in scored],
+            [e["val_loss"] for e in scored], [e.get("reg", 0.0) for e in scored]), "train and val loss"),
+            "<p class='muted'>The val loss has no regularisation term, so it is drawn beside the training "
+            "<i>data</i> loss; the cost the epoch line prints is data loss + regularisation. The train loss is the "
+            "mean over the epoch's mini-batches (in training mode: dropout, augmentation), the val loss is measured "
+            "once at the epoch's end.</p>"]
     acc = [e for e in epochs if e.get("train_acc") is not None and e.get("val_acc") is not None]
     if acc:
         parts += ["<h2>Train / val accuracy</h2>", _fig(accuracy_figure(
@@ -127,7 +137,23 @@ def _series(records: list[dict[str, Any]], stat: str, kinds: tuple[str, ...]) ->
     return out
 
 
-def _layers_html(run: RunDir) -> str:
+def low_lr_spans(records: list[dict[str, Any]]) -> list[tuple[float, float]]:
+    """Step spans whose probes ran below half the peak lr (warm-up, the end of a cosine or one-cycle run): the
+    update/weight ratio falls with the lr there, and the finding (layer_rules.update_ratio) leaves them out."""
+    peak = max((float(r.get("lr", 0.0)) for r in records), default=0.0)
+    spans: list[tuple[float, float]] = []
+    for i, r in enumerate(records):
+        if peak > 0 and float(r.get("lr", 0.0)) < LOW_LR_SHARE * peak:
+            a = (records[i - 1]["step"] + r["step"]) / 2 if i else r["step"]
+            b = (r["step"] + records[i + 1]["step"]) / 2 if i + 1 < len(records) else r["step"]
+            if spans and spans[-1][1] >= a:
+                spans[-1] = (spans[-1][0], b)
+            else:
+                spans.append((a, b))
+    return spans
+
+
+def _layers_html(run: RunDir, labels: dict[str, str]) -> str:
     from babysit.review.plots import histograms_figure, layer_stat_figure
 
     records = read_layer_records(run)
@@ -135,27 +161,44 @@ def _layers_html(run: RunDir) -> str:
         return '<p class="muted">No layer statistics (monitor.stats_every was 0, or the run stopped first).</p>'
     parts = [_fig(layer_stat_figure(_series(records, "update_ratio", ("conv", "fc")), "||dW|| / ||W||",
                                     "update / weight ratio per layer (want ~1e-3)", log=True,
-                                    band=(UPDATE_RATIO_LOW, UPDATE_RATIO_HIGH), target=1e-3), "update/weight ratio")]
+                                    band=(UPDATE_RATIO_LOW, UPDATE_RATIO_HIGH), target=1e-3, labels=labels,
+                                    low_lr=low_lr_spans(records)), "update/weight ratio")]
     parts.append(_fig(layer_stat_figure(_series(records, "act_std", ("conv", "fc", "relu", "lrelu", "elu", "tanh",
                                                                      "sigmoid", "bn")), "std",
-                                        "activation std per layer", log=True), "activation std"))
+                                        "activation std per layer", log=True, labels=labels), "activation std"))
     for stat, kinds, title in (("dead", ("relu",), "dead ReLU fraction (never positive over the probed batch)"),
                                ("saturated", ("tanh", "sigmoid"), "saturated fraction (|y| > 0.99)")):
         series = _series(records, stat, kinds)
         if series:
-            parts.append(_fig(layer_stat_figure(series, "fraction", title), title))
+            parts.append(_fig(layer_stat_figure(series, "fraction", title, labels=labels), title))
     parts.append(_fig(layer_stat_figure(_series(records, "grad_norm", ("conv", "fc")), "||dL/dW||",
-                                        "weight-gradient norm per layer", log=True), "gradient norm"))
+                                        "weight-gradient norm per layer", log=True, labels=labels), "gradient norm"))
     hists = read_histograms(run)
     if hists:
         layer_kinds = {n: s.get("kind", "") for n, s in records[-1]["layers"].items()}
-        parts += [f"<h2>Activation / gradient histograms</h2><p class='muted'>grey: step {hists[0]['step']}, "
-                  f"colour: step {hists[-1]['step']}</p>",
-                  _fig(histograms_figure(hists[0]["layers"], hists[-1]["layers"], layer_kinds), "histograms")]
+        parts += ["<h2>Activation / gradient histograms</h2><p class='muted'>At the first and the last kept probe, "
+                  "each panel on its own range: its 0.5-99.5 % quantiles, the values outside counted in the edge bins "
+                  "(the panel says what share). Compare shapes along a row; the numbers on the x axes give the "
+                  "scale.</p>",
+                  _fig(histograms_figure(hists[0]["layers"], hists[-1]["layers"], layer_kinds, labels,
+                                         (hists[0]["step"], hists[-1]["step"])), "histograms")]
     return "".join(parts)
 
 
 def _filters_html(run: RunDir) -> str:
+    from babysit.review.plots import filters_figure
+
+    if run.first_layer.is_file():
+        try:
+            tensors, _ = load_checkpoint(run.first_layer)
+        except BabysitError:  # a damaged file falls back to the pictures
+            tensors = {}
+        if "initial" in tensors:
+            latest = tensors.get("latest")
+            return (_fig(filters_figure(tensors["initial"].numpy(), None if latest is None else latest.numpy()),
+                         "first-layer filters") +
+                    '<p class="muted">Both on one scale. Noisy filters suggest an unconverged network, a badly set '
+                    "learning rate or too little regularisation; smooth, diverse ones that training goes well.</p>")
     cells = [f"<figure>{_img(path.read_bytes(), label)}<figcaption>{label}</figcaption></figure>"
              for path, label in ((run.filters_initial, "at initialisation"), (run.filters, "at the end"))
              if path.is_file()]
@@ -217,6 +260,11 @@ def _per_class_html(classes: list[str], confusion: Any) -> str:
             f"</th><th>{m.recall.mean():.3f}</th><th>{m.macro_f1:.3f}</th><th>{int(m.support.sum())}</th></tr></table>")
 
 
+def _labels(run: RunDir) -> dict[str, str]:
+    """Layer name -> "3 conv3-64" from the run's spec.txt ({} without one)."""
+    return layer_labels(run.spec.read_text().strip()) if run.spec.is_file() else {}
+
+
 def render_report(path: RunDir | str | Path) -> str:
     """The report of run directory ``path`` as one HTML string."""
     run = RunDir.open(path)
@@ -233,7 +281,7 @@ def render_report(path: RunDir | str | Path) -> str:
                 "<h2>Run</h2>", _summary_html(run, meta, result, epochs),
                 "<h2>Input pipeline</h2>", _inputs_html(run),
                 "<h2>Sanity checks</h2>", _checks_html(checks),
-                _curves_html(steps, epochs), "<h2>Layer statistics</h2>", _layers_html(run),
+                _curves_html(steps, epochs), "<h2>Layer statistics</h2>", _layers_html(run, _labels(run)),
                 "<h2>First-layer filters</h2>", _filters_html(run), "<h2>Validation</h2>", _val_html(run)]
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
             f'<style>{CSS}</style></head><body>{"".join(sections)}</body></html>\n')

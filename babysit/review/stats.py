@@ -31,7 +31,9 @@ def read_layer_records(run: RunDir | str | Path) -> list[dict[str, Any]]:
 
 
 def read_histograms(run: RunDir | str | Path) -> list[dict[str, Any]]:
-    """Histogram snapshots: ``{"step", "layers": {name: {"act": [lo, hi, counts], "grad": ...}}}``."""
+    """Histogram snapshots: ``{"step", "layers": {name: {"act": [lo, hi, counts, below, above, min, max], ...}}}``
+    (lo, hi: the 0.5 and 99.5 % quantiles; below / above: values outside, counted in the edge bins; older runs
+    have [lo, hi, counts] only)."""
     return read_json_records(RunDir.of(run).histograms)
 
 

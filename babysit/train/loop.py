@@ -60,12 +60,14 @@ class LoopState:
     optimizer: torch.optim.Optimizer
     cfg: RunConfig
     steps_per_epoch: int
-    epoch: int = 0  # the epoch in progress (0-based)
+    epoch: int = 0  # epochs finished: N in on_epoch_end right after "Finished epoch N" (like best_epoch); the one
+    #                 in progress is epoch + 1 (history records and the progress bar count from 1 too)
     batch: int = 0  # index of the next mini-batch inside the epoch
     step: int = 0  # optimisation steps taken so far
     lr: float = 0.0
     loss: float = float("nan")  # mini-batch loss (data + L2) of the last step read back from the device
     loss_sum: float = 0.0  # sum of this epoch's mini-batch losses so far
+    reg_sum: float = 0.0  # sum of this epoch's regularisation terms (loss_sum - reg_sum: the data loss)
     best_val_acc: float = -1.0  # val accuracy of the kept (best) epoch
     best_epoch: int = -1
     best_score: float | None = None  # train.monitor's value at the best epoch
@@ -76,7 +78,10 @@ class LoopState:
 
 
 class Callback(Protocol):
-    """Hooks into :func:`fit`. Stateful callbacks also offer ``state_dict``/``load_state_dict``."""
+    """Hooks into :func:`fit`. Stateful callbacks also offer ``state_dict``/``load_state_dict``.
+
+    Epochs count from 1 everywhere: ``state.epoch`` is the number of epochs finished, so ``on_epoch_end`` sees
+    1 right after "Finished epoch 1" (``state.history[-1]["epoch"]`` and ``state.best_epoch`` agree)."""
 
     def on_fit_start(self, state: LoopState) -> None: ...
     def on_epoch_start(self, state: LoopState) -> None: ...
@@ -147,6 +152,7 @@ class Update:
     clip_norm: float = 0.0  # clip the gradient's global L2 norm to this; 0 = off
     autocast: torch.dtype | None = None  # forward and loss under autocast to this dtype (bf16 on CUDA)
     channels_last: bool = False  # image batches go in channels-last (NHWC) like the model's weights
+    reg_term: torch.Tensor | None = field(default=None, repr=False)  # the last step's regularisation term (0-d)
 
     @classmethod
     def from_config(cls, model: nn.Module, cfg: RunConfig, optimizer: torch.optim.Optimizer | None = None) -> Update:
@@ -190,7 +196,8 @@ def train_step(u: Update, xb: torch.Tensor, yb: Targets, lr: float | None = None
     ``lr`` (when given) is set on every parameter group first. With ``check_finite`` a NaN or Inf loss or
     gradient raises :class:`NonFinite` before the update, so it never reaches the weights. Returns the
     cost (data loss + regularisation, the L2 term included when the update rule applies it) as a
-    detached 0-d tensor."""
+    detached 0-d tensor; the regularisation part alone is left in ``u.reg_term`` (None without one), so the
+    data loss and the regularisation can be reported apart without another host sync."""
     if lr is not None:
         for group in u.optimizer.param_groups:
             group["lr"] = lr
@@ -198,8 +205,9 @@ def train_step(u: Update, xb: torch.Tensor, yb: Targets, lr: float | None = None
         xb = xb.contiguous(memory_format=torch.channels_last)
     with torch.autocast(xb.device.type, dtype=u.autocast or torch.bfloat16, enabled=u.autocast is not None):
         loss = u.criterion(u.model(xb), yb)  # scores (B, classes) -> data loss
-    if u.reg is not None:
-        loss = loss + u.reg.penalty()
+    reg = u.reg.penalty() if u.reg is not None else None
+    if reg is not None:
+        loss = loss + reg
     u.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     l2 = u.reg.l2_value() if u.reg is not None else None  # the reported cost includes the L2 term the rule applies
@@ -213,6 +221,8 @@ def train_step(u: Update, xb: torch.Tensor, yb: Targets, lr: float | None = None
     u.optimizer.step()
     if u.reg is not None:
         u.reg.project()  # max-norm constraint, when set
+    terms = [t.detach() for t in (reg, l2) if t is not None]
+    u.reg_term = sum(terms[1:], terms[0]) if terms else None
     return loss.detach() if l2 is None else loss.detach() + l2
 
 
@@ -254,6 +264,7 @@ def fit(model: nn.Module, data: TensorData, cfg: RunConfig, run: RunDir | None =
     train_eval = slice(0, min(t.train_eval_size, n))
     stopper = _SignalFlag()
     _call(callbacks, "on_fit_start", state)
+    eta = RunETA(state.step, t.epochs * steps_per_epoch)  # after the checks and the restore: training time only
     with stopper:
         while state.epoch < t.epochs and not state.stop and not patience_spent(state):
             perm = epoch_permutation(n, t.seed, state.epoch, data.x_train.device)
@@ -271,10 +282,10 @@ def fit(model: nn.Module, data: TensorData, cfg: RunConfig, run: RunDir | None =
                 averages.after_step(state.step)  # ema = d*ema + (1-d)*w
                 state.batch += 1
                 losses.add({"kind": "step", "step": state.step, "epoch": state.epoch + 1, "loss": None,
-                            "lr": state.lr}, loss)
+                            "lr": state.lr}, loss, update.reg_term)
                 if sync_due(state.step, t.sync_every):  # read back, check (NaN, guard), record
                     losses.sync(state)
-                    bar.set_postfix(loss=f"{state.loss:.4f}", refresh=False)
+                    bar.set_postfix(loss=f"{state.loss:.4f}", run=eta.text(state.step), refresh=False)
                 _call(callbacks, "on_batch_end", state)
                 bar.update(1)
                 due = state.step % cfg.checkpoint.every == 0 and state.batch < state.steps_per_epoch
@@ -287,8 +298,9 @@ def fit(model: nn.Module, data: TensorData, cfg: RunConfig, run: RunDir | None =
             losses.sync(state)
             _end_epoch(state, data, train_eval, time.perf_counter() - started, rec)
             schedule.epoch_end(state.history[-1]["val_loss"])  # reduce-on-plateau looks at the val loss
+            state.epoch += 1  # before the callbacks: they see epoch N after "Finished epoch N"
             _call(callbacks, "on_epoch_end", state)
-            state.epoch, state.batch, state.loss_sum = state.epoch + 1, 0, 0.0
+            state.batch, state.loss_sum, state.reg_sum = 0, 0.0, 0.0
             if patience_spent(state):  # the history says why the run stops here
                 rec.append(record := stop_record(state))
                 print(f"{stop_reason(cfg, record)}.", flush=True)
@@ -316,14 +328,16 @@ def _end_epoch(state: LoopState, data: TensorData, train_eval: slice, seconds: f
     t, epoch, score = state.cfg.train, state.epoch + 1, _scorer(state.cfg)
     _, train_acc, _ = evaluate(state.model, data.x_train[train_eval], data.y_train[train_eval], t.eval_batch_size)
     val_loss, val_acc = score(state.model, data.x_val, data.y_val)
-    cost = state.loss_sum / max(state.batch, 1)
-    record = {"kind": "epoch", "step": state.step, "epoch": epoch, "cost": cost, "train_acc": train_acc,
-              "val_loss": val_loss, "val_acc": val_acc, "lr": state.lr, "seconds": seconds}
+    cost = state.loss_sum / max(state.batch, 1)  # the notes' cost: data loss + regularisation
+    reg = state.reg_sum / max(state.batch, 1)
+    record = {"kind": "epoch", "step": state.step, "epoch": epoch, "cost": cost, "data_loss": cost - reg, "reg": reg,
+              "train_acc": train_acc, "val_loss": val_loss, "val_acc": val_acc, "lr": state.lr, "seconds": seconds}
     if state.averages is not None:
         record |= state.averages.score(score, data.x_val, data.y_val)  # ema_val_loss, ema_val_acc
     ema = f", ema val {record['ema_val_acc']:.6f}" if "ema_val_acc" in record else ""
-    print(f"Finished epoch {epoch} / {t.epochs}: cost {cost:.6f}, train: {train_acc:.6f}, "
-          f"val {val_acc:.6f}{ema}, lr {state.lr:.6e}", flush=True)
+    # the data loss beside the cost: val loss has no regularisation term, so compare it with the data loss
+    print(f"Finished epoch {epoch} / {t.epochs}: cost {cost:.6f} (data loss {cost - reg:.6f}, reg {reg:.6f}), "
+          f"train: {train_acc:.6f}, val {val_acc:.6f} (val loss {val_loss:.6f}){ema}, lr {state.lr:.6e}", flush=True)
     state.history.append(record)
     rec.append(record)
     if improved(t.monitor, record[t.monitor], state.best_score, t.min_delta):
@@ -338,6 +352,36 @@ def _end_epoch(state: LoopState, data: TensorData, train_eval: slice, seconds: f
         rec.keep_weights("snapshot", weights_of(state.model), {**meta, "cycle": cycle}, index=cycle)
     if state.cfg.checkpoint.keep_last:
         rec.keep_weights("epoch", weights_of(state.model), meta, index=epoch, keep_last=state.cfg.checkpoint.keep_last)
+
+
+class RunETA:
+    """The whole run's remaining time, shown beside the per-epoch bar: the seconds per step so far in this
+    session (epoch-end scoring included, since it is averaged in from the second epoch on) times the steps left."""
+
+    def __init__(self, start_step: int, total_steps: int) -> None:
+        self.start_step, self.total = start_step, total_steps
+        self.started = time.perf_counter()
+
+    def seconds_left(self, step: int, now: float | None = None) -> float | None:
+        done = step - self.start_step
+        if done <= 0:
+            return None
+        elapsed = (time.perf_counter() if now is None else now) - self.started
+        return elapsed / done * max(0, self.total - step)
+
+    def text(self, step: int) -> str:
+        left = self.seconds_left(step)
+        return f"step {step}/{self.total}, ETA " + ("?" if left is None else format_duration(left))
+
+
+def format_duration(seconds: float) -> str:
+    """12s, 3m05s, 1h02m: short enough for a progress bar."""
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
 
 
 class _SignalFlag:

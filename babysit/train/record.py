@@ -121,6 +121,7 @@ class RunRecorder:
             raise Diverged.at("the weights became NaN or Inf", state.step, float("nan"), state.lr, self.kept())
         meta: dict[str, Any] = {
             "epoch": state.epoch, "batch": state.batch, "step": state.step, "loss_sum": state.loss_sum,
+            "reg_sum": state.reg_sum,
             "lr": state.lr, "best_val_acc": state.best_val_acc, "best_epoch": state.best_epoch,
             "best_score": state.best_score, "history": state.history, "spec": state.cfg.model.spec,
             "config": asdict(state.cfg),
@@ -164,6 +165,7 @@ class RunRecorder:
                 setattr(state, key, meta[key])
             if state.schedule is not None and meta.get("schedule") is not None:
                 state.schedule.load_state_dict(meta["schedule"])
+            state.reg_sum = float(meta.get("reg_sum", 0.0))  # checkpoints from before the split hold none
             state.best_score = meta.get("best_score", state.best_val_acc if state.best_epoch > 0 else None)
             if state.averages is not None and meta.get("averages") is not None:
                 state.averages.load_state_dict(unflatten_state(meta["averages"], tensors))
@@ -221,11 +223,13 @@ class StepLosses:
     def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, rec: Recorder,
                  callbacks: list[Any]) -> None:
         self.rec, self.callbacks = rec, callbacks
-        self.pending: list[tuple[dict[str, Any], torch.Tensor]] = []  # (record without its loss, 0-d loss)
+        # (record without its loss, 0-d cost, 0-d regularisation term or None)
+        self.pending: list[tuple[dict[str, Any], torch.Tensor, torch.Tensor | None]] = []
         self.good = WeightSnapshot(model, optimizer)  # the state after the last synced step
 
-    def add(self, record: dict[str, Any], loss: torch.Tensor) -> None:
-        self.pending.append((record, loss))
+    def add(self, record: dict[str, Any], loss: torch.Tensor, reg: torch.Tensor | None = None) -> None:
+        """One step's record, its cost (data loss + regularisation) and its regularisation term, all on the device."""
+        self.pending.append((record, loss, reg))
 
     def sync(self, state: LoopState) -> None:
         """Read the pending losses (one transfer), check them, record them; updates ``state.loss``/``loss_sum``."""
@@ -234,8 +238,15 @@ class StepLosses:
         # one transfer: the losses and the weights' norm (a NaN gradient in the last step shows only there)
         weights = [p.detach() for p in self.good.model.parameters()]
         norm = torch.nn.utils.get_total_norm(weights).to(self.pending[0][1])
-        *values, weight_norm = torch.cat([torch.stack([loss for _, loss in self.pending]), norm.view(1)]).tolist()
-        records = [{**r, "loss": v} for (r, _), v in zip(self.pending, values)]
+        n = len(self.pending)
+        has_reg = any(reg is not None for _, _, reg in self.pending)
+        regs = ([reg.to(loss) if reg is not None else torch.zeros_like(loss) for _, loss, reg in self.pending]
+                if has_reg else [])
+        *values, weight_norm = torch.cat([torch.stack([loss for _, loss, _ in self.pending] + regs),
+                                          norm.view(1)]).tolist()
+        records = [{**r, "loss": v} for (r, _, _), v in zip(self.pending, values[:n])]
+        for r, v in zip(records, values[n:]):  # the regularisation term, when the run has one
+            r["reg"] = v
         self.pending = []
         try:
             bad = next((r for r in records if not math.isfinite(r["loss"])), None)
@@ -261,5 +272,6 @@ class StepLosses:
         self.rec.append(records)
         for r in records:  # one add per step, in order: the same float sum as adding each step's loss
             state.loss_sum += r["loss"]
+            state.reg_sum += r.get("reg", 0.0)
         if records:
             state.loss = records[-1]["loss"]

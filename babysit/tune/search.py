@@ -33,7 +33,7 @@ from pathlib import Path
 import optuna
 
 from babysit import config as C
-from babysit.errors import BabysitError, Interrupted
+from babysit.errors import BabysitError, ChecksFailed, Interrupted
 from babysit.monitor.sanity import format_checks, run_checks
 from babysit.monitor.session import write_checks
 from babysit.rundir import RunDir, SearchDir, atomic_write_text
@@ -146,13 +146,15 @@ def _sanity_checks(cfg: C.RunConfig, sdir: SearchDir, threads: int) -> None:
     run = RunDir.create(sdir.checks)
     atomic_write_text(run.config, C.dumps_toml(base))
     model, data, _ = fresh_start(plan)
-    results = run_checks(model, data, base, plan.num_classes)
+    results = run_checks(model, data, base, plan.num_classes, progress=True)
     print(format_checks(results), flush=True)
     write_checks(run, results)
     failed = [r.title for r in results if not r.passed]
-    if failed:
-        raise BabysitError(f"the sanity checks failed on the base config ({', '.join(failed)}; see {run.checks}); "
-                           "fix the model or data first, or skip them with --monitor.checks=false.")
+    if failed and cfg.monitor.force:
+        print(f"warning: {len(failed)} sanity check(s) failed; searching anyway (--monitor.force=true).", flush=True)
+    elif failed:  # exit 1, as `babysit train` and `babysit check` do
+        raise ChecksFailed(f"the sanity checks failed on the base config ({', '.join(failed)}; see {run.checks}); "
+                           "fix the model or data first, or search anyway with --monitor.force=true.")
 
 
 def _write_space(sdir: SearchDir, cfg: C.RunConfig, storage: optuna.storages.BaseStorage, n_train: int) -> None:

@@ -85,3 +85,20 @@ def test_resume_refuses_tensorboard_flag(trained_run):
     run, _ = trained_run
     code, _, err = run_main(["train", "--resume", str(run), "--tensorboard"])
     assert code == 2 and "--resume continues a run with its own saved config" in err
+
+
+def test_failed_checks_stop_train_before_the_first_step_unless_forced(tmp_path):
+    """Bug 4: --model.init=normal-1 fails the initial-loss check; train stops with exit 1, the diagnosis printed
+    and recorded, no step taken. --monitor.force=true trains anyway, with a warning."""
+    bad = ["train", *TINY_RUN, "--model.init=normal-1", "--monitor.stats_every=0", "--out", str(tmp_path)]
+    code, out, err = run_main([*bad, "--name", "stop"])
+    assert code == 1 and "Traceback" not in err
+    assert "sanity check 1/4: initial loss ... FAIL" in out  # a line per check as it runs
+    assert "initial loss" in err and "--monitor.force=true" in err and "training did not start" in err
+    assert "Finished epoch" not in out and out.index("sanity checks") < out.index("findings")
+    assert not [r for r in read_history(tmp_path / "stop" / "history.jsonl") if r["kind"] == "step"]
+    findings = json.loads((tmp_path / "stop" / "findings.json").read_text())["findings"]
+    assert findings[0]["rule"] == "check_initial_loss_check" and (tmp_path / "stop" / "report.html").is_file()
+    code, out, err = run_main([*bad, "--monitor.force=true", "--monitor.report=false", "--train.epochs=1",
+                               "--name", "forced"])
+    assert code in (0, 3) and "training anyway (--monitor.force=true)" in out and "Finished epoch 1" in out

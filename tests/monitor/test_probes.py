@@ -76,8 +76,9 @@ def test_stats_files_are_bounded_whatever_the_run_length(data, tmp_path, monkeyp
     assert 4 <= len(records) <= 8 and records[-1]["step"] > 20
     hists = read_histograms(run.path)
     assert 1 <= len(hists) <= 3
-    lo, hi, counts = hists[-1]["layers"]["0"]["act"]
-    assert lo < hi and sum(counts) == 32 * 8 * 8 * 8  # batch x channels x 8 x 8
+    lo, hi, counts, below, above, vmin, vmax = hists[-1]["layers"]["0"]["act"]
+    assert vmin <= lo < hi <= vmax and sum(counts) == 32 * 8 * 8 * 8  # batch x channels x 8 x 8
+    assert 0 < below + above <= 0.011 * sum(counts)  # about 0.5 % each side sits in the edge bins
     assert (run.path / "stats" / "filters.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (run.path / "stats" / "filters_initial.png").is_file()
 
@@ -102,3 +103,50 @@ def test_first_layer_image_for_conv_filters_and_fc_templates():
     linear = build("fc", (3, 8, 8), 10)
     assert P.first_layer_image(linear).shape[2] == 3
     assert P.first_layer_image(nn.Sequential(nn.Linear(5, 3))) is None
+
+
+def test_histogram_spans_the_robust_range_and_counts_outliers_in_the_edge_bins():
+    np = pytest.importorskip("numpy")
+    g = torch.Generator().manual_seed(0)
+    t = torch.cat([torch.randn(9990, generator=g), torch.full((10,), 1000.0)])  # a few huge gradients
+    lo, hi, counts, extra = P.histogram(t, bins=32)
+    q_lo, q_hi = np.quantile(t.numpy(), [0.005, 0.995])  # numpy's linear interpolation
+    assert lo.item() == pytest.approx(q_lo, rel=1e-5) and hi.item() == pytest.approx(q_hi, rel=1e-5)
+    assert hi.item() < 4  # [min, max] would be [-4, 1000]: every normal value in one bin
+    expected, _ = np.histogram(np.clip(t.numpy(), q_lo, q_hi), bins=32, range=(q_lo, q_hi))
+    assert np.abs(counts.numpy() - expected).sum() <= 2 and counts.sum().item() == 10_000
+    below, above, vmin, vmax = extra.tolist()
+    assert below == (t < lo).sum().item() and above == (t > hi).sum().item() and above >= 10
+    assert vmin == t.min().item() and vmax == 1000.0
+    dead = torch.zeros(1000)
+    dead[:3] = 1.0  # a ReLU output that is 0 almost everywhere: the quantiles coincide, so [min, max]
+    lo, hi, _, _ = P.histogram(dead)
+    assert (lo.item(), hi.item()) == (0.0, 1.0)
+
+
+def test_histogram_reads_nothing_back_to_the_host():
+    """The robust range keeps probes at one read-back each: no .item() and no data-dependent shapes inside
+    (on a GPU either would stall the launch queue once per histogram). Counted with a dispatch mode on CPU."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    syncing = {torch.ops.aten._local_scalar_dense.default, torch.ops.aten.nonzero.default,
+               torch.ops.aten.masked_select.default, torch.ops.aten.bincount.default}
+
+    class Count(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.seen = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func in syncing:
+                self.seen.append(func)
+            return func(*args, **(kwargs or {}))
+
+    t = torch.randn(64, 8, 8, 8)
+    with Count() as mode:
+        P.histogram(t)
+        P.histogram(torch.relu(t))
+    assert mode.seen == []
+    with Count() as mode:
+        torch.randn(3).sum().item()  # the counter can fail
+    assert mode.seen == [torch.ops.aten._local_scalar_dense.default]

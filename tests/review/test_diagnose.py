@@ -158,6 +158,9 @@ def test_update_ratio_outside_the_band_names_the_layers():
     assert found and "layer 3" in found[0].observation and "layer 0" not in found[0].observation
     good = layer_records({"0": {"kind": "conv", "update_ratio": 1e-3}, "3": {"kind": "fc", "update_ratio": 3e-3}})
     assert not {"update_ratio_low", "update_ratio_high"} & rules(ev(layers=good))
+    named = ev(layers=low, config={"optim": {"lr": 0.01}, "model": {"spec": "conv3-8 relu pool2 fc"}})
+    found = [f for f in D.diagnose(named) if f.rule == "update_ratio_low"]  # named by spec token when known
+    assert "layer 0 conv3-8: 1.0e-06, layer 3 fc: 2.0e-06" in found[0].observation
 
 
 def test_high_update_ratio_spares_bn_fed_layers_and_is_information_when_the_loss_fell_well():

@@ -13,8 +13,8 @@ def test_report_is_self_contained_with_every_section(trained_run):
     page = (run / "report.html").read_text()
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page)  # nothing fetched from the network
     images = re.findall(r'<img alt="([^"]*)" src="data:image/png;base64,', page)
-    for alt in ("loss curve", "loss curve, log y", "accuracy", "learning rate", "update/weight ratio", "histograms",
-                "at initialisation", "at the end", "confusion matrix", "most confused pairs"):
+    for alt in ("loss curve", "loss curve, log y", "train and val loss", "accuracy", "learning rate",
+                "update/weight ratio", "histograms", "first-layer filters", "confusion matrix", "most confused pairs"):
         assert alt in images, alt
     assert page.index("<h2>Findings</h2>") < page.index("<h2>Run</h2>") < page.index("<h2>Sanity checks</h2>")
     assert page.count('class="pass"') == 4
@@ -39,6 +39,33 @@ def test_the_report_has_precision_recall_and_f1_per_class_as_sklearn_computes_th
     for (_, p, r, f, n), want in zip(cells, zip(prec, rec, f1, support)):
         assert (float(p), float(r), float(f), int(n)) == pytest.approx((round(want[0], 3), round(want[1], 3),
                                                                         round(want[2], 3), want[3]), abs=1e-9)
+
+
+def test_first_layer_weights_are_kept_at_initialisation_and_at_the_end(trained_run):
+    from babysit.ckptfile import load_checkpoint
+    from babysit.rundir import RunDir
+
+    run = RunDir(trained_run[0])
+    tensors, _ = load_checkpoint(run.first_layer)
+    last, _ = load_checkpoint(run.last)
+    assert tensors["initial"].shape == tensors["latest"].shape == (8, 1, 3, 3)  # conv3-8 on 1-channel digits
+    assert (tensors["latest"] == last["model.0.weight"]).all()  # the last epoch end's weights
+    assert not (tensors["initial"] == tensors["latest"]).all()
+
+
+def test_low_lr_spans_cover_the_probes_below_half_the_peak():
+    from babysit.review.report import low_lr_spans
+
+    records = [{"step": s, "lr": lr} for s, lr in ((0, 0.01), (10, 0.1), (20, 0.1), (30, 0.04), (40, 0.001))]
+    assert low_lr_spans(records) == [(0, 5.0), (25.0, 40)]  # warm-up, then the cosine tail to the end
+
+
+def test_layer_lines_differ_for_more_than_ten_layers():
+    from babysit.review.plots import layer_style
+
+    styles = {tuple(sorted(layer_style(i).items())) for i in range(40)}
+    assert len(styles) == 40 and layer_style(3)["color"] == layer_style(13)["color"] == "C3"
+    assert layer_style(3)["ls"] != layer_style(13)["ls"]
 
 
 def test_report_of_a_run_that_barely_started_says_what_is_missing(tmp_path):

@@ -65,6 +65,48 @@ def test_learns_digits_and_keeps_best_val_weights(capsys):
     assert [r["epoch"] for r in state.history] == [1, 2, 3, 4]
 
 
+def test_epoch_records_the_data_loss_and_the_regularisation_term_apart(capsys):
+    """cost = data loss + R(W): the epoch record and line give both parts, so the val loss (no R) compares
+    with the data loss; each step's R is lambda/2 * sum ||W||^2 over the decayed weights, by hand."""
+    from babysit.train.loop import Update, train_step
+
+    data = digits_data()
+    c = cfg(**{"train.epochs": 1, "optim.weight_decay": 0.05})
+    state = fit(small_model(), data, c)
+    rec = state.history[-1]
+    assert rec["reg"] > 0.01 and rec["data_loss"] == pytest.approx(rec["cost"] - rec["reg"])
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("Finished epoch 1"))
+    assert f"cost {rec['cost']:.6f} (data loss {rec['data_loss']:.6f}, reg {rec['reg']:.6f})" in line
+    assert f"val loss {rec['val_loss']:.6f}" in line
+    model = small_model()
+    u = Update.from_config(model, c)
+    weights = [p for n, p in model.named_parameters() if n.endswith("weight")]
+    by_hand = 0.5 * 0.05 * sum(float((w.detach() ** 2).sum()) for w in weights)  # R(W) before the step
+    cost = train_step(u, data.x_train[:32], data.y_train[:32])
+    assert u.reg_term.item() == pytest.approx(by_hand, rel=1e-5)
+    assert cost.item() - u.reg_term.item() == pytest.approx(
+        nn.functional.cross_entropy(small_model()(data.x_train[:32]), data.y_train[:32]).item(), rel=1e-5)
+    plain = fit(small_model(), data, cfg(**{"train.epochs": 1, "optim.weight_decay": 0.0})).history[-1]
+    assert plain["reg"] == 0.0 and plain["data_loss"] == plain["cost"]
+
+
+def test_callbacks_count_epochs_from_one_like_the_epoch_line_and_best_epoch(capsys):
+    """Bug 9: one convention. After "Finished epoch N" a callback sees state.epoch == N, the history's epoch."""
+    seen = []
+
+    class Spy:
+        def on_epoch_start(self, state):
+            seen.append(("start", state.epoch))
+
+        def on_epoch_end(self, state):
+            seen.append(("end", state.epoch, state.history[-1]["epoch"], state.best_epoch))
+
+    state = fit(small_model(), digits_data(), cfg(**{"train.epochs": 2}), callbacks=[Spy()])
+    assert [s[:3] for s in seen] == [("start", 0), ("end", 1, 1), ("start", 1), ("end", 2, 2)]
+    assert all(1 <= s[3] <= s[1] for s in seen if s[0] == "end") and state.epoch == 2
+    assert "Finished epoch 1 / 2" in capsys.readouterr().out
+
+
 def test_two_seeded_runs_give_identical_weights():
     data = digits_data()
     a, b = small_model(dropout=0.3), small_model(dropout=0.3)
@@ -214,3 +256,14 @@ def test_augmentation_needs_the_raw_pixels():
     data.x_raw = None
     with pytest.raises(ValueError, match="x_raw"):
         fit(small_model(), data, cfg(), augment=aug)
+
+
+def test_run_eta_is_seconds_per_step_so_far_times_the_steps_left():
+    from babysit.train.loop import RunETA, format_duration
+
+    eta = RunETA(start_step=100, total_steps=1000)  # resumed at step 100
+    assert eta.seconds_left(100) is None and eta.text(100) == "step 100/1000, ETA ?"
+    assert eta.seconds_left(150, now=eta.started + 10.0) == pytest.approx(10.0 / 50 * 850)
+    assert eta.seconds_left(1000, now=eta.started + 10.0) == 0.0
+    assert eta.text(150).startswith("step 150/1000, ETA ") and eta.text(150)[-1] == "s"
+    assert [format_duration(s) for s in (7.4, 185, 3720)] == ["7s", "3m05s", "1h02m"]

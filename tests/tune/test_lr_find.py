@@ -74,7 +74,7 @@ def test_the_ramp_the_curves_and_the_early_stop():
     np.testing.assert_allclose(ratios, ratios[0])  # exponential
     for raw, curve in zip(result.losses, result.smoothed):
         assert len(raw) < 60  # stopped once the smoothed loss passed 4x its best
-        assert curve == pytest.approx(smooth(raw, 0.98))
+        assert curve == pytest.approx(smooth(raw, c.lr_find.smoothing))
         assert curve[-1] > 4 * min(curve) and all(v <= 4 * min(curve[: i + 1]) for i, v in enumerate(curve[:-1]))
     assert result.losses[0] != result.losses[1]  # two seeds, two batch orders
     assert 1e-4 < result.suggestion < result.min_loss_lr < 1e4
@@ -106,7 +106,9 @@ def test_cli_lr_find_writes_plot_numbers_and_a_config(tmp_path, capsys, monkeypa
             "--lr_find.seeds=2", "--lr_find.start_lr=1e-4", "--plot", "lr.png", "--write-config", "tuned.toml"]
     assert main(args) == 0
     out = capsys.readouterr().out
-    assert out.count("seed ") == 2 and "cyclical / onecycle bounds: --optim.lr=" in out
+    assert sum(line.startswith("seed ") for line in out.splitlines()) == 2
+    assert "cyclical / onecycle bounds: --optim.lr=" in out and "your optim.lr=0.1 (babysit's default) is " in out
+    assert out.index("lr-find repeat 1/2") < out.index("lr-find repeat 2/2") < out.index("seed 0:")
     assert (tmp_path / "lr.png").read_bytes()[:4] == b"\x89PNG"
     numbers = json.loads((tmp_path / "lr.json").read_text())
     assert len(numbers["lrs"]) == 30 and len(numbers["smoothed"]) == 2
@@ -129,3 +131,24 @@ def test_the_ramp_trains_on_augmented_batches_when_the_run_augments():
     assert calls and all(dtype == torch.uint8 for dtype, _ in calls)  # made from the raw pixels
     assert len({step for _, step in calls}) == len(calls)  # each repeat draws its own augmentation
     assert all(math.isfinite(v) for v in result.losses[0])
+
+
+def test_defaults_are_one_short_repeat_and_the_text_relates_the_suggestion_to_the_lr(capsys):
+    from babysit.config import LRFindConfig
+    from babysit.tune.lr_find import relate_to_lr
+
+    f = LRFindConfig()
+    assert f.seeds == 1 and 100 <= f.steps <= 200
+    assert f.steps / (1 / (1 - f.smoothing)) == pytest.approx(300 / 50)  # the same lag, as a share of the ramp
+    lrs = [float(v) for v in np.geomspace(1e-4, 10, 50)]
+    res = LRFindResult(lrs, [[2.3] * 50], [[2.3] * 50], [0.01], [0.2])
+    assert "between the steepest descent 0.01 and the min-loss lr 0.2" in relate_to_lr(res, 0.1, default=True)
+    assert "(babysit's default)" in relate_to_lr(res, 0.1, default=True)
+    assert "above the min-loss lr 0.2" in relate_to_lr(res, 0.5) and "--optim.lr=0.02 " in relate_to_lr(res, 0.5)
+    assert "10x below the steepest descent 0.01" in relate_to_lr(res, 0.001)
+    assert "--lr_find.seeds=3" in relate_to_lr(res, 0.1)  # one repeat: says how to see the spread
+    assert format_result(res, 0.1).endswith(relate_to_lr(res, 0.1))
+    lr_range_test(small_net(), DATA, cfg(**{"lr_find.steps": 20}), progress=True)
+    out = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[0] for line in out] == ["lr-find repeat 1/2 (seed 0)", "lr-find repeat 2/2 (seed 1)"]
+    assert all(line.endswith(" s") and "mini-batches" in line for line in out)

@@ -314,3 +314,19 @@ def check_shared(sdir: SearchDir, result, n: int) -> None:
     workers = {sdir.worker_log(i).read_text().count(" trial ") for i in (0, 1)}
     assert sum(sdir.worker_log(i).read_text().count(" trial ") for i in (0, 1)) == n and min(workers) >= 1
     assert len({t.user_attrs["worker"] for t in result.study.trials if "worker" in t.user_attrs}) == 2
+
+
+def test_failed_sanity_checks_stop_the_search_with_exit_1_unless_forced(tmp_path, capsys):
+    """As `babysit train`: a base config that fails the checks (normal-1 init: the initial loss is far from
+    ln 10) stops before any trial, exit 1; --monitor.force=true searches anyway."""
+    from babysit.errors import ChecksFailed
+    from babysit.rundir import SearchDir
+    from babysit.tune.search import _sanity_checks
+
+    bad = C.apply_overrides(C.RunConfig(), {"data.limit": 300, "model.spec": "conv3-8 relu pool2 fc",
+                                            "model.init": "normal-1"})
+    with pytest.raises(ChecksFailed, match="--monitor.force=true") as e:
+        _sanity_checks(bad, SearchDir(tmp_path / "s"), threads=1)
+    assert e.value.exit_code == 1 and "initial loss" in str(e.value)
+    _sanity_checks(C.apply_overrides(bad, {"monitor.force": True}), SearchDir(tmp_path / "f"), threads=1)
+    assert "searching anyway (--monitor.force=true)" in capsys.readouterr().out
