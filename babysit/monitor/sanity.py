@@ -213,6 +213,17 @@ def zero_input_check(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: Ru
                        {"steps": steps, "loss_real": real, "loss_zero": zero})
 
 
+ADVISORY = ("zero_input_check",)
+"""Checks whose failure warns but does not stop a run: 30 plain-SGD steps can be too few for a deep net to pull
+its real-input loss 10 % below the zero-input one, though it trains well (a 21-layer BN net on digits: 2.251 vs
+2.302, then 99.4 % val)."""
+
+
+def blocking(results: list[CheckResult]) -> list[CheckResult]:
+    """The failed checks that stop a run (all but the ADVISORY ones)."""
+    return [r for r in results if not r.passed and r.name not in ADVISORY]
+
+
 def run_checks(model: nn.Module, data: TensorData, cfg: RunConfig, num_classes: int,
                progress: bool = False) -> list[CheckResult]:
     """All four checks on copies of ``model`` (left untouched) with the training split of ``data``; with

@@ -22,7 +22,7 @@ from torch import nn
 from babysit.config import RunConfig
 from babysit.errors import ChecksFailed, Diverged
 from babysit.monitor.probes import LayerProbes
-from babysit.monitor.sanity import CheckResult, format_checks, run_checks
+from babysit.monitor.sanity import CheckResult, blocking, format_checks, run_checks
 from babysit.monitor.tensorboard import TensorBoardLogger
 from babysit.monitor.valstats import val_analysis, write_val_analysis
 from babysit.monitor.watch import DivergenceGuard, LiveDiagnosis, divergence_record
@@ -57,14 +57,18 @@ class RunMonitor:
         self.checks = run_checks(model, data, self.cfg, num_classes, progress=True)
         print(format_checks(self.checks), flush=True)
         write_checks(self.run, self.checks)
-        failed = [r.title for r in self.checks if not r.passed]
+        for r in self.checks:
+            if not r.passed and r not in blocking(self.checks):
+                print(f"warning: sanity check '{r.title}' failed ({r.advice or r.summary}); a heuristic, so training "
+                      "goes on", flush=True)
+        failed = [r.title for r in blocking(self.checks)]
         if not failed:
             return
         if self.cfg.monitor.force:
             print(f"warning: {len(failed)} sanity check(s) failed; training anyway (--monitor.force=true).", flush=True)
             return
         self._conclude()
-        advice = next((r.advice.rstrip(".") for r in self.checks if not r.passed and r.advice), "")
+        advice = next((r.advice.rstrip(".") for r in blocking(self.checks) if r.advice), "")
         raise ChecksFailed(f"{len(failed)} of {len(self.checks)} sanity checks failed ({'; '.join(failed)}), so "
                            f"training did not start{': ' + advice if advice else ''}; see {self.run.checks}. "
                            "Fix that and train again, or pass --monitor.force=true to train anyway.")

@@ -102,3 +102,14 @@ def test_failed_checks_stop_train_before_the_first_step_unless_forced(tmp_path):
     code, out, err = run_main([*bad, "--monitor.force=true", "--monitor.report=false", "--train.epochs=1",
                                "--name", "forced"])
     assert code in (0, 3) and "training anyway (--monitor.force=true)" in out and "Finished epoch 1" in out
+
+
+def test_only_the_zero_input_heuristic_fails_without_stopping_a_run():
+    from babysit.monitor.sanity import ADVISORY, CheckResult, blocking
+
+    results = [CheckResult(name, name, passed, "") for name, passed in
+               (("initial_loss_check", True), ("regularization_check", True), ("overfit_tiny", True),
+                ("zero_input_check", False))]
+    assert ADVISORY == ("zero_input_check",) and blocking(results) == []
+    results[2] = CheckResult("overfit_tiny", "overfit", False, "")
+    assert blocking(results) == [results[2]]
