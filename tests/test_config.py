@@ -96,7 +96,7 @@ def test_fuzz_toml_text_gives_a_config_or_our_error(text):
                              "did you mean optim.lr?"),
     ("[optm]\nlr = 0.1\n", "unknown config section 'optm' in 'optm.lr'; sections are: data, augment, model, optim, "
                            "schedule, train, checkpoint, loss, regularize, lr_find, monitor, distill, baseline, "
-                           "search; "
+                           "search, recipe; "
                            "did you mean optim.lr?"),
     ("[optim]\nepochs = 3\n", "did you mean train.epochs?"),
     ("[train]\nbatch-size = 3\n", "did you mean train.batch_size?"),
