@@ -4,6 +4,11 @@ Module names follow the flat layer list: layer ``i`` of ``spec.layers()`` is the
 ``str(i)`` (so its parameters are ``"{i}.weight"`` / ``"{i}.bias"``). The implicit flatten before
 the first fc is the child named ``"flatten"``; because of it, positional indexing ``model[j]``
 can be one off after the first fc: use :func:`layer_module` or ``model.get_submodule(str(i))``.
+
+A ``res[...]`` layer i is a :class:`ResidualBlock` with children ``body`` (layer j of the body is
+``"i.body.j"``) and ``shortcut`` (``nn.Identity``, or the 1x1 conv ``"i.shortcut.0"`` and its bn
+``"i.shortcut.1"``); a ``cat[...]`` layer i is a :class:`DepthConcat` whose branch b holds layer j as
+``"i.b.j"``. ``LayerInfo.name`` (shapes.walk) gives every layer's path.
 """
 
 from __future__ import annotations
@@ -19,12 +24,14 @@ from babysit.models.spec import (
     FC,
     Activation,
     BatchNorm,
+    Branch,
     Conv,
     Dropout,
     GlobalAvgPool,
     LeakyReLU,
     Maxout,
     Pool,
+    Residual,
     Spec,
     parse,
 )
@@ -47,13 +54,50 @@ class MaxoutUnit(nn.Module):
         return f"k={self.k}"
 
 
+class ResidualBlock(nn.Module):
+    """A residual block (He et al. 2015): out = body(x) + shortcut(x); the activation after the sum is the
+    spec's next layer (``res[...] relu``)."""
+
+    def __init__(self, body: nn.Sequential, shortcut: nn.Module) -> None:
+        super().__init__()
+        self.body = body
+        self.shortcut = shortcut  # nn.Identity, or a 1x1 conv (+ bn) when the body changes the volume
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x) + self.shortcut(x)
+
+
+class DepthConcat(nn.ModuleList):
+    """Branches on the same input, outputs stacked along depth (dim 1): the Inception module's filter concat."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([branch(x) for branch in self], dim=1)
+
+
+def _sequential(infos: list[LayerInfo]) -> nn.Sequential:
+    """The chain of ``infos`` as an nn.Sequential whose children are named by their last path part (j)."""
+    return nn.Sequential(OrderedDict((info.name.rsplit(".", 1)[1], _module(info)) for info in infos))
+
+
+def _group(info: LayerInfo) -> nn.Module:
+    name = info.name
+    if isinstance(info.layer, Residual):
+        body = [i for i in info.inner if i.name.startswith(f"{name}.body.")]
+        shortcut = [i for i in info.inner if i.name.startswith(f"{name}.shortcut.")]
+        return ResidualBlock(_sequential(body), _sequential(shortcut) if shortcut else nn.Identity())
+    count = len(info.layer.branches) if isinstance(info.layer, Branch) else 0
+    return DepthConcat(_sequential([i for i in info.inner if i.name.startswith(f"{name}.{b}.")]) for b in range(count))
+
+
 def _module(info: LayerInfo) -> nn.Module:
     layer, shape = info.layer, info.in_shape
+    if isinstance(layer, Residual | Branch):
+        return _group(info)
     if isinstance(layer, Conv):
         return nn.Conv2d(shape[0], layer.k, layer.f, stride=layer.stride, padding=layer.pad,
                          dilation=layer.dilation, groups=layer.groups)
     if isinstance(layer, Pool):
-        return (nn.MaxPool2d if layer.mode == "max" else nn.AvgPool2d)(layer.f, stride=layer.s)
+        return (nn.MaxPool2d if layer.mode == "max" else nn.AvgPool2d)(layer.f, stride=layer.s, padding=layer.padding)
     if isinstance(layer, GlobalAvgPool):
         return nn.AdaptiveAvgPool2d(1)
     if isinstance(layer, FC):
@@ -95,6 +139,6 @@ def build(spec: Spec | str, input_shape: tuple[int, int, int], num_classes: int)
     return model
 
 
-def layer_module(model: nn.Module, index: int) -> nn.Module:
-    """The module that implements flat layer ``index`` of the model's spec."""
+def layer_module(model: nn.Module, index: int | str) -> nn.Module:
+    """The module that implements flat layer ``index`` of the model's spec (a path such as "5.body.2": that one)."""
     return model.get_submodule(str(index))

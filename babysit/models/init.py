@@ -31,7 +31,8 @@ from torch import nn
 from babysit.errors import BabysitError
 from babysit.models.auto import resolve_spec
 from babysit.models.build import MaxoutUnit, build
-from babysit.models.spec import Activation, Layer, LeakyReLU, Maxout, parse
+from babysit.models.shapes import LayerInfo, infer_shapes, walk
+from babysit.models.spec import Activation, Branch, LeakyReLU, Maxout, Residual
 from babysit.registry import Registry
 
 SCORE_LAYER_GAIN = 0.01
@@ -94,18 +95,37 @@ def needs_data(scheme: str) -> bool:
     return scheme in SCHEMES and SCHEMES.get(scheme).needs_data
 
 
-def _auto_rule(layers: tuple[Layer, ...], i: int) -> tuple[str, float]:
-    """("he", slope) or ("xavier", 0) for weighted layer i, from the next activation before the next conv/fc."""
-    for layer in layers[i + 1:]:
-        if layer.has_weights:
-            break
-        if isinstance(layer, LeakyReLU):
-            return "he", layer.slope
-        if isinstance(layer, Maxout) or (isinstance(layer, Activation) and layer.name in ("relu", "elu")):
-            return "he", 0.0
-        if isinstance(layer, Activation):  # tanh, sigmoid
-            return "xavier", 0.0
-    return "xavier", 0.0
+Rule = tuple[str, float]  # ("he", leaky slope) or ("xavier", 0.0)
+
+
+def _auto_rules(infos: list[LayerInfo] | tuple[LayerInfo, ...], after: Rule, out: dict[str, Rule]) -> Rule:
+    """He or Xavier for every conv/fc of a chain, from the next activation before the next conv/fc.
+
+    Walks the chain backwards: ``after`` is what a weighted layer at the chain's end gets (the layers that
+    follow the chain decide it). Inside a res/cat group the body, the shortcut and every branch end where
+    the group ends. Fills ``out`` (module path -> rule) and returns what a weighted layer just before the
+    chain gets (a group: its body's, or its first branch's, start).
+    """
+    state = after
+    for info in reversed(infos):
+        layer = info.layer
+        if isinstance(layer, Residual):
+            _auto_rules([i for i in info.inner if ".shortcut." in i.name], state, out)
+            state = _auto_rules([i for i in info.inner if ".body." in i.name], state, out)
+        elif isinstance(layer, Branch):
+            starts = [_auto_rules([i for i in info.inner if i.name.startswith(f"{info.name}.{b}.")], state, out)
+                      for b in range(len(layer.branches))]
+            state = starts[0]
+        elif layer.has_weights:
+            out[info.name] = state
+            state = ("xavier", 0.0)  # a weighted layer right before this one has no activation in between
+        elif isinstance(layer, LeakyReLU):
+            state = ("he", layer.slope)
+        elif isinstance(layer, Maxout) or (isinstance(layer, Activation) and layer.name in ("relu", "elu")):
+            state = ("he", 0.0)
+        elif isinstance(layer, Activation):  # tanh, sigmoid
+            state = ("xavier", 0.0)
+    return state
 
 
 Weighted = nn.Conv2d | nn.Linear
@@ -118,13 +138,15 @@ def _weighted(module: nn.Module) -> Weighted:
 
 def _rules(model: nn.Module, scheme: str, by_activation: bool) -> list[tuple[Weighted, str, float]]:
     """(module, "he" | "xavier" | scheme, leaky slope) per conv/fc layer, in forward order."""
-    spec = getattr(model, "spec", None)
-    if isinstance(spec, str):
-        layers = parse(spec).layers()
-        weighted = [(_weighted(model.get_submodule(str(i))), i) for i, layer in enumerate(layers) if layer.has_weights]
+    spec, shape, classes = (getattr(model, key, None) for key in ("spec", "input_shape", "num_classes"))
+    if isinstance(spec, str) and shape is not None and isinstance(classes, int):
+        infos = infer_shapes(spec, shape, classes)
+        auto: dict[str, Rule] = {}
+        _auto_rules(infos, ("xavier", 0.0), auto)
+        weighted = [info.name for info in walk(infos) if info.layer.has_weights and not info.inner]
         if by_activation:
-            return [(module, *_auto_rule(layers, i)) for module, i in weighted]
-        return [(module, scheme, 0.0) for module, _ in weighted]
+            return [(_weighted(model.get_submodule(name)), *auto[name]) for name in weighted]
+        return [(_weighted(model.get_submodule(name)), scheme, 0.0) for name in weighted]
     modules = [m for m in model.modules() if isinstance(m, _WEIGHTED)]
     if by_activation:
         return [(m, "xavier" if j == len(modules) - 1 else "he", 0.0) for j, m in enumerate(modules)]

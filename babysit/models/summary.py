@@ -5,6 +5,12 @@ every conv, pool and fc layer; activation functions, dropout and batch norm are 
 place and add nothing (their rows, for bn and maxout, show ``-``). Weights exclude the conv/fc
 biases, params include them (and batch norm's gamma and beta). FLOPs are 2 * multiply-adds of the
 conv and fc layers; pooling, activations and batch norm are not counted.
+
+A ``res[...]`` or ``cat[...]`` group gets a row of its own (its output volume: the sum, or the stacked
+depth, is a new volume and counts) followed by its insides, indented: a residual body, then the shortcut
+projection when there is one (``shortcut conv1-128-s2``, its weights counted like any conv's); a cat's
+branches in order, each after the first starting with ``|``. The group row's own weights are 0, so the
+totals count every weight once.
 """
 
 from __future__ import annotations
@@ -18,10 +24,12 @@ from babysit.models.shapes import LayerInfo, infer_shapes, volume_str
 from babysit.models.spec import (
     FC,
     BatchNorm,
+    Branch,
     Conv,
     GlobalAvgPool,
     Maxout,
     Pool,
+    Residual,
     Shape,
     Spec,
     parse,
@@ -61,6 +69,8 @@ class Row:
     weights_formula: str  # "(3*3*3)*64 = 1,728"
     params: int  # weights + biases
     flops: int  # 2 * multiply-adds for the whole batch
+    path: str = ""  # module path in the built model ("5.body.2"); "" for INPUT
+    level: int = 0  # 0 for the network's own layers, 1 inside a res/cat group, 2 inside a group in a group, ...
 
     @property
     def volume(self) -> str:
@@ -140,11 +150,41 @@ def _weights(info: LayerInfo) -> tuple[int, str, int, int]:
     return 0, "0", 0, 0
 
 
+def _rows(infos: list[LayerInfo] | tuple[LayerInfo, ...], batch_size: int, level: int) -> list[Row]:
+    rows: list[Row] = []
+    for info in infos:
+        layer = info.layer
+        if isinstance(layer, Residual | Branch):
+            inner = _rows(info.inner, batch_size, level + 1)
+            acts = math.prod(info.out_shape)  # the sum / the stacked volume is a new volume
+            below = sum(r.weights for r in inner)
+            rows.append(Row(info.index, "res[...]" if isinstance(layer, Residual) else "cat[...]", info.out_shape,
+                            acts, _memory_formula(info.out_shape), acts * BYTES_PER_NUMBER * batch_size, 0,
+                            f"0 (its layers below: {below:,})", 0, 0, info.name, level))
+            rows += inner
+            continue
+        counted = isinstance(layer, Conv | Pool | GlobalAvgPool | FC | Maxout)  # a new (smaller) volume
+        if not (counted or isinstance(layer, BatchNorm)):
+            continue  # activations and dropout: in place, no weights, not in the notes' table
+        acts = math.prod(info.out_shape) if counted else 0
+        weights, formula, params, macs = _weights(info)
+        token = info.token
+        parts = info.name.split(".")
+        if len(parts) >= 3 and parts[-2] == "shortcut":
+            token = f"shortcut {token}"
+        elif len(parts) >= 3 and parts[-2].isdigit() and parts[-2] != "0" and parts[-1] == "0":
+            token = f"| {token}"  # the first layer of a cat's second, third, ... branch
+        rows.append(Row(info.index, token, info.out_shape, acts,
+                        _memory_formula(info.out_shape) if counted else "-", acts * BYTES_PER_NUMBER * batch_size,
+                        weights, formula, params, 2 * macs * batch_size, info.name, level))
+    return rows
+
+
 def summary(spec: Spec | str, input_shape: tuple[int, int, int], num_classes: int, batch_size: int = 1) -> Summary:
     """Tabulate ``spec`` the way the notes tabulate VGGNet (see the module docstring for what counts).
 
     Unlike :func:`build`, any prefix of a network can be tabulated: the spec need not end in one
-    score per class (``num_classes`` only sizes a plain ``fc``).
+    score per class (``num_classes`` only sizes a plain ``fc``). ``spec`` may be a name (``vgg16``).
     """
     if not (isinstance(batch_size, int) and batch_size >= 1):
         raise BabysitError(f"the batch size must be a whole number >= 1, not {batch_size!r}")
@@ -153,15 +193,7 @@ def summary(spec: Spec | str, input_shape: tuple[int, int, int], num_classes: in
     n_in = math.prod(input_shape)
     rows = [Row(None, "INPUT", tuple(input_shape), n_in, _memory_formula(tuple(input_shape)),
                 n_in * BYTES_PER_NUMBER * batch_size, 0, "0", 0, 0)]
-    for info in infos:
-        counted = isinstance(info.layer, Conv | Pool | GlobalAvgPool | FC | Maxout)  # a new (smaller) volume
-        if not (counted or isinstance(info.layer, BatchNorm)):
-            continue  # activations and dropout: in place, no weights, not in the notes' table
-        acts = math.prod(info.out_shape) if counted else 0
-        weights, formula, params, macs = _weights(info)
-        rows.append(Row(info.index, info.token, info.out_shape, acts,
-                        _memory_formula(info.out_shape) if counted else "-", acts * BYTES_PER_NUMBER * batch_size,
-                        weights, formula, params, 2 * macs * batch_size))
+    rows += _rows(infos, batch_size, 0)
     c, h, w = input_shape
     return Summary(str(spec), (c, h, w), num_classes, batch_size, tuple(rows))
 
@@ -172,7 +204,7 @@ def _bytes(n: float) -> str:
 
 def format_summary(s: Summary) -> str:
     """The table as text, one row per line, then the TOTAL lines in the notes' words."""
-    cells = [(f"{r.token}:", f"[{r.volume}]", f"memory: {r.memory_formula}", f"weights: {r.weights_formula}",
+    cells = [(f"{'  ' * r.level}{r.token}:", f"[{r.volume}]", f"memory: {r.memory_formula}", f"weights: {r.weights_formula}",
               f"FLOPs: {human(r.flops) if r.flops else 0}") for r in s.rows]
     widths = [max(len(c[j]) for c in cells) for j in range(4)]
     lines = ["  ".join(c[j].ljust(widths[j]) for j in range(4)) + "  " + c[4] for c in cells]
