@@ -134,10 +134,14 @@ def _input_shape(text: str) -> tuple[int, int, int]:
 
 
 def cmd_summary(args: argparse.Namespace) -> None:
+    from babysit.models.auto import published_input
     from babysit.models.summary import format_summary, summary
 
-    shape = _input_shape(args.input)
-    print(format_summary(summary(args.spec, shape, args.classes, batch_size=args.batch_size)))
+    published = published_input(args.spec)  # a case study (vgg16) defaults to its published input and classes
+    shape = _input_shape(args.input or (f"{published[0][0]}x{published[0][1]}x{published[0][2]}" if published
+                                        else "1x28x28"))
+    classes = args.classes or (published[1] if published else 10)
+    print(format_summary(summary(args.spec, shape, classes, batch_size=args.batch_size)))
 
 
 def cmd_data_info(args: argparse.Namespace) -> None:
@@ -435,9 +439,12 @@ def make_parser() -> Parser:
 
     p = sub.add_parser("summary", help="per-layer volumes, memory, weights and FLOPs of a spec")
     p.add_argument("spec", nargs="?", default=C.ModelConfig().spec,
-                   help="architecture spec (default: the default model)")
-    p.add_argument("--input", default="1x28x28", help="input volume CxHxW")
-    p.add_argument("--classes", type=int, default=10, help="number of classes (size of the last fc)")
+                   help="architecture spec or name: auto, lecture, lenet5, alexnet, zfnet, vgg11, vgg16, googlenet, "
+                        "resnet18, resnet34, resnet20, vgg-small (default: the default model)")
+    p.add_argument("--input", default="", help="input volume CxHxW (default: a case study's published input, "
+                                               "else 1x28x28)")
+    p.add_argument("--classes", type=int, default=0, help="number of classes (size of the last fc; default: a case "
+                                                          "study's published count, else 10)")
     p.add_argument("--batch-size", type=int, default=1, help="memory is reported for this many images")
     p.set_defaults(func=cmd_summary, command_parser=p)
 

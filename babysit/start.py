@@ -26,18 +26,18 @@ from babysit.data.preprocess import KINDS, Preprocessor
 from babysit.data.sources import Dataset
 from babysit.data.split import Splits, prepare_data
 from babysit.errors import BabysitError
-from babysit.models.auto import is_named, resolve_spec
+from babysit.models.auto import is_named, parse_spec, resolve_spec
 from babysit.models.build import build
 from babysit.models.init import init_weights, needs_data
 from babysit.models.shapes import infer_shapes
-from babysit.models.spec import Conv, GlobalAvgPool, Pool, Spec, parse
+from babysit.models.spec import Branch, Conv, GlobalAvgPool, Pool, Residual, Spec, parse
 from babysit.rundir import RunDir
 from babysit.train.checkpoint import load_checkpoint, seed_all
 from babysit.train.loop import TensorData, auto_batch_size, check_batch_size
 from babysit.train.optim import check_choices
 
 VECTOR_KINDS = ("pca", "pca-white")  # preprocessings whose output has no spatial layout
-SPATIAL = (Conv, Pool, GlobalAvgPool)  # layers that need rows and columns
+SPATIAL = (Conv, Pool, GlobalAvgPool, Residual, Branch)  # layers that need rows and columns
 
 
 @dataclass(frozen=True)
@@ -140,7 +140,7 @@ def check_config(cfg: C.RunConfig) -> tuple[Spec | None, tuple[AugmentOp, ...]]:
     check_choices(cfg)
     kind = cfg.data.preprocess
     KINDS.get(kind)  # an unknown name is the registry's one sentence
-    spec = None if is_named(cfg.model.spec) else parse(cfg.model.spec)
+    spec = None if is_named(cfg.model.spec) else parse_spec(cfg.model.spec)
     ops = tuple(check_augment(cfg))
     if cfg.distill.teacher and (ops or cfg.loss.name != "softmax"):
         raise BabysitError("distillation trains on the teacher's probabilities of the unaugmented training images "

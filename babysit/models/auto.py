@@ -1,4 +1,5 @@
-"""Specs by name: ``model.spec=auto`` (the default: a small BN net sized to the input) and ``lecture``.
+"""Specs by name: ``model.spec=auto`` (the default: a small BN net sized to the input), ``lecture``, and the
+case studies of models/zoo.py (``lenet5``, ``alexnet``, ..., ``resnet18``, ``resnet20``, ``vgg-small``).
 
 ``auto`` follows the notes' pattern ``[CONV -> BN -> RELU -> POOL]*M -> FC`` with the widths doubling
 (16, 32, 64, ... for grey images; 32, 64, 128, ... for colour) and one 2x2 max pool per block while the
@@ -17,7 +18,11 @@ epochs, each faster on two CPU cores than the hand-written BN anchor's in bench/
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
+from babysit.errors import BabysitError
+from babysit.models.spec import Spec, parse
+from babysit.models.zoo import ZOO
 from babysit.registry import Registry
 
 LECTURE = "[conv3-32 relu]*2 pool2 [conv3-64 relu]*2 pool2 fc-256 relu dropout-0.5 fc"
@@ -60,6 +65,26 @@ def auto_spec(input_shape: tuple[int, int, int]) -> str:
 
 NAMED.add("auto", auto_spec)
 NAMED.add("lecture", lambda shape: LECTURE)
+for _name, _net in ZOO.items():
+    NAMED.add(_name, partial(_net.spec, _name))
+
+
+def published_input(text: str) -> tuple[tuple[int, int, int], int] | None:
+    """(input shape, class count) a case study was published for (``vgg16``: (3, 224, 224), 1000); else None."""
+    name = text.strip()
+    return (ZOO.get(name).input_shape, ZOO.get(name).num_classes) if name in ZOO else None
+
+
+def parse_spec(text: str) -> Spec:
+    """Parse a spec that is not a name; a single unknown word close to a name gets "did you mean"."""
+    try:
+        return parse(text)
+    except BabysitError as err:
+        word = text.strip()
+        close = NAMED.closest(word) if word and " " not in word and "[" not in word else None
+        if close is None:
+            raise
+        raise BabysitError(f"{err}; or did you mean the model name {close!r} (one of {', '.join(NAMED)})?") from None
 
 
 def is_named(text: str) -> bool:

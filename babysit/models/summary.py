@@ -19,7 +19,7 @@ import math
 from dataclasses import dataclass
 
 from babysit.errors import BabysitError
-from babysit.models.auto import resolve_spec
+from babysit.models.auto import parse_spec, resolve_spec
 from babysit.models.shapes import LayerInfo, infer_shapes, volume_str
 from babysit.models.spec import (
     FC,
@@ -188,7 +188,7 @@ def summary(spec: Spec | str, input_shape: tuple[int, int, int], num_classes: in
     """
     if not (isinstance(batch_size, int) and batch_size >= 1):
         raise BabysitError(f"the batch size must be a whole number >= 1, not {batch_size!r}")
-    spec = parse(resolve_spec(spec, input_shape) if isinstance(spec, str) else spec)
+    spec = parse_spec(resolve_spec(spec, input_shape)) if isinstance(spec, str) else spec
     infos = infer_shapes(spec, input_shape, num_classes, require_scores=False)
     n_in = math.prod(input_shape)
     rows = [Row(None, "INPUT", tuple(input_shape), n_in, _memory_formula(tuple(input_shape)),

@@ -14,6 +14,7 @@ from babysit.models.spec import (
     MAX_LAYERS,
     Activation,
     BatchNorm,
+    Branch,
     Conv,
     Dropout,
     GlobalAvgPool,
@@ -22,6 +23,7 @@ from babysit.models.spec import (
     Node,
     Pool,
     Repeat,
+    Residual,
     Spec,
     parse,
 )
@@ -240,6 +242,7 @@ def convs(draw: st.DrawFn) -> Conv:
         padding=draw(st.none() | st.integers(0, 6)),
         dilation=draw(st.integers(1, 3)),
         groups=groups,
+        floor=draw(st.booleans()),
     )
 
 
@@ -250,20 +253,29 @@ ELEMENTWISE = st.one_of(
     st.builds(LeakyReLU, st.floats(0.0, 10.0) | st.just(0.01)),
     st.builds(Maxout, st.integers(1, 4)),
 )
-POOLS = st.builds(Pool, st.integers(1, 5), st.none() | st.integers(1, 5), st.sampled_from(["max", "avg"]))
+POOLS = st.integers(1, 5).flatmap(lambda f: st.builds(
+    Pool, st.just(f), st.none() | st.integers(1, 5), st.sampled_from(["max", "avg"]), st.integers(0, f // 2),
+    st.booleans()))
 FEATURE_LAYERS = st.one_of(convs(), POOLS, st.builds(GlobalAvgPool), ELEMENTWISE)
 FC_LAYERS = st.one_of(st.builds(FC, st.integers(1, 5000)), ELEMENTWISE)
 
 
-def trees(leaves: st.SearchStrategy[Node]) -> st.SearchStrategy[Node]:
-    groups = lambda kids: st.builds(Repeat, st.lists(kids, min_size=1, max_size=3).map(tuple), st.integers(1, 3))
+def trees(leaves: st.SearchStrategy[Node], volumes: bool = False) -> st.SearchStrategy[Node]:
+    """Layers in [ ]*N groups; with ``volumes`` also in res[ ] and cat[ a | b ] groups (which hold no fc)."""
+    def groups(kids: st.SearchStrategy[Node]) -> st.SearchStrategy[Node]:
+        bodies = st.lists(kids, min_size=1, max_size=3).map(tuple)
+        repeat = st.builds(Repeat, bodies, st.integers(1, 3))
+        if not volumes:
+            return repeat
+        return repeat | st.builds(Residual, bodies) | st.builds(Branch, st.lists(bodies, min_size=2, max_size=3)
+                                                                .map(tuple))
     return st.recursive(leaves, groups, max_leaves=6)
 
 
 @st.composite
 def specs(draw: st.DrawFn) -> Spec:
     """Canonical spec trees: feature layers, then fc layers, then maybe the class-count fc."""
-    nodes = draw(st.lists(trees(FEATURE_LAYERS), max_size=4)) + draw(st.lists(trees(FC_LAYERS), max_size=3))
+    nodes = draw(st.lists(trees(FEATURE_LAYERS, volumes=True), max_size=4)) + draw(st.lists(trees(FC_LAYERS), max_size=3))
     if draw(st.booleans()) or not _has_weights(nodes):
         nodes.append(FC())
     try:
@@ -274,7 +286,7 @@ def specs(draw: st.DrawFn) -> Spec:
 
 
 def _has_weights(nodes: list[Node]) -> bool:
-    return any(_has_weights(list(n.body)) if isinstance(n, Repeat) else n.has_weights for n in nodes)
+    return any(_has_weights(list(n.body)) if isinstance(n, Repeat) else n.has_weights for n in nodes)  # groups: property
 
 
 @settings(max_examples=200, deadline=None)
@@ -288,6 +300,7 @@ def test_round_trip_of_random_specs(spec: Spec) -> None:
 
 GRAMMAR_PIECES = [
     "conv", "pool", "avgpool", "gap", "fc", "bn", "dropout", "relu", "lrelu", "elu", "tanh", "sigmoid", "maxout",
+    "res[", "cat[", "|", "-floor",
     "-", "-s", "-p", "-d", "-g", "0", "1", "2", "3", "7", "64", ".", "5", "e", "e-", " ", " ", "[", "]", "]*", "*",
     "\t", "CONV", "٣", "\u00a0", "99999999999",
 ]
