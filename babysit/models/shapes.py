@@ -152,7 +152,7 @@ def _residual(i: int, path: str, layer: Residual, shape: Shape, num_classes: int
     if out == shape:  # identity shortcut: out = body(x) + x
         return LayerInfo(i, layer, shape, out, path, tuple(body))
     s = _stride(body)
-    (c, h, w), (k, h2, w2) = shape, out
+    (_, h, w), (k, h2, w2) = shape, out
     short = ((h - 1) // s + 1, (w - 1) // s + 1)
     if short != (h2, w2):
         raise BabysitError(

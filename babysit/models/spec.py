@@ -26,11 +26,11 @@ brackets repeat a group: ``[ ... ]*N`` (groups nest). The notes' most common pat
 | `lrelu` / `lrelu-{a}` | leaky ReLU, slope a (default 0.01) | `lrelu-0.2` |
 | `maxout-{k}` | max over groups of k channels/features: depth C -> C/k | `fc-512 maxout-2` |
 | `[ ... ]*N` | the group repeated N >= 1 times; groups nest | `[[conv3-64 relu]*2 pool2]*3` |
-| `res[ ... ]` | residual block: body(x) + x; a 1x1 conv (+ bn) shortcut when the volume changes | `res[conv3-64 bn relu conv3-64 bn] relu` |
+| `res[ ... ]` | residual block: body(x) + x; a 1x1 conv (+ bn) shortcut if the volume changes | `res[conv3-8 bn]` |
 | `cat[ ... ]` | branches (split by a bar) on the same input, outputs stacked along depth | see below |
 
-Suffixes of `conv` come in the fixed order `-s -p -d -g -floor`, of pools `-s -p -floor`. Printing a spec gives its canonical text
-(suffixes only where they differ from the default, single spaces, groups as `[a b]*N`), and
+Suffixes of `conv` come in the fixed order `-s -p -d -g -floor`, of pools `-s -p -floor`. Printing a spec
+gives its canonical text (suffixes only where they differ from the default, single spaces, groups as `[a b]*N`), and
 ``str(parse(s)) == s`` for every canonical ``s``. Layers are numbered 0, 1, ... along the flat list
 (groups expanded); the built ``nn.Sequential`` names its modules by the same numbers.
 

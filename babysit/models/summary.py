@@ -32,7 +32,6 @@ from babysit.models.spec import (
     Residual,
     Shape,
     Spec,
-    parse,
 )
 
 BYTES_PER_NUMBER = 4  # float32
@@ -204,8 +203,8 @@ def _bytes(n: float) -> str:
 
 def format_summary(s: Summary) -> str:
     """The table as text, one row per line, then the TOTAL lines in the notes' words."""
-    cells = [(f"{'  ' * r.level}{r.token}:", f"[{r.volume}]", f"memory: {r.memory_formula}", f"weights: {r.weights_formula}",
-              f"FLOPs: {human(r.flops) if r.flops else 0}") for r in s.rows]
+    cells = [(f"{'  ' * r.level}{r.token}:", f"[{r.volume}]", f"memory: {r.memory_formula}",
+              f"weights: {r.weights_formula}", f"FLOPs: {human(r.flops) if r.flops else 0}") for r in s.rows]
     widths = [max(len(c[j]) for c in cells) for j in range(4)]
     lines = ["  ".join(c[j].ljust(widths[j]) for j in range(4)) + "  " + c[4] for c in cells]
     per_image = s.total_activations * BYTES_PER_NUMBER

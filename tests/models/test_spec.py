@@ -275,7 +275,8 @@ def trees(leaves: st.SearchStrategy[Node], volumes: bool = False) -> st.SearchSt
 @st.composite
 def specs(draw: st.DrawFn) -> Spec:
     """Canonical spec trees: feature layers, then fc layers, then maybe the class-count fc."""
-    nodes = draw(st.lists(trees(FEATURE_LAYERS, volumes=True), max_size=4)) + draw(st.lists(trees(FC_LAYERS), max_size=3))
+    nodes = draw(st.lists(trees(FEATURE_LAYERS, volumes=True), max_size=4))
+    nodes += draw(st.lists(trees(FC_LAYERS), max_size=3))
     if draw(st.booleans()) or not _has_weights(nodes):
         nodes.append(FC())
     try:
@@ -286,7 +287,7 @@ def specs(draw: st.DrawFn) -> Spec:
 
 
 def _has_weights(nodes: list[Node]) -> bool:
-    return any(_has_weights(list(n.body)) if isinstance(n, Repeat) else n.has_weights for n in nodes)  # groups: property
+    return any(_has_weights(list(n.body)) if isinstance(n, Repeat) else n.has_weights for n in nodes)
 
 
 @settings(max_examples=200, deadline=None)
