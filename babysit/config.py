@@ -57,7 +57,7 @@ class AugmentConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    spec: str = DEFAULT_SPEC  # architecture: auto (a small BN net sized to the input), lecture, or a spec (README)
+    spec: str = DEFAULT_SPEC  # architecture: auto (BN net sized to the input), lecture, a case study (README) or a spec
     init: str = "auto"  # weight init: auto (He for ReLU, Xavier for tanh/sigmoid) | he | xavier | normal-STD
     #   | orthogonal | lsuv | data
     init_bias: float = 0.0  # every conv/fc bias starts at this constant (0, or small like 0.01 so ReLUs fire)
