@@ -292,8 +292,10 @@ def format_init_check(results: dict[str, list[ActivationStat]]) -> str:
     schemes = list(results)
     first = results[schemes[0]]
     width = max(12, *(len(s) + 2 for s in schemes))
-    lines = ["layer".ljust(14) + "".join(f"std {s}".rjust(width + 4) for s in schemes)]
-    for i, stat in enumerate(first):
-        row = f"{stat.layer} {stat.kind}"[:13].ljust(14)
+    names = [f"{stat.layer} {stat.kind}" for stat in first]  # "5.body.2 ReLU": inside a group, the module path
+    left = max(14, *(len(n) + 1 for n in names)) if names else 14
+    lines = ["layer".ljust(left) + "".join(f"std {s}".rjust(width + 4) for s in schemes)]
+    for i, name in enumerate(names):
+        row = name.ljust(left)
         lines.append(row + "".join(f"{results[s][i].std:.3e}".rjust(width + 4) for s in schemes))
     return "\n".join(lines)

@@ -207,3 +207,12 @@ def test_data_dependent_init_reaches_inside_groups() -> None:
     hook.remove()
     assert abs(out["v"] - 1) < 0.1  # LSUV's target: unit variance of each conv's output, inside the branch too
     assert "2.1.1" in [info.name for info in walk(infer_shapes(spec, (1, 8, 8), 10))]
+
+
+def test_init_check_names_the_layers_inside_groups() -> None:
+    from babysit.models.init import format_init_check, init_check
+
+    table = format_init_check(init_check("conv3-8 relu res[conv3-8 bn relu conv3-8 bn] relu gap fc", (1, 8, 8),
+                                         ("he",), batch_size=8))
+    assert [line.split()[:2] for line in table.splitlines()[1:]] == [["1", "ReLU"], ["2.body.2", "ReLU"],
+                                                                     ["3", "ReLU"]]
