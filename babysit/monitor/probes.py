@@ -26,6 +26,7 @@ from torch import nn
 
 from babysit.ckptfile import load_checkpoint, save_checkpoint
 from babysit.config import MonitorConfig
+from babysit.models.build import DepthConcat, ResidualBlock
 from babysit.monitor.store import Thinned
 from babysit.review.stats import read_json_records
 from babysit.rundir import RunDir, atomic_write_bytes
@@ -60,9 +61,15 @@ def layer_kind(module: nn.Module) -> str:
 
 
 def probe_layers(model: nn.Module) -> list[tuple[str, nn.Module, str]]:
-    """(name, module, kind) of the layers worth probing: the spec's numbered layers (or, for any other
-    model, its leaf modules) that are conv, fc, an activation or batch norm."""
-    named = [(n, m) for n, m in model.named_children() if n.isdigit()]
+    """(name, module, kind) of the layers worth probing: the spec's numbered layers, inside a res[ ] or
+    cat[ ] group its layers by module path ("5.body.0", "5.shortcut.0", "7.1.0"), or, for any other
+    model, its leaf modules; those that are conv, fc, an activation or batch norm."""
+    named: list[tuple[str, nn.Module]] = []
+    for n, m in model.named_children():
+        if n.isdigit() and isinstance(m, ResidualBlock | DepthConcat):
+            named += [(f"{n}.{s}", leaf) for s, leaf in m.named_modules() if s and not list(leaf.children())]
+        elif n.isdigit():
+            named.append((n, m))
     if not named:
         named = [(n, m) for n, m in model.named_modules() if n and not any(True for _ in m.children())]
     kinds = {k for _, k in _KINDS} | {"maxoutunit"}

@@ -216,3 +216,14 @@ def test_init_check_names_the_layers_inside_groups() -> None:
                                          ("he",), batch_size=8))
     assert [line.split()[:2] for line in table.splitlines()[1:]] == [["1", "ReLU"], ["2.body.2", "ReLU"],
                                                                      ["3", "ReLU"]]
+
+
+def test_the_probes_see_the_layers_inside_groups() -> None:
+    from babysit.monitor.probes import probe_layers
+
+    spec = "conv3-8 relu res[conv3-8 bn relu conv3-16-s2-floor bn] relu cat[conv1-8 | pool3-s1-p1 conv1-8] gap fc"
+    model = build(spec, (1, 8, 8), 10)
+    assert [(name, kind) for name, _, kind in probe_layers(model)] == [
+        ("0", "conv"), ("1", "relu"), ("2.body.0", "conv"), ("2.body.1", "bn"), ("2.body.2", "relu"),
+        ("2.body.3", "conv"), ("2.body.4", "bn"), ("2.shortcut.0", "conv"), ("2.shortcut.1", "bn"), ("3", "relu"),
+        ("4.0.0", "conv"), ("4.1.1", "conv"), ("6", "fc")]
