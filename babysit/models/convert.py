@@ -15,15 +15,13 @@ the crop's border pixels see their neighbours in the larger image instead of the
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
 from babysit.errors import BabysitError
 from babysit.models.build import build
 from babysit.models.shapes import infer_shapes
-from babysit.models.spec import FC, Conv, GlobalAvgPool, Layer, Pool, Repeat, Spec, _flatten, parse
+from babysit.models.spec import FC, Branch, Conv, GlobalAvgPool, Layer, Pool, Repeat, Residual, Spec, _flatten, parse
 
 
 def fully_conv_spec(spec: Spec | str, input_shape: tuple[int, int, int], num_classes: int) -> Spec:
@@ -69,10 +67,25 @@ def _square(in_shape: tuple[int, ...], what: str) -> None:
                            "train on square images (--data.size) to convert this net.")
 
 
+def _stride(layers: tuple[Layer, ...]) -> int:
+    """The product of the conv and pool strides along a chain; a res[ ] group counts its body's, a cat[ ]
+    its first branch's (every branch gives the same H x W)."""
+    total = 1
+    for layer in layers:
+        if isinstance(layer, Conv):
+            total *= layer.stride
+        elif isinstance(layer, Pool):
+            total *= layer.s
+        elif isinstance(layer, Residual):
+            total *= _stride(layer.layers())
+        elif isinstance(layer, Branch):
+            total *= _stride(layer.branch_layers()[0])
+    return total
+
+
 def total_stride(spec: Spec | str) -> int:
     """S, the product of the conv and pool strides: one step of the score map is S input pixels."""
-    return math.prod(layer.stride if isinstance(layer, Conv) else layer.s
-                     for layer in parse(spec).layers() if isinstance(layer, Conv | Pool))
+    return _stride(parse(spec).layers())
 
 
 def convert_state(state: dict[str, torch.Tensor], spec: Spec | str, input_shape: tuple[int, int, int],

@@ -227,3 +227,27 @@ def test_the_probes_see_the_layers_inside_groups() -> None:
         ("0", "conv"), ("1", "relu"), ("2.body.0", "conv"), ("2.body.1", "bn"), ("2.body.2", "relu"),
         ("2.body.3", "conv"), ("2.body.4", "bn"), ("2.shortcut.0", "conv"), ("2.shortcut.1", "bn"), ("3", "relu"),
         ("4.0.0", "conv"), ("4.1.1", "conv"), ("6", "fc")]
+
+
+@torch.no_grad()
+def test_bn_folding_and_fc_to_conv_through_groups() -> None:
+    from babysit.models.auto import resolve_spec
+    from babysit.models.convert import fully_conv, total_stride
+    from babysit.models.fold import count_bn, fold_bn
+
+    torch.manual_seed(0)
+    model = build(resolve_spec("resnet20", (3, 16, 16)), (3, 16, 16), 10)
+    for m in model.modules():  # trained-looking statistics, so folding has something to fold
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-1, 1)
+            m.running_var.uniform_(0.5, 2)
+            m.weight.uniform_(0.5, 1.5)
+    model.eval()
+    x = torch.randn(4, 3, 16, 16)
+    folded = fold_bn(model)
+    assert folded.folded_bn == 1 + 9 * 2 + 2 and count_bn(folded) == 0  # stem, two per block, two shortcuts
+    torch.testing.assert_close(folded(x), model(x), atol=1e-5, rtol=0)
+    assert total_stride(model.spec) == 1 * 2 * 2  # the strides inside the blocks count
+    assert total_stride(resolve_spec("resnet18", (3, 224, 224))) == 32
+    converted = fully_conv(model, keep_flatten=True).eval()
+    torch.testing.assert_close(converted(x), model(x), atol=1e-5, rtol=0)

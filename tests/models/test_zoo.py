@@ -171,6 +171,11 @@ def test_train_with_res_and_cat_groups_on_digits(tmp_path, capsys: pytest.Captur
     capsys.readouterr()
     assert main(["eval", str(run)]) == 0  # the run's network is rebuilt from spec.txt and its weights load
     assert capsys.readouterr().out.startswith("test: accuracy ")
+    # deployment reaches inside the groups: BN folded in the body and the shortcut, the graph exported
+    from babysit.deploy.export import export_run
+
+    exported = export_run(run, "torchscript", tmp_path / "g.pt")
+    assert exported.folded_bn == 4 and exported.max_abs_diff <= 1e-4  # conv-bn: stem, body x2, shortcut
 
 
 @pytest.mark.slow
