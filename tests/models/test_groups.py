@@ -251,3 +251,12 @@ def test_bn_folding_and_fc_to_conv_through_groups() -> None:
     assert total_stride(resolve_spec("resnet18", (3, 224, 224))) == 32
     converted = fully_conv(model, keep_flatten=True).eval()
     torch.testing.assert_close(converted(x), model(x), atol=1e-5, rtol=0)
+
+
+def test_layer_labels_name_the_layers_inside_groups() -> None:
+    from babysit.models.spec import layer_labels
+
+    labels = layer_labels("conv3-8 res[conv3-8 bn] cat[conv1-4 | pool3-s1-p1 conv1-4] gap fc")
+    assert labels["1"] == "1 res[...]" and labels["1.body.0"] == "1.body.0 conv3-8"
+    assert labels["1.body.1"] == "1.body.1 bn"
+    assert labels["2.1.0"] == "2.1.0 pool3-s1-p1" and labels["2.1.1"] == "2.1.1 conv1-4" and labels["4"] == "4 fc"
