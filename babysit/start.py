@@ -12,6 +12,7 @@ the training split). Both run before a run directory is made, so a mistake never
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import os
 from dataclasses import dataclass, replace
@@ -142,6 +143,9 @@ def check_config(cfg: C.RunConfig) -> tuple[Spec | None, tuple[AugmentOp, ...]]:
     KINDS.get(kind)  # an unknown name is the registry's one sentence
     spec = None if is_named(cfg.model.spec) else parse_spec(cfg.model.spec)
     ops = tuple(check_augment(cfg))
+    if cfg.monitor.tensorboard and importlib.util.find_spec("tensorboard") is None:  # an optional extra
+        raise BabysitError("--monitor.tensorboard needs the tensorboard package, an optional extra: install it with "
+                           "`pip install 'babysit[tensorboard]'` (or `pip install tensorboard`).")
     if cfg.distill.teacher and (ops or cfg.loss.name != "softmax"):
         raise BabysitError("distillation trains on the teacher's probabilities of the unaugmented training images "
                            "(computed once) plus the softmax loss on the labels, so drop --augment.pipeline and use "

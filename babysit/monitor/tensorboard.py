@@ -71,7 +71,7 @@ class TensorBoardLogger:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
             raise BabysitError("--monitor.tensorboard needs the tensorboard package; "
-                               "install it with `pip install tensorboard`.") from None
+                               "install it with `pip install 'babysit[tensorboard]'`.") from None
         # after a resume, events past the checkpoint's step are dropped so the curves do not fork
         self.writer = SummaryWriter(str(self.logdir), purge_step=state.step if state.step else None)
         self.spec = state.cfg.model.spec

@@ -73,3 +73,17 @@ def test_losses_apart_config_hparams_and_layer_tags_by_spec_token(data, tmp_path
     assert layer_tags("[conv3-8 relu]*6 pool2 fc", ["0", "11", "12", "13"]) == {
         "0": "00.conv3-8", "11": "11.relu", "12": "12.pool2", "13": "13.fc"}  # zero-padded: TensorBoard sorts them
     assert layer_tags("auto", ["0"]) == {"0": "layer0"}
+
+
+def test_without_the_tensorboard_extra_the_option_is_one_sentence(monkeypatch):
+    import importlib.util
+
+    from babysit import config as C
+    from babysit.errors import BabysitError
+    from babysit.start import check_config
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorboard" else real(name, *a))
+    with pytest.raises(BabysitError, match=r"pip install 'babysit\[tensorboard\]'"):
+        check_config(C.apply_overrides(C.RunConfig(), {"monitor.tensorboard": True}))
+    check_config(C.RunConfig())  # off by default: no need of the package
