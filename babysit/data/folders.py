@@ -21,7 +21,9 @@ Decisions, so results do not depend on what happens to be in a folder:
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+import stat
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +32,10 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from babysit.errors import BabysitError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+# The only decoders Pillow may try: without ``formats=`` it sniffs every plugin, and a PostScript file named
+# .png would start Ghostscript (an external program) on untrusted input. (A phone's multi-picture JPEG still
+# opens through the JPEG entry, as format "MPO".)
+PILLOW_FORMATS = ("PNG", "JPEG", "BMP", "GIF")
 _SKIP_DIRS = {"__MACOSX"}
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, UnidentifiedImageError,
                   Image.DecompressionBombError)
@@ -53,6 +59,8 @@ class FolderScan:
     labels: list[int]
     classes: list[str]
     skipped: list[Path]  # non-image files, skipped and counted
+    unreadable: int = 0  # sub-folders that could not be listed (permissions), skipped with a warning
+    repeats: int = 0  # folders / images reached again through a symlink, taken once
 
 
 def scan_folder(root: Path, classes: list[str] | None = None) -> FolderScan:
@@ -64,41 +72,103 @@ def scan_folder(root: Path, classes: list[str] | None = None) -> FolderScan:
     if not subdirs:
         loose = sum(1 for p in root.iterdir() if _is_image(p))
         hint = f" (found {loose} images directly in it)" if loose else ""
-        raise BabysitError(f"Image folder {root} has no class folders{hint}; arrange the images as "
-                           f"{root}/<class>/<image>, one folder per class.")
+        raise BabysitError(f"Image folder {shown(root)} has no class folders{hint}; arrange the images as "
+                           f"{shown(root)}/<class>/<image>, one folder per class.")
     if classes is None:
         classes = subdirs
     else:
         extra = [d for d in subdirs if d not in classes]
         if extra:
-            raise BabysitError(f"Test folder {root / extra[0]} is a class the train folder lacks; "
+            raise BabysitError(f"Test folder {shown(root / extra[0])} is a class the train folder lacks; "
                                f"rename it to one of {classes} or add it to train.")
     files: list[Path] = []
     labels: list[int] = []
     skipped = [p for p in sorted(root.iterdir()) if p.is_file()]
+    walk = _Walk()
     for name in subdirs:
-        found = _walk(root / name, skipped)
+        found = _walk(root / name, skipped, walk)
         if not found:
             raise BabysitError(
-                f"Class folder {root / name} has no images ({', '.join(IMAGE_EXTENSIONS)}); add "
+                f"Class folder {shown(root / name)} has no images ({', '.join(IMAGE_EXTENSIONS)}); add "
                 "images to it or remove it."
             )
         files += found
         labels += [classes.index(name)] * len(found)
     if len(classes) < 2:
-        raise BabysitError(f"Image folder {root} has only one class ({classes[0]}); a classifier "
+        raise BabysitError(f"Image folder {shown(root)} has only one class ({shown(classes[0])}); a classifier "
                            "needs at least two class folders.")
-    return FolderScan(files, labels, classes, skipped)
+    _warn_walk(root, walk)
+    names = [shown(c) for c in classes]
+    if len(set(names)) < len(names):
+        raise BabysitError(f"Image folder {shown(root)} has class folders whose names differ only in bytes that "
+                           "are not UTF-8; rename them to distinct UTF-8 names.")
+    return FolderScan(files, labels, classes, skipped, len(walk.unreadable), walk.repeats)
 
 
-def _walk(folder: Path, skipped: list[Path]) -> list[Path]:
-    """Image files under ``folder`` in sorted order; other files are appended to ``skipped``."""
+def _warn_walk(root: Path, walk: _Walk) -> None:
+    """Say what the walk left out: silently training on part of a folder would hide it."""
+    if walk.unreadable:
+        warnings.warn(f"{len(walk.unreadable)} sub-folder(s) of {shown(root)} could not be read and were skipped, "
+                      f"e.g. {walk.unreadable[0]}; fix their permissions to use their images.", FolderWarning,
+                      stacklevel=3)
+    if walk.repeats:
+        warnings.warn(f"{walk.repeats} folder(s) or image(s) under {shown(root)} were reached a second time through "
+                      "a symlink (a loop or a duplicate) and were taken once.", FolderWarning, stacklevel=3)
+
+
+class FolderWarning(UserWarning):
+    """Part of an image folder was left out (an unreadable sub-folder, a symlink loop, a duplicate link)."""
+
+
+@dataclass
+class _Walk:
+    """What one walk of a tree saw besides images: shared by its class folders so links are followed once."""
+
+    seen_dirs: set[tuple[int, int]] = field(default_factory=set)  # (st_dev, st_ino) of every folder entered
+    seen_files: set[tuple[int, int]] = field(default_factory=set)  # of every image taken
+    unreadable: list[str] = field(default_factory=list)
+    repeats: int = 0  # folders and files reached a second time through a link (loops and duplicates)
+
+
+def _walk(folder: Path, skipped: list[Path], walk: _Walk) -> list[Path]:
+    """Image files under ``folder`` in sorted order; other files are appended to ``skipped``.
+
+    Symlinks are followed, but every folder and image file is taken once (by device and inode): a link loop
+    would otherwise be walked again and again, and a linked duplicate would leak across train/val/test.
+    """
     found: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+
+    def onerror(e: OSError) -> None:
+        walk.unreadable.append(shown(e.filename if e.filename is not None else folder))
+
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True, onerror=onerror):
+        try:
+            st = os.stat(dirpath)
+        except OSError as e:
+            onerror(e)
+            dirnames[:] = []
+            continue
+        if (st.st_dev, st.st_ino) in walk.seen_dirs:
+            walk.repeats += 1
+            dirnames[:] = []
+            continue
+        walk.seen_dirs.add((st.st_dev, st.st_ino))
         dirnames[:] = sorted(d for d in dirnames if is_visible(d))
         for name in sorted(filenames):
             path = Path(dirpath, name)
-            (found if is_visible(name) and _is_image(path) else skipped).append(path)
+            if not (is_visible(name) and _is_image(path)):
+                skipped.append(path)
+                continue
+            try:
+                fst = os.stat(path)
+            except OSError:  # a dangling link: reported as undecodable when read
+                found.append(path)
+                continue
+            if stat.S_ISREG(fst.st_mode) and (fst.st_dev, fst.st_ino) in walk.seen_files:
+                walk.repeats += 1
+                continue
+            walk.seen_files.add((fst.st_dev, fst.st_ino))
+            found.append(path)
     return found
 
 
@@ -128,7 +198,7 @@ def read_folders(scans: list[FolderScan], channels: int, size: int) -> list[Fold
                 first = (path, wh)
             elif not size and wh != first[1]:
                 raise BabysitError(
-                    f"Images differ in size: {first[0]} is {first[1][0]}x{first[1][1]} but {path} "
+                    f"Images differ in size: {shown(first[0])} is {first[1][0]}x{first[1][1]} but {shown(path)} "
                     f"is {wh[0]}x{wh[1]} (width x height); pass --data.size=N to resize all to NxN."
                 )
     assert first is not None  # scan_folder guarantees at least one image per class
@@ -139,7 +209,7 @@ def read_folders(scans: list[FolderScan], channels: int, size: int) -> list[Fold
         x = np.empty((len(scan.files), c, h, w), dtype=np.uint8)
         for i, path in enumerate(scan.files):
             x[i] = read_image(path, c, size)
-        out.append(FolderImages(x, np.asarray(scan.labels, dtype=np.int64), scan.classes))
+        out.append(FolderImages(x, np.asarray(scan.labels, dtype=np.int64), [shown(c) for c in scan.classes]))
     return out
 
 
@@ -155,15 +225,31 @@ def read_image(path: Path, channels: int, size: int = 0) -> np.ndarray:
             raise _corrupt(path, e) from None
 
 
+def shown(path: str | os.PathLike[str]) -> str:
+    """A file or folder name fit to print: bytes that are not UTF-8 (kept by Python as lone surrogates, which
+    no terminal or JSON encoder can write) become U+FFFD."""
+    return os.fsencode(path).decode("utf-8", errors="replace")
+
+
 def _open(path: Path) -> Image.Image:
+    """Open a regular file with the supported decoders only: a FIFO or device named .png would hang or stream
+    forever, and any other format (PostScript, EPS, ...) must never reach its plugin."""
     try:
-        return Image.open(path)
+        mode = os.stat(path).st_mode
+    except OSError as e:
+        raise _corrupt(path, e) from None
+    if not stat.S_ISREG(mode):
+        raise BabysitError(f"Image {shown(path)} is not a regular file (a FIFO, device or socket); remove it "
+                           "from the image folder.")
+    try:
+        return Image.open(path, formats=PILLOW_FORMATS)
     except _DECODE_ERRORS as e:
         raise _corrupt(path, e) from None
 
 
 def _corrupt(path: Path, e: Exception) -> BabysitError:
-    return BabysitError(f"Image {path} cannot be decoded ({type(e).__name__}: {e}); remove or "
+    why = shown(str(e)) if not isinstance(e, UnidentifiedImageError) else "not a PNG, JPEG, BMP or GIF image"
+    return BabysitError(f"Image {shown(path)} cannot be decoded ({type(e).__name__}: {why}); remove or "
                         "replace the file.")
 
 

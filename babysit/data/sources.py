@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from babysit.data.folders import FolderScan, convert_array, is_visible, read_folders, scan_folder
+from babysit.data.folders import FolderScan, convert_array, is_visible, read_folders, scan_folder, shown
 from babysit.data.idx import read_idx
 from babysit.data.locate import find_dataset, idx_files, missing_error
 from babysit.data.named import DIGIT_CLASSES, FASHION_MNIST_CLASSES, NAMED_SETS, UNKNOWN, NamedSet, Traits, named_key
@@ -140,15 +140,15 @@ def load_dataset(name: str, channels: int = 0, size: int = 0) -> Dataset:
         return _load_folder(path, channels, size)
     if path.is_file() and path.suffix.lower() == ".npz":
         data = read_npz(path)
-        return Dataset(path.stem, _convert((data.x, data.y), data.classes, channels, size),
+        return Dataset(shown(path.stem), _convert((data.x, data.y), data.classes, channels, size),
                        _convert(data.test, data.classes, channels, size) if data.test else None,
                        str(path.resolve()))
     if path.is_file():
-        raise BabysitError(f"{path} is neither a .npz file nor a folder; give a folder of images "
+        raise BabysitError(f"{shown(path)} is neither a .npz file nor a folder; give a folder of images "
                            "(root/<class>/<image>) or a .npz with arrays x and y.")
     close = NAMED_SETS.closest(key)
-    raise BabysitError(f"'{name}' is not a named set ({', '.join(NAMED_SETS)}) nor an existing folder or .npz file; "
-                       + (f"did you mean '{close}'?" if close else "check the name or path."))
+    raise BabysitError(f"'{shown(name)}' is not a named set ({', '.join(NAMED_SETS)}) nor an existing folder or "
+                       ".npz file; " + (f"did you mean '{close}'?" if close else "check the name or path."))
 
 
 def _convert(arrays: _Arrays, classes: list[str], channels: int, size: int) -> ImageSet:
@@ -174,12 +174,15 @@ def _load_folder(root: Path, channels: int, size: int) -> Dataset:
         scans = [scan_folder(root)]
     sets = read_folders(scans, channels, size)
     skipped = sum(len(s.skipped) for s in scans)
-    source = str(root.resolve())
+    source = shown(root.resolve())
     if skipped:
         example = next(p.relative_to(root) for s in scans for p in s.skipped)
-        source += f" ({skipped} non-image files skipped, e.g. {example})"
+        source += f" ({skipped} non-image files skipped, e.g. {shown(example)})"
+    unreadable = sum(s.unreadable for s in scans)
+    if unreadable:
+        source += f" ({unreadable} unreadable sub-folders skipped)"
     image_sets = [_image_set(s.x, s.y, s.classes) for s in sets]
-    return Dataset(root.resolve().name, image_sets[0],
+    return Dataset(shown(root.resolve().name), image_sets[0],
                    image_sets[1] if len(image_sets) > 1 else None, source)
 
 

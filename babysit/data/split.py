@@ -102,8 +102,23 @@ def split_dataset(ds: Dataset, val_fraction: float = 0.1, test_fraction: float =
         test = ds.train.subset(test_idx)
     if limit:
         train_idx = train_idx[:limit]
+    _refuse_empty(ds, {"train": len(train_idx), "val": len(val_idx), "test": len(test)}, folds)
     return Splits(train=ds.train.subset(train_idx), val=ds.train.subset(val_idx), test=test,
                   classes=list(ds.train.classes))
+
+
+def _refuse_empty(ds: Dataset, sizes: dict[str, int], folds: int) -> None:
+    """An empty split would report "accuracy 0.0" (or nan) as if it were a measurement: refuse it with the fix."""
+    empty = [name for name, n in sizes.items() if n == 0]
+    if not empty:
+        return
+    counts = ds.train.class_counts()
+    smallest = int(counts[counts > 0].min())
+    fix = {"train": "lower --data.val_fraction / --data.test_fraction or raise --data.limit",
+           "val": "raise --data.val_fraction" if not folds else "lower --data.folds",
+           "test": "raise --data.test_fraction"}[empty[0]]
+    raise BabysitError(f"the {empty[0]} split of {ds.name} would be empty ({len(ds.train)} images, the smallest class "
+                       f"has {smallest}); add images (at least 3 per class) or {fix}.")
 
 
 def split_seed(cfg: RunConfig) -> int:
