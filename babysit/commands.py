@@ -25,7 +25,7 @@ from babysit.review.diagnose import diagnose_run
 from babysit.review.findings import Finding
 from babysit.review.report import write_report
 from babysit.review.stats import read_val_analysis
-from babysit.rundir import RunDir, atomic_write_text
+from babysit.rundir import RunDir, atomic_write_text, named_dir
 from babysit.start import Plan, fresh_start, plan_run
 from babysit.train.loop import TensorData
 from babysit.train.losses import LossFn, make_loss
@@ -50,9 +50,11 @@ def check(cfg: C.RunConfig, out: str | Path = "runs", name: str = "") -> tuple[R
     cfg = plan.cfg
     for warning in plan.warnings:
         print(f"warning: {warning}", flush=True)
-    run = RunDir.create(Path(out) / (name or f"{cfg.data.name.replace('/', '_')}-check-{datetime.now():%Y%m%d-%H%M%S}"))
-    atomic_write_text(run.config, C.dumps_toml(cfg))
-    atomic_write_text(run.spec, cfg.model.spec + "\n")
+    stamp = f"{datetime.now():%Y%m%d-%H%M%S}"
+    run = RunDir.create(named_dir(out, name or f"{cfg.data.name.replace('/', '_')}-check-{stamp}"))
+    with run.removed_on_error():  # a full disk at the first write leaves no half-made run behind
+        atomic_write_text(run.config, C.dumps_toml(cfg))
+        atomic_write_text(run.spec, cfg.model.spec + "\n")
     results = run_checks(model, data, cfg, plan.num_classes, progress=True)
     print(format_checks(results), flush=True)
     write_checks(run, results)

@@ -27,7 +27,7 @@ from babysit.data.sources import Dataset
 from babysit.data.split import Splits, split_seed
 from babysit.errors import BabysitError
 from babysit.monitor.session import RunMonitor
-from babysit.rundir import RunDir, atomic_write_text
+from babysit.rundir import RunDir, atomic_write_text, named_dir
 from babysit.start import Plan, check_split, fresh_start, load_preprocessor, load_run, plan_run
 from babysit.train.checkpoint import load_checkpoint, save_checkpoint
 from babysit.train.early import stop_reason
@@ -97,14 +97,17 @@ def train(cfg: C.RunConfig, out: str | Path = "runs", name: str = "", resume: st
     run (``distill.teacher``; `babysit distill` passes it); computed once and kept in RUN/teacher.safetensors."""
     started = time.perf_counter()
     if resume is not None:
-        run = RunDir.open(resume, write=True)
+        run = RunDir.open(resume)
+        run.take_lock()  # a second process resuming the same run is refused, naming this one's PID
+        run.remove_orphans()
         cfg = C.load_toml(run.config)
     plan = plan_run(cfg)  # every mistake is refused here, before anything is written
     cfg = plan.cfg  # the automatic values (spec name, batch size) made concrete for this data
     ds, splits = plan.dataset, plan.splits
     if resume is None:
-        run = RunDir.create(Path(out) / (name or f"{ds.name.replace('/', '_')}-{datetime.now():%Y%m%d-%H%M%S}"))
+        run = RunDir.create(named_dir(out, name or f"{ds.name.replace('/', '_')}-{datetime.now():%Y%m%d-%H%M%S}"))
         with run.removed_on_error():  # a failed start (disk full) leaves no half-made run behind
+            run.take_lock()  # before config.toml exists, so no other process can resume it under us
             atomic_write_text(run.config, C.dumps_toml(cfg))
             pre = _first_files(run, plan)
     else:
@@ -144,6 +147,7 @@ def train(cfg: C.RunConfig, out: str | Path = "runs", name: str = "", resume: st
     print(f"best val {state.best_val_acc:.4f} (epoch {state.best_epoch}), {test}, "
           f"{seconds:.1f} s; run directory {run.path}", flush=True)
     monitor.after_fit(model, data, splits.val.x, splits.classes)
+    run.release_lock()  # (on an error the lock is kept until the process ends: a resume in it retakes it)
     return TrainResult(run, model, state, test_acc, seconds)
 
 

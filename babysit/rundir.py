@@ -41,6 +41,7 @@ and cut off before the next append.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -118,10 +119,23 @@ def read_history(path: Path) -> list[dict[str, Any]]:
     return records
 
 
+def open_nofollow(path: Path, flags: int, mode: str) -> Any:
+    """``open(path, mode)`` for a run file babysit appends to or truncates, refusing a symlink: a history.jsonl
+    replaced by a link would otherwise make a resume truncate or grow the file the link points to."""
+    try:
+        fd = os.open(path, flags | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0), 0o666)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise BabysitError(f"{path} is a symbolic link, not the run's own file; replace it with the run's file "
+                               "(or delete it) and run again.") from None
+        raise
+    return os.fdopen(fd, mode)
+
+
 def _cut_torn_tail(path: Path) -> None:
     """Drop an unfinished last line (no trailing newline) so the next append starts a fresh line."""
     try:
-        with open(path, "rb+") as f:
+        with open_nofollow(path, os.O_RDWR, "rb+") as f:
             size = f.seek(0, os.SEEK_END)
             if size == 0:
                 return
@@ -144,6 +158,33 @@ def _cut_torn_tail(path: Path) -> None:
         return
 
 
+def named_dir(out: str | Path, name: str, option: str = "--name") -> Path:
+    """``out/name``, refused unless it stays inside ``out``: an absolute name or a ``..`` part would make (and
+    later resume, truncate or delete) a folder anywhere the user can write. Sub-folders (``exp/run1``) are fine."""
+    parts = Path(name).parts
+    if not parts or Path(name).is_absolute() or ".." in parts or "\0" in name or name.strip() in ("", "."):
+        shown = name.encode("utf-8", "replace").decode()
+        raise BabysitError(f"{option} {shown!r} would not name a folder inside {str(out)!r}; give a plain name such "
+                           "as exp1 (use --out to choose where it goes).")
+    return Path(out) / name
+
+
+@contextmanager
+def new_folder(path: Path) -> Iterator[Path]:
+    """Make ``path`` (parents too) for the block's first writes; if the block fails (disk full, no inodes), the
+    folders made here are removed again, so a failed start leaves nothing that looks like a search or recipe."""
+    made = [q for q in (path, *path.parents) if not q.exists()]
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        yield path
+    except BaseException as e:
+        if made:
+            shutil.rmtree(made[-1], ignore_errors=True)
+        if isinstance(e, OSError):
+            raise write_error(path, e) from None
+        raise
+
+
 def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -153,6 +194,8 @@ def pid_alive(pid: int) -> bool:
         return True
     return True
 
+
+_LOCKS: dict[str, int] = {}  # run folder (real path) -> descriptor holding its flock, for this process
 
 WEIGHTS = "best, last, ema, swa, snapshot-N or epoch-N"
 """The names of a run's sets of weights (:meth:`RunDir.weights_file`)."""
@@ -207,6 +250,7 @@ class RunDir:
     augment = RunPath("stats/augment.png", "training images as the first augmented batches show them")
     events = RunPath("events", "the folder of TensorBoard event files")
     log = RunPath("log.txt", "what the run printed, when a hyper-parameter search ran it as one of its trials")
+    lock = RunPath("train.lock", "the PID of the process training the run; an OS lock on it refuses a second one")
 
     baseline = RunPath("baseline.json", "a classical baseline's result: name, chosen settings, val/test accuracy, "
                        "seconds, cross-validation table")
@@ -327,6 +371,7 @@ class RunDir:
         try:
             yield self
         except BaseException:
+            self.release_lock()
             self.remove_partial()
             raise
 
@@ -343,6 +388,37 @@ class RunDir:
                 else:
                     q.unlink(missing_ok=True)
 
+    def take_lock(self) -> None:
+        """Lock the run for this process (an OS file lock, ``flock``), so a second ``train --resume`` of it is
+        refused instead of training alongside and logging every step twice. The lock is held until
+        :meth:`release_lock` or the process ends; the kernel drops it when the process dies, even by SIGKILL, so
+        a killed run never stays locked. Taking it again in the same process is a no-op."""
+        import fcntl
+
+        key = os.path.realpath(self.path)
+        if key in _LOCKS:
+            return
+        try:
+            fd = os.open(self.lock, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | os.O_CLOEXEC, 0o644)
+        except OSError as e:
+            raise write_error(self.lock, e) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise BabysitError(f"run {str(self.path)!r} is being trained by another process (PID {holder}); wait "
+                               "for it to finish or stop it, then resume.") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        _LOCKS[key] = fd
+
+    def release_lock(self) -> None:
+        """Drop :meth:`take_lock`'s lock (the file stays; its PID is stale once unlocked)."""
+        fd = _LOCKS.pop(os.path.realpath(self.path), None)
+        if fd is not None:
+            os.close(fd)  # closing the only descriptor releases the flock
+
     def append_history(self, record: dict[str, Any] | list[dict[str, Any]]) -> None:
         """Append one JSON line per record (a list is written at once); the first append of this process
         cuts a torn line left by a crash."""
@@ -351,7 +427,7 @@ class RunDir:
             if not self._history_checked:
                 _cut_torn_tail(self.history)
                 self._history_checked = True
-            with open(self.history, "a") as f:
+            with open_nofollow(self.history, os.O_WRONLY | os.O_APPEND | os.O_CREAT, "a") as f:
                 f.write("".join(json.dumps(r) + "\n" for r in records))
         except OSError as e:
             raise write_error(self.history, e) from None

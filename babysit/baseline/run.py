@@ -34,7 +34,7 @@ from babysit.errors import BabysitError
 from babysit.experiment import train
 from babysit.figures import cross_validation_figure, png
 from babysit.registry import Registry
-from babysit.rundir import RunDir, atomic_write_bytes, atomic_write_text
+from babysit.rundir import RunDir, atomic_write_bytes, atomic_write_text, named_dir
 from babysit.start import Plan, plan_run
 
 
@@ -92,11 +92,12 @@ def _progress(cfg: C.RunConfig) -> bool:
 def _result_dir(plan: Plan, name: str, out: str | Path, dir_name: str) -> RunDir:
     """The new result directory (refused when it already holds one), with the resolved config written."""
     stamp = f"{datetime.now():%Y%m%d-%H%M%S}"
-    path = Path(out) / (dir_name or f"baseline-{name}-{plan.dataset.name.replace('/', '_')}-{stamp}")
+    path = named_dir(out, dir_name or f"baseline-{name}-{plan.dataset.name.replace('/', '_')}-{stamp}")
     if RunDir(path).config.exists():
         raise BabysitError(f"{path} already holds a result; choose another --name or --out.")
     run = RunDir.create(path, checkpoints=False)
-    atomic_write_text(run.config, C.dumps_toml(plan.cfg))
+    with run.removed_on_error():
+        atomic_write_text(run.config, C.dumps_toml(plan.cfg))
     return run
 
 

@@ -31,7 +31,7 @@ from babysit.ensemble.predict import Ensemble, accuracy, nll
 from babysit.errors import BabysitError
 from babysit.experiment import EvalResult, topk_accuracy, tta_warnings
 from babysit.figures import members_figure, png
-from babysit.rundir import EnsembleDir, atomic_write_bytes, atomic_write_text
+from babysit.rundir import EnsembleDir, atomic_write_bytes, atomic_write_text, named_dir
 from babysit.train.tta import tta_views
 
 
@@ -112,7 +112,7 @@ def ensemble(runs: list[str | Path] | tuple[str | Path, ...] = (), *, seeds: int
     ``last`` epochs of ``checkpoints``; writes OUT/NAME/ensemble.json (+ ensemble.png) and returns the scores."""
     source = check_choice([str(r) for r in runs], seeds, str(search or ""), str(snapshots or ""),
                           str(checkpoints or ""), top, last, overrides=cfg is not None and not seeds)
-    folder = EnsembleDir(Path(out) / (name or f"ensemble-{datetime.now():%Y%m%d-%H%M%S}"))
+    folder = EnsembleDir(named_dir(out, name or f"ensemble-{datetime.now():%Y%m%d-%H%M%S}"))
     if folder.ensemble.exists():
         raise BabysitError(f"{str(folder.path)!r} already holds an ensemble; choose another --name.")
     if source == "seeds":

@@ -27,7 +27,7 @@ from babysit.recipe.context import Ctx, StepResult, Window
 from babysit.recipe.early import step_checks, step_data, step_lr
 from babysit.recipe.late import step_baselines, step_ensemble, step_final, step_test
 from babysit.recipe.searching import step_coarse, step_fine, step_widen
-from babysit.rundir import RecipeDir, atomic_write_text
+from babysit.rundir import RecipeDir, atomic_write_text, named_dir, new_folder
 
 STEP_FUNCTIONS: dict[str, Callable[[Ctx, Window], StepResult]] = {
     "data": step_data, "checks": step_checks, "lr": step_lr, "coarse": step_coarse, "widen": step_widen,
@@ -56,12 +56,12 @@ def _spent(state: dict[str, Any]) -> float:
 
 def _new(cfg: C.RunConfig, out: str | Path) -> RecipeDir:
     name = cfg.recipe.name or f"{cfg.data.name.replace('/', '_')}-{datetime.now():%Y%m%d-%H%M%S}"
-    rdir = RecipeDir(Path(out) / name)
+    rdir = RecipeDir(named_dir(out, name))
     if rdir.config.exists():
         raise BabysitError(f"{str(rdir.path)!r} already holds a recipe; continue it with `babysit recipe --resume "
                            f"{rdir.path}` or choose another --name.")
-    rdir.path.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(rdir.config, C.dumps_toml(cfg))
+    with new_folder(rdir.path):  # a full disk leaves no half-made recipe folder behind
+        atomic_write_text(rdir.config, C.dumps_toml(cfg))
     return rdir
 
 

@@ -33,6 +33,8 @@ from babysit.train.checkpoint import (
 )
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from babysit.train.loop import LoopState
 
 # Options a resumed run may change in config.toml: none of them alters the weights (epochs stretches the schedule).
@@ -154,6 +156,7 @@ class RunRecorder:
             raise BabysitError(f"checkpoint {run.last} was saved with another config than {run.config} "
                                f"({'; '.join(changes)}); undo the edit (or put back this run's own checkpoint) to "
                                "resume, or start a new run with the new config.")
+        check_position(meta, run.last, state.steps_per_epoch)
         weights = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
         try:
             state.model.load_state_dict(weights)
@@ -203,6 +206,32 @@ class WeightSnapshot:
     def restore(self) -> None:
         self.model.load_state_dict(self.weights)
         self.optimizer.load_state_dict(self.optim)
+
+
+def check_position(meta: dict[str, Any], path: Path, steps_per_epoch: int) -> None:
+    """Validate a checkpoint's position like user input: the file may have been edited or crafted, and a string
+    epoch or a negative batch would otherwise surface as a traceback or as NaN training much later."""
+    def count(key: str, low: int, high: float = math.inf) -> str | None:
+        v = meta.get(key)
+        ok = isinstance(v, int) and not isinstance(v, bool) and low <= v <= high
+        return None if ok else f"{key} is {v!r}, not a whole number from {low}" + (
+            f" to {int(high)}" if high < math.inf else "")
+
+    def real(key: str, low: float = -math.inf, optional: bool = False) -> str | None:
+        v = meta.get(key)
+        if optional and v is None:
+            return None
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= low
+        return None if ok else f"{key} is {v!r}, not a finite number" + (f" >= {low:g}" if low > -math.inf else "")
+
+    problems = [count("epoch", 0), count("batch", 0, steps_per_epoch), count("step", 0), count("best_epoch", -1),
+                real("loss_sum"), real("lr", 0.0), real("best_val_acc", -1.0), real("best_score", optional=True)]
+    if not isinstance(meta.get("history"), list) or not all(isinstance(r, dict) for r in meta["history"]):
+        problems.append("history is not a list of records")
+    bad = [p for p in problems if p]
+    if bad:
+        raise BabysitError(f"checkpoint {path} has an invalid position ({bad[0]}); put back this run's own "
+                           "checkpoint or start the run afresh.")
 
 
 def sync_due(step: int, every: int) -> bool:

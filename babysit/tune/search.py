@@ -36,7 +36,7 @@ from babysit import config as C
 from babysit.errors import BabysitError, ChecksFailed, Interrupted
 from babysit.monitor.sanity import format_checks, run_checks
 from babysit.monitor.session import write_checks
-from babysit.rundir import RunDir, SearchDir, atomic_write_text
+from babysit.rundir import RunDir, SearchDir, atomic_write_text, named_dir, new_folder
 from babysit.start import check_against, cpu_threads, fresh_start, plan_run
 from babysit.tune.narrow import narrow
 from babysit.tune.space import Space, check_sampler, grid_size, parse_space
@@ -104,11 +104,14 @@ def check_search(cfg: C.RunConfig) -> tuple[Space, int, int]:
 
 def _folder(cfg: C.RunConfig, out: str | Path) -> SearchDir:
     name = cfg.search.name or f"{cfg.data.name.replace('/', '_')}-{datetime.now():%Y%m%d-%H%M%S}"
-    sdir = SearchDir(Path(out) / name)
+    sdir = SearchDir(named_dir(out, name, "--search.name"))
     if sdir.config.exists():
         raise BabysitError(f"search folder {str(sdir.path)!r} already holds a search; continue it with "
                            f"`babysit search --resume {sdir.path}` or choose another --search.name.")
-    sdir.path.mkdir(parents=True, exist_ok=True)
+    with new_folder(sdir.path):  # removed again if it cannot be made or written to
+        probe = sdir.path / f".write-test.{os.getpid()}.probe.tmp"
+        probe.write_bytes(b"")
+        probe.unlink()
     return sdir
 
 
@@ -144,7 +147,8 @@ def _sanity_checks(cfg: C.RunConfig, sdir: SearchDir, threads: int) -> None:
     base = C.apply_overrides(cfg, {"train.progress": False, "train.threads": threads})
     plan = plan_run(base)
     run = RunDir.create(sdir.checks)
-    atomic_write_text(run.config, C.dumps_toml(base))
+    with run.removed_on_error():  # a full disk leaves no config-only checks folder that looks like a run
+        atomic_write_text(run.config, C.dumps_toml(base))
     model, data, _ = fresh_start(plan)
     results = run_checks(model, data, base, plan.num_classes, progress=True)
     print(format_checks(results), flush=True)

@@ -186,12 +186,12 @@ def test_one_image_per_class_refuses_the_split(tmp_path: Path) -> None:
         split_dataset(ds)
 
 
-def test_cli_one_image_per_class_exits_2(tmp_path: Path) -> None:
+def test_cli_one_image_per_class_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from babysit.cli import main
+
     root = _tree(tmp_path / "imgs", per_class=1)
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
-    out = subprocess.run([sys.executable, "-m", "babysit", "train", f"--data.name={root}", "--train.threads=1",
-                          "--out", str(tmp_path / "runs")], capture_output=True, text=True, env=env, timeout=120)
-    assert out.returncode == 2 and "would be empty" in out.stdout + out.stderr
+    assert main(["train", f"--data.name={root}", "--train.threads=1", "--out", str(tmp_path / "runs")]) == 2
+    assert "would be empty" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
 
