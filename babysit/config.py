@@ -12,6 +12,7 @@ one line of meaning, and for a choice the allowed values written ``a | b | c``
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import tomllib
 from collections.abc import Iterable
@@ -528,8 +529,21 @@ def _recipe_checks(cfg: RunConfig) -> list[tuple[bool, str]]:
              f"recipe.baselines must name knn, linear or two-layer, got {','.join(r.baselines)!r}.")]
 
 
+def _refuse_non_finite(cfg: RunConfig) -> None:
+    """NaN or infinity in any float option passes every range check written as ``x >= 0`` (nan compares false
+    both ways; inf is >= 0) and breaks training later, e.g. as a "learning rate too high" divergence."""
+    for sec in fields(RunConfig):
+        section = getattr(cfg, sec.name)
+        for f in fields(section):
+            v = getattr(section, f.name)
+            if isinstance(v, float) and not math.isfinite(v):
+                raise BabysitError(f"{sec.name}.{f.name} must be a finite number, got {v}; set "
+                                   f"--{sec.name}.{f.name} to a real value (see --help for its range).")
+
+
 def validate(cfg: RunConfig) -> None:
     """Reject values no run can use, with the fix in the message."""
+    _refuse_non_finite(cfg)
     checks = [
         (0 < cfg.optim.lr < float("inf"),
          f"optim.lr must be a positive number, got {cfg.optim.lr}; try --optim.lr=0.01."),

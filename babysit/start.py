@@ -68,6 +68,9 @@ def resolve_device(name: str, option: str = "--train.device") -> torch.device:
         raise BabysitError(f"unknown device {name!r}; use {option}=auto, cpu or cuda.") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise BabysitError(f"device {name!r} was asked for but no CUDA GPU is available; use {option}=cpu.")
+    if dev.type not in ("cpu", "cuda", "mps", "xpu"):  # meta holds no numbers; others cannot run babysit's ops
+        raise BabysitError(f"device {name!r} cannot train or evaluate (it holds no values or is not supported); "
+                           f"use {option}=auto, cpu or cuda.")
     return dev
 
 

@@ -128,6 +128,9 @@ def _to_uint8(xs: list[np.ndarray], path: Path) -> list[np.ndarray]:
             for x in xs]
 
 
+MAX_CLASSES = 100_000  # a larger label is a corrupt file, not a class count: its one-hot / bincount would not fit
+
+
 def _labels(y: np.ndarray, key: str, n: int, path: Path) -> np.ndarray:
     if y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]
@@ -147,6 +150,9 @@ def _labels(y: np.ndarray, key: str, n: int, path: Path) -> np.ndarray:
     if len(y) and y.min() < 0:
         raise BabysitError(f"In {path}, '{key}' has negative labels (min {y.min():g}); save class "
                            "indices 0..K-1.")
+    if len(y) and y.max() >= MAX_CLASSES:  # checked before the int64 cast: 1e20 or a uint64 above 2**63 would wrap
+        raise BabysitError(f"In {path}, '{key}' has a label of {y.max():g}; save class indices 0..K-1 with K "
+                           f"below {MAX_CLASSES:,}.")
     return y.astype(np.int64)
 
 
