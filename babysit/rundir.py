@@ -9,6 +9,7 @@ Layout::
     RUN/meta.json              seed, versions, git commit, data source, class names, split sizes
     RUN/result.json            best val accuracy, its epoch, test accuracy, wall time
     RUN/history.jsonl          one JSON object per step / epoch, append-only
+    RUN/train.lock             the PID of the process training the run, under an OS lock (flock)
     RUN/preprocess.safetensors statistics fitted on the training split
     RUN/checkpoints/last.safetensors  everything needed to resume (weights, optimiser, RNG, position)
     RUN/checkpoints/best.safetensors  the weights with the best validation accuracy (train.monitor)
