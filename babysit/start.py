@@ -31,7 +31,7 @@ from babysit.models.auto import is_named, parse_spec, resolve_spec
 from babysit.models.build import build
 from babysit.models.init import init_weights, needs_data
 from babysit.models.shapes import infer_shapes
-from babysit.models.spec import Branch, Conv, GlobalAvgPool, Pool, Residual, Spec, parse
+from babysit.models.spec import BatchNorm, Branch, Conv, GlobalAvgPool, Pool, Residual, Spec, parse
 from babysit.rundir import RunDir
 from babysit.train.checkpoint import load_checkpoint, seed_all
 from babysit.train.loop import TensorData, auto_batch_size, check_batch_size
@@ -182,6 +182,12 @@ def check_data(cfg: C.RunConfig, spec: Spec, splits: Splits) -> None:
         infer_shapes(spec, (c * cfg.data.patch_size**2, h, w) if kind == "patch-white" else (c, h, w),
                      len(splits.classes))
     check_batch_size(cfg.train.batch_size, len(splits.train))
+    n, b = len(splits.train), cfg.train.batch_size
+    if n % b == 1 and any(isinstance(layer, BatchNorm) for layer in spec.layers()):
+        other = next(k for k in range(b + 1, n + 1) if n % k != 1)
+        raise BabysitError(f"the last mini-batch of every epoch would hold one image ({n:,} training images, batch "
+                           f"{b}), and batch norm cannot normalise a batch of one; use --train.batch_size={other} "
+                           f"or --data.limit={n - 1}.")
 
 
 def check_against(cfg: C.RunConfig, splits: Splits) -> tuple[C.RunConfig, Spec]:

@@ -85,3 +85,20 @@ def test_uint64_labels_never_wrap(labels: list[int]) -> None:
         except BabysitError:
             return
         assert data.y.tolist() == labels and max(labels) < 100_000
+
+
+def test_a_batch_of_one_into_batch_norm_is_refused_before_training(tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["train", "--data.name=digits", "--data.limit=33", "--train.batch_size=32", "--train.threads=1",
+            "--model.spec=conv3-4 bn relu pool2 fc", "--out", str(tmp_path / "runs")]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "(33 training images, batch 32)" in err and "--train.batch_size=33 or --data.limit=32" in err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_batch_of_one_without_batch_norm_is_fine() -> None:
+    from babysit.start import plan_run
+
+    cfg = C.apply_overrides(C.RunConfig(), {"data.limit": 33, "train.batch_size": 32, "model.spec": "conv3-4 relu fc"})
+    assert plan_run(cfg).steps_per_epoch == 2
