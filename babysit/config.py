@@ -543,7 +543,6 @@ def _refuse_non_finite(cfg: RunConfig) -> None:
 
 def validate(cfg: RunConfig) -> None:
     """Reject values no run can use, with the fix in the message."""
-    _refuse_non_finite(cfg)
     checks = [
         (0 < cfg.optim.lr < float("inf"),
          f"optim.lr must be a positive number, got {cfg.optim.lr}; try --optim.lr=0.01."),
@@ -579,6 +578,7 @@ def validate(cfg: RunConfig) -> None:
     for ok, message in checks:
         if not ok:
             raise BabysitError(message)
+    _refuse_non_finite(cfg)  # after the checks with ranges, whose messages say more
 
 
 def to_dict(cfg: RunConfig) -> dict[str, dict[str, Any]]:

@@ -30,15 +30,15 @@ def test_there_are_float_options_to_check() -> None:
                                             ("schedule.warmup_epochs", "inf"), ("optim.momentum", "nan"),
                                             ("data.val_fraction", "nan"), ("regularize.l1", "-inf")])
 def test_named_non_finite_values_are_refused(key: str, value: str) -> None:
-    with pytest.raises(BabysitError, match=rf"^{key} must be a finite number, got {value.lstrip('-')}|"
-                                           rf"^{key} must be a finite number, got -inf"):
+    with pytest.raises(BabysitError, match=rf"^{key} must be .*got -?{value.lstrip('-')}"):
         C.validate(C.apply_overrides(C.RunConfig(), {key: value}))
 
 
 @given(st.sampled_from(FLOAT_KEYS), st.sampled_from([math.nan, math.inf, -math.inf]))
 def test_every_float_option_refuses_nan_and_inf(key: str, value: float) -> None:
-    with pytest.raises(BabysitError, match=f"^{key} must be a finite number"):
+    with pytest.raises(BabysitError) as info:  # "must be a finite number", or its range's own sentence
         C.validate(C.apply_overrides(C.RunConfig(), {key: repr(value)}))
+    assert key in str(info.value) and "must be" in str(info.value)
 
 
 def test_nan_init_bias_is_exit_2_not_a_divergence(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
