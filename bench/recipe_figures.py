@@ -45,6 +45,7 @@ def main() -> None:
     p.add_argument("--out", default="")
     a = p.parse_args()
     out = Path(a.out or tempfile.mkdtemp(prefix="recipe-figures-"))
+    out.mkdir(parents=True, exist_ok=True)
     print(f"data {a.data}, budget {a.budget}, seeds {a.seeds}, torch threads default; folder {out}", flush=True)
     for seed in (int(s) for s in a.seeds.split(",")):
         load = _load()
