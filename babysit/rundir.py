@@ -528,6 +528,8 @@ class RecipeDir:
     widened = RunPath("search-widened", "the coarse search again over a range widened past a border", "RECIPE")
     fine = RunPath("search-fine", "the fine search over ranges narrowed around the best coarse trials", "RECIPE")
     final = RunPath("final", "the run directory of the final training", "RECIPE")
+    seeds = RunPath("final-seeds", "the final config trained again with other seeds while time was left (seed-N run "
+                    "directories, ensemble candidates)", "RECIPE")
     ensemble = RunPath("ensemble", "the kept ensemble (an ensemble directory), when one helped on val", "RECIPE")
     baselines = RunPath("baselines", "the baselines' result directories (knn, linear, ...)", "RECIPE")
     report = RunPath("report.html", "the self-contained recipe report: timeline, every step's evidence and "

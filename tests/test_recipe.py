@@ -77,8 +77,8 @@ def test_the_test_split_is_scored_once_at_the_end(resumed):
     folder, _, result = resumed
     rdir = RecipeDir(folder)
     for sdir in (SearchDir(rdir.coarse), SearchDir(rdir.fine)):
-        assert all(json.loads((t / "result.json").read_text())["test_acc"] is None
-                   for t in sdir.runs.iterdir() if (t / "result.json").is_file())
+        results = list(sdir.runs.rglob("result.json"))  # trials/NNNN/fold-K/ when the search cross-validates
+        assert results and all(json.loads(r.read_text())["test_acc"] is None for r in results)
     final = RunDir(rdir.final).read_json(RunDir(rdir.final).result)
     assert final["test_acc"] is None and final["best_val_acc"] > 0.9
     test = result.state["steps"]["test"]["outputs"]
@@ -92,6 +92,7 @@ def test_every_step_says_what_it_saw_and_decided(resumed):
         assert s["evidence"] and s["decision"], name
     assert "flips change the class" in steps["data"]["decision"]  # digits: a mirrored 2 is no 2
     assert "search lr in [" in steps["lr"]["decision"]
+    assert "5-fold cross-validation" in " ".join(steps["coarse"]["evidence"])  # digits: 179 val images
     assert steps["final"]["outputs"]["epochs"] >= steps["fine"]["outputs"]["epochs"]
     baselines = " ".join(steps["baselines"]["evidence"])  # run, or skipped when a loaded machine spent the time
     assert baselines.startswith("knn") and "linear" in baselines

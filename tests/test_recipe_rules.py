@@ -157,3 +157,10 @@ def test_knn_settings_fit_the_time():
     assert cheap["baseline.distance"] == "l2" and "data.limit" not in cheap
     tight = knn_settings(54000, 16000, 784, 30.0)
     assert tight["data.limit"] == int(30.0 * KNN_RATE / (16000 * 784))  # seconds * rate / (scored * dims)
+
+
+def test_small_validation_splits_cross_validate():
+    from babysit.recipe.rules import CV_FOLDS, SMALL_VAL, cv_folds
+
+    assert cv_folds(179) == CV_FOLDS == 5  # digits
+    assert cv_folds(SMALL_VAL) == 0 and cv_folds(6000) == 0  # mnist: one split

@@ -11,11 +11,11 @@ from typing import Any
 from babysit import config as C
 from babysit.baseline.run import run_baseline
 from babysit.ensemble.make import EnsembleResult, MemberScore, score, write
-from babysit.ensemble.members import Member
+from babysit.ensemble.members import Member, seed_configs
 from babysit.ensemble.predict import Ensemble
 from babysit.experiment import train
 from babysit.recipe.context import Ctx, Deadline, StepResult, Window
-from babysit.recipe.rules import augmentation_for_gap, final_epochs, greedy_ensemble, helps, scores
+from babysit.recipe.rules import MAX_SEEDS, augmentation_for_gap, final_epochs, greedy_ensemble, helps, scores
 from babysit.recipe.searching import epoch_s, overhead_s
 from babysit.review.diagnose import diagnose_run
 from babysit.rundir import RunDir
@@ -96,6 +96,11 @@ def step_final(ctx: Ctx, window: Window) -> StepResult:
     if not cfg.train.patience:
         why += ("; " if why else "") + ("no early stopping under one-cycle (val accuracy rises as the lr anneals in "
                                        "the last epochs); the best-val weights are kept")
+    seed_runs = _more_seeds(ctx, cfg, window, result["seconds"])
+    if seed_runs:
+        vals = [RunDir(r).read_json(RunDir(r).result)["best_val_acc"] for r in seed_runs]
+        evidence.append(f"time was left for {len(seed_runs)} more run(s) of the final config with other seeds (the "
+                        f"same split), ensemble candidates: best val " + ", ".join(f"{v:.4f}" for v in vals))
     weights = "ema" if ema and ema["val_acc"] > result["best_val_acc"] else "best"
     decision = (why + "; " if why else "") + (
         f"the model is the final run's {'EMA' if weights == 'ema' else 'best-val'} weights (val "
@@ -106,14 +111,33 @@ def step_final(ctx: Ctx, window: Window) -> StepResult:
                                            "ema_val_acc": ema["val_acc"] if ema else None,
                                            "last_train_acc": (_last_epoch(str(run.path)) or {}).get("train_acc"),
                                            "last_val_acc": (_last_epoch(str(run.path)) or {}).get("val_acc"),
-                                           "findings": [f.title for f in findings]})
+                                           "findings": [f.title for f in findings], "seed_runs": seed_runs})
+
+
+def _more_seeds(ctx: Ctx, cfg: C.RunConfig, window: Window, run_s: float) -> list[str]:
+    """The final config again with seeds +1, +2, ... (the split pinned to the first run's) while the step has time
+    for one more run, up to MAX_SEEDS runs in all: the notes' independent models for an ensemble."""
+    runs = []
+    for member in seed_configs(cfg, MAX_SEEDS)[1:]:
+        run = RunDir(ctx.rdir.seeds / f"seed-{member.train.seed}")
+        if not run.result.is_file():
+            if window.left() < 1.2 * run_s:
+                break
+            member = C.apply_overrides(member, {"monitor.report": False, "monitor.stats_every": 0})
+            print(f"final config, seed {member.train.seed} (time is left)", flush=True)
+            if run.config.is_file():
+                train(member, resume=run.path)
+            else:
+                train(member, out=run.path.parent, name=run.path.name)
+        runs.append(str(run.path))
+    return runs
 
 
 def candidates(ctx: Ctx) -> list[Member]:
-    """The final model, then the best fine trials within CANDIDATE_POINTS of its val accuracy (one split: every run
-    of the recipe has the same seed)."""
+    """The final model and its other seeds, then the best fine trials within CANDIDATE_POINTS of its val accuracy
+    (one split: the seeds pin it, every trial has the recipe's seed; cross-validated trials are left out)."""
     final = ctx.outputs("final")
-    out = [Member(Path(final["run"]), final["weights"])]
+    out = [Member(Path(final["run"]), final["weights"])] + [Member(Path(r)) for r in final.get("seed_runs", [])]
     best = max(final["val_acc"], final.get("ema_val_acc") or 0.0)
     for run in ctx.outputs("fine").get("top_runs", [])[: ctx.cfg.recipe.ensemble_top]:
         if RunDir(run).result.is_file() and RunDir(run).read_json(RunDir(run).result)["best_val_acc"] >= \

@@ -20,6 +20,12 @@ GAP_POINTS = 2.0
 """A train - val accuracy gap of at least this many points at the best fine trial's end means overfitting."""
 FIT_ACC = 0.9
 """Train accuracy below this is underfitting: a gap then says nothing about overfitting."""
+SMALL_VAL = 1000
+"""Fewer validation images than this make one split too coarse to choose by (179 on digits: one image is 0.56
+points, and the best trials all reach 100 %): the searches cross-validate instead (the notes)."""
+CV_FOLDS = 5
+MAX_SEEDS = 5
+"""The final config is trained again with other seeds, while the final step's time lasts, up to this many runs."""
 MIN_TRIALS = 3
 """Fewer trials than this is no search; a stage gets at least this many."""
 
@@ -58,6 +64,12 @@ def size_stage(seconds: float, epoch_s: float, overhead_s: float, *, target: int
     trial_s = overhead_s + epochs * share * epoch_s
     trials = max(MIN_TRIALS, int(seconds // trial_s))
     return StageSize(trials, epochs, round(share, 4), trial_s)
+
+
+def cv_folds(n_val: int) -> int:
+    """K of the searches' K-fold cross-validation: CV_FOLDS for a validation split under SMALL_VAL images, else 0
+    (one split)."""
+    return CV_FOLDS if n_val < SMALL_VAL else 0
 
 
 def final_epochs(seconds: float, epoch_s: float, overhead_s: float, at_least: int, at_most: int = 60) -> int:

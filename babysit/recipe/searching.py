@@ -11,7 +11,7 @@ from typing import Any
 
 from babysit import config as C
 from babysit.recipe.context import Ctx, StepResult, Window
-from babysit.recipe.rules import WD_RANGE, StageSize, size_stage, widen
+from babysit.recipe.rules import SMALL_VAL, WD_RANGE, StageSize, cv_folds, size_stage, widen
 from babysit.rundir import SearchDir
 from babysit.tune.narrow import narrow
 from babysit.tune.search import search
@@ -22,8 +22,13 @@ KEYS = ("optim.lr", "optim.weight_decay")
 """What the recipe searches: the notes' two most important hyper-parameters, the learning rate and the L2 strength."""
 
 
+def folds(ctx: Ctx) -> int:
+    """The searches' K-fold cross-validation (0: one split); see rules.cv_folds."""
+    return cv_folds(ctx.outputs("data").get("n_val", SMALL_VAL))
+
+
 def overhead_s(ctx: Ctx) -> float:
-    """Seconds a trial spends besides its epochs: loading the data, building the model, the last scoring (the
+    """Seconds a run spends besides its epochs: loading the data, building the model, the last scoring (the
     checks step timed a warm start)."""
     return ctx.outputs("checks").get("start_s", ctx.outputs("data")["load_s"]) + 0.5
 
@@ -36,8 +41,9 @@ def epoch_s(ctx: Ctx) -> float:
 
 def _measure(ctx: Ctx, rows: list[TrialRow], size: StageSize) -> None:
     """Update the epoch time from finished trials: (seconds - overhead) / (epochs * share), the median."""
-    per = [(r.seconds - overhead_s(ctx)) / (r.epochs * size.share) for r in rows
-           if r.state == "COMPLETE" and r.epochs > 0 and r.seconds > overhead_s(ctx)]
+    k = max(1, folds(ctx))  # a cross-validated trial trains k runs
+    per = [(r.seconds - k * overhead_s(ctx)) / (k * r.epochs * size.share) for r in rows
+           if r.state == "COMPLETE" and r.epochs > 0 and r.seconds > k * overhead_s(ctx)]
     if per:
         ctx.state["epoch_s"] = statistics.median(per)
 
@@ -55,7 +61,7 @@ def _run(ctx: Ctx, window: Window, folder: Path, stage: str, space: list[Param],
                                           "train.progress": False})
         share = {"coarse_data": size.share, "coarse_epochs": 1.0} if stage == "coarse" else {"fine_data": size.share}
         cap = max(2 * size.trials, 10)  # an upper bound: the stage stops starting trials at its deadline
-        cfg = replace(cfg, search=replace(cfg.search, stages=(stage,), trials=cap, fine_trials=cap,
+        cfg = replace(cfg, search=replace(cfg.search, stages=(stage,), trials=cap, fine_trials=cap, folds=folds(ctx),
                                           space=tuple(p.text() for p in space), name=folder.name, workers=1,
                                           pruner="median" if size.epochs >= 3 else "none", **share))
         result = search(cfg, out=folder.parent, deadline=deadline)
@@ -100,7 +106,8 @@ def coarse_space(ctx: Ctx) -> list[Param]:
 def _size(ctx: Ctx, window: Window, target: int, min_epochs: int, max_epochs: int, min_share: float) -> StageSize:
     n = ctx.outputs("data")["n_train"]
     floor = min(1.0, max(min_share, 500 / n, 2 * ctx.outputs("data")["batch_size"] / n))
-    return size_stage(window.left(), epoch_s(ctx), overhead_s(ctx), target=target, min_epochs=min_epochs,
+    k = max(1, folds(ctx))  # K-fold: a trial costs K runs
+    return size_stage(window.left(), k * epoch_s(ctx), k * overhead_s(ctx), target=target, min_epochs=min_epochs,
                       max_epochs=max_epochs, min_share=floor)
 
 
@@ -119,6 +126,10 @@ def step_coarse(ctx: Ctx, window: Window) -> StepResult:
     size = _size(ctx, window, target=12, min_epochs=2, max_epochs=4, min_share=0.05)
     rows = _run(ctx, window, ctx.rdir.coarse, "coarse", space, size)
     evidence = _describe(rows, size, ctx.outputs("data")["n_train"], space)
+    if folds(ctx):
+        evidence.append(f"each trial scored by {folds(ctx)}-fold cross-validation of the non-test images (the mean of "
+                        f"its folds' val accuracies): one split's {ctx.outputs('data')['n_val']} validation images "
+                        "are too few to choose by")
     best = done(rows)
     if not best:
         return StepResult(evidence, "no coarse trial finished: the fine search keeps the coarse ranges",
@@ -187,6 +198,9 @@ def step_fine(ctx: Ctx, window: Window) -> StepResult:
                  min_share=coarse["share"])
     rows = _run(ctx, window, ctx.rdir.fine, "fine", fine_space, size)
     evidence = [f"ranges narrowed around the top {len(top)} coarse trials: " + ", ".join(p.text() for p in fine_space)]
+    if folds(ctx):
+        evidence.append(f"each trial scored by {folds(ctx)}-fold cross-validation (mean val accuracy over the folds): "
+                        f"{ctx.outputs('data')['n_val']} validation images are too few to choose by")
     evidence += _describe(rows, size, ctx.outputs("data")["n_train"], fine_space)
     best = done(rows)
     chosen = best[0] if best else (pool[0] if pool else None)
@@ -198,4 +212,6 @@ def step_fine(ctx: Ctx, window: Window) -> StepResult:
         decision = f"the final run takes the best {'fine' if best else 'coarse'} trial's settings: {_params(chosen)}"
     return StepResult(evidence, decision, {
         "params": params, "epochs": size.epochs, "share": size.share, "best_run": chosen.run_dir if chosen else "",
-        "top_runs": [r.run_dir for r in best], "space": [p.to_json() for p in fine_space]})
+        # a cross-validated trial's runs trained on other images than the final split's: no ensemble members
+        "top_runs": [r.run_dir for r in best] if not folds(ctx) else [], "space": [p.to_json() for p in fine_space],
+        "folds": folds(ctx)})
