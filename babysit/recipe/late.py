@@ -247,6 +247,14 @@ def step_baselines(ctx: Ctx, window: Window) -> StepResult:
     return StepResult(evidence, decision, out)
 
 
+def _name(m: Member, ctx: Ctx) -> str:
+    """"final model", "final model (EMA)", "final config, seed 3" or "fine trial 0004"."""
+    if m.run == Path(ctx.outputs("final")["run"]):
+        return "final model" + (" (EMA)" if m.weights == "ema" else "")
+    return f"final config, {m.run.name.replace('-', ' ')}" if m.run.parent == ctx.rdir.seeds else \
+        f"fine trial {m.run.name}"
+
+
 def step_test(ctx: Ctx, window: Window) -> StepResult:
     """The test split, scored once, on the chosen model; an ensemble is also written as an ensemble directory."""
     ens_out = ctx.outputs("ensemble") or {"members": [[ctx.outputs("final")["run"], ctx.outputs("final")["weights"]]],
@@ -256,7 +264,7 @@ def step_test(ctx: Ctx, window: Window) -> StepResult:
     x, y = ens.split("test")
     probs = sum(ens.member_probabilities(x, tta=ens_out["tta"])) / len(members)
     acc, loss = scores(probs, y)
-    what = (f"{'ensemble of ' + str(len(members)) if len(members) > 1 else 'final model'}"
+    what = (f"{'ensemble of ' + str(len(members)) if len(members) > 1 else _name(members[0], ctx)}"
             f"{' with test-time views ' + ens_out['tta'] if ens_out['tta'] else ''}")
     outputs: dict[str, Any] = {"test_acc": acc, "test_loss": loss, "model": what, "n_test": len(y)}
     if len(members) > 1:
