@@ -475,6 +475,14 @@ class EnsembleDir:
         return cls(path).ensemble.is_file()
 
 
+def _open_folder(found: Any, command: str, example: str) -> Any:
+    """``found`` (a SearchDir or RecipeDir) when its config file is there, else the one sentence naming what to pass."""
+    if not found.config.is_file():
+        raise BabysitError(f"{str(found.path)!r} is not a babysit {command} folder (no {found.config.name}); pass "
+                           f"the folder `babysit {command}` printed, e.g. {example}.")
+    return found
+
+
 class SearchDir:
     """The folder of one hyper-parameter search: one property per file, and a run directory per trial."""
 
@@ -508,11 +516,7 @@ class SearchDir:
     @classmethod
     def open(cls, path: str | Path) -> SearchDir:
         """An existing search folder (one with search.toml), else a BabysitError naming what to pass."""
-        found = cls(path)
-        if not found.config.is_file():
-            raise BabysitError(f"{str(found.path)!r} is not a babysit search folder (no search.toml); pass the folder "
-                               "`babysit search` printed, e.g. search/NAME.")
-        return found
+        return _open_folder(cls(path), "search", "search/NAME")
 
 
 class RecipeDir:
@@ -541,8 +545,4 @@ class RecipeDir:
     @classmethod
     def open(cls, path: str | Path) -> RecipeDir:
         """An existing recipe folder (one with recipe.toml), else a BabysitError naming what to pass."""
-        found = cls(path)
-        if not found.config.is_file():
-            raise BabysitError(f"{str(found.path)!r} is not a babysit recipe folder (no recipe.toml); pass the "
-                               "folder `babysit recipe` printed, e.g. recipes/NAME.")
-        return found
+        return _open_folder(cls(path), "recipe", "recipes/NAME")

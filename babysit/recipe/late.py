@@ -105,6 +105,7 @@ def step_final(ctx: Ctx, window: Window) -> StepResult:
         evidence.append(f"time was left for {len(seed_runs)} more run(s) of the final config with other seeds (the "
                         f"same split), ensemble candidates: best val " + ", ".join(f"{v:.4f}" for v in vals))
     weights = "ema" if ema and ema["val_acc"] > result["best_val_acc"] else "best"
+    ended = _last_epoch(str(run.path)) or {}  # the final run's last epoch, read once
     decision = (why + "; " if why else "") + (
         f"the model is the final run's {'EMA' if weights == 'ema' else 'best-val'} weights (val "
         f"{max(result['best_val_acc'], ema['val_acc'] if ema else 0):.4f})")
@@ -112,8 +113,8 @@ def step_final(ctx: Ctx, window: Window) -> StepResult:
                                            "epochs_planned": cfg.train.epochs, "epochs": result["epochs"],
                                            "best_epoch": result["best_epoch"], "val_acc": result["best_val_acc"],
                                            "ema_val_acc": ema["val_acc"] if ema else None,
-                                           "last_train_acc": (_last_epoch(str(run.path)) or {}).get("train_acc"),
-                                           "last_val_acc": (_last_epoch(str(run.path)) or {}).get("val_acc"),
+                                           "last_train_acc": ended.get("train_acc"),
+                                           "last_val_acc": ended.get("val_acc"),
                                            "findings": [f.title for f in findings], "seed_runs": seed_runs})
 
 

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from babysit.review.report import CSS, _img
+from babysit.review.report import _img, page
 from babysit.rundir import RecipeDir, RunDir, SearchDir, atomic_write_text
 
 GAP_POINTS = 2.0
@@ -125,8 +125,7 @@ def render_recipe_report(path: RecipeDir | str | Path) -> str:
                 "<h2>Steps: evidence and decisions</h2>", "".join(steps),
                 "<h2>What to try next with more time</h2>", f"<ul>{nexts}</ul>",
                 "<h2>Config</h2>", f"<pre>{html.escape(rdir.config.read_text())}</pre>"]
-    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
-            f'<style>{CSS}</style></head><body>{"".join(sections)}</body></html>\n')
+    return page(title, sections)
 
 
 def write_recipe_report(path: RecipeDir | str | Path) -> Path:

@@ -40,6 +40,12 @@ img{max-width:100%}pre{background:#f4f4f4;padding:8px;overflow-x:auto;font-size:
 """
 
 
+def page(title: str, sections: list[str]) -> str:
+    """A self-contained HTML page: the title, the report's CSS and the sections in order (run, search, recipe)."""
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+            f'<style>{CSS}</style></head><body>{"".join(sections)}</body></html>\n')
+
+
 def _img(data: bytes, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(data).decode()}">'
 
@@ -283,8 +289,7 @@ def render_report(path: RunDir | str | Path) -> str:
                 "<h2>Sanity checks</h2>", _checks_html(checks),
                 _curves_html(steps, epochs), "<h2>Layer statistics</h2>", _layers_html(run, _labels(run)),
                 "<h2>First-layer filters</h2>", _filters_html(run), "<h2>Validation</h2>", _val_html(run)]
-    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
-            f'<style>{CSS}</style></head><body>{"".join(sections)}</body></html>\n')
+    return page(title, sections)
 
 
 def write_report(path: RunDir | str | Path) -> Path:

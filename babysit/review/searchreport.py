@@ -21,7 +21,7 @@ from typing import Any
 
 from babysit.review.diagnose import best_on_border
 from babysit.review.findings import Finding
-from babysit.review.report import CSS, _fig, _findings_html
+from babysit.review.report import _fig, _findings_html, page
 from babysit.rundir import SearchDir, atomic_write_text
 
 EQUAL_TOL = 0.01
@@ -272,8 +272,7 @@ def render_search_report(path: SearchDir | str | Path) -> str:
                 "<h2>Val accuracy against each parameter</h2>", '<p class="muted">Blue: coarse trials, orange: fine; '
                 "hollow: pruned; red crosses: killed or failed; dotted: the searched range.</p>",
                 _plots_html(rows, info), "<h2>Trials</h2>", _table_html(rows)]
-    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
-            f'<style>{CSS}</style></head><body>{"".join(sections)}</body></html>\n')
+    return page(title, sections)
 
 
 def write_search_report(path: SearchDir | str | Path) -> Path:
