@@ -190,10 +190,11 @@ def next_batch(data: TensorData, idx: torch.Tensor, step: int,
 
 
 def train_step(u: Update, xb: torch.Tensor, yb: Targets, lr: float | None = None,
-               check_finite: bool = False) -> torch.Tensor:
+               check_finite: bool = False, momentum: float | None = None) -> torch.Tensor:
     """One mini-batch step: forward -> loss (+ regularisation) -> backward -> clip -> update -> max-norm.
 
-    ``lr`` (when given) is set on every parameter group first. With ``check_finite`` a NaN or Inf loss or
+    ``lr`` and ``momentum`` (when given; Adam's beta1) are set on every parameter group first. With
+    ``check_finite`` a NaN or Inf loss or
     gradient raises :class:`NonFinite` before the update, so it never reaches the weights. Returns the
     cost (data loss + regularisation, the L2 term included when the update rule applies it) as a
     detached 0-d tensor; the regularisation part alone is left in ``u.reg_term`` (None without one), so the
@@ -201,6 +202,12 @@ def train_step(u: Update, xb: torch.Tensor, yb: Targets, lr: float | None = None
     if lr is not None:
         for group in u.optimizer.param_groups:
             group["lr"] = lr
+    if momentum is not None:  # one-cycle's momentum
+        for group in u.optimizer.param_groups:
+            if "betas" in group:
+                group["betas"] = (momentum, group["betas"][1])
+            else:
+                group["momentum"] = momentum
     if u.channels_last and xb.dim() == 4:
         xb = xb.contiguous(memory_format=torch.channels_last)
     with torch.autocast(xb.device.type, dtype=u.autocast or torch.bfloat16, enabled=u.autocast is not None):
@@ -277,7 +284,8 @@ def fit(model: nn.Module, data: TensorData, cfg: RunConfig, run: RunDir | None =
                 xb, yb = next_batch(data, perm[state.batch * t.batch_size : (state.batch + 1) * t.batch_size],
                                     state.step, augment)
                 state.lr = schedule.lr(state.step)
-                loss = train_step(update, xb, yb, state.lr)  # stays on the device: no host sync per step
+                # the loss stays on the device: no host sync per step
+                loss = train_step(update, xb, yb, state.lr, momentum=schedule.momentum(state.step))
                 state.step += 1
                 averages.after_step(state.step)  # ema = d*ema + (1-d)*w
                 state.batch += 1

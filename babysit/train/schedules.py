@@ -98,6 +98,17 @@ def one_cycle(step: int, total_steps: int, low: float, high: float, pct_start: f
     return end + (start - end) / 2 * (1 + math.cos(math.pi * pct))
 
 
+def one_cycle_momentum(step: int, total_steps: int, low: float, high: float, pct_start: float = 0.3) -> float:
+    """One cycle's momentum, the mirror of its lr (torch's OneCycleLR with cycle_momentum): from ``high``
+    down to ``low`` by step pct_start*T - 1 while the lr rises, then back up to ``high`` at step T - 1."""
+    peak = float(pct_start * total_steps) - 1
+    if step <= peak:
+        start, end, pct = high, low, step / peak if peak > 0 else 1.0
+    else:
+        start, end, pct = low, high, min(1.0, (step - peak) / (total_steps - 1 - peak))
+    return end + (start - end) / 2 * (1 + math.cos(math.pi * pct))
+
+
 def warmup_factor(step: int, warmup_steps: int) -> float:
     """Linear warm-up: min(1, (step + 1) / warmup_steps); 1 without warm-up."""
     return min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0
@@ -195,9 +206,12 @@ class LRSchedule:
     learning rate over the epochs it averages)."""
 
     def __init__(self, base_lr: float, cfg: ScheduleConfig, steps_per_epoch: int, total_steps: int,
-                 hold_lr: float = 0.0, hold_from: int = 0) -> None:
+                 hold_lr: float = 0.0, hold_from: int = 0, base_momentum: float = 0.0) -> None:
         SCHEDULES.get(cfg.name)  # an unknown name fails here, before the first step
         self.base_lr, self.cfg = base_lr, cfg
+        # one-cycle's momentum runs between momentum_low and the rule's own momentum (none without one)
+        self.cycles_momentum = cfg.name == "onecycle" and 0 < cfg.momentum_low < base_momentum
+        self.base_momentum = base_momentum
         self.steps_per_epoch, self.total_steps = steps_per_epoch, total_steps
         self.hold_lr, self.hold_from = hold_lr, hold_from
         self.plateau = Plateau(cfg.factor, cfg.patience) if cfg.name == "plateau" else None
@@ -205,16 +219,23 @@ class LRSchedule:
     @classmethod
     def from_config(cls, cfg: RunConfig, steps_per_epoch: int) -> LRSchedule:
         """The schedule of a run: optim.lr, schedule.*, train.epochs, and train.swa_lr over the SWA epochs."""
-        t = cfg.train
+        t, o = cfg.train, cfg.optim
         hold = t.swa_lr if t.swa_epochs > 0 else 0.0
-        return cls(cfg.optim.lr, cfg.schedule, steps_per_epoch, t.epochs * steps_per_epoch, hold,
-                   (t.epochs - t.swa_epochs) * steps_per_epoch)
+        return cls(o.lr, cfg.schedule, steps_per_epoch, t.epochs * steps_per_epoch, hold,
+                   (t.epochs - t.swa_epochs) * steps_per_epoch, rule_momentum(cfg))
 
     def lr(self, step: int) -> float:
         if self.hold_lr > 0 and step >= self.hold_from:
             return self.hold_lr
         scale = self.plateau.scale if self.plateau is not None else 1.0
         return lr_at(step, self.base_lr, self.cfg, self.steps_per_epoch, self.total_steps) * scale
+
+    def momentum(self, step: int) -> float | None:
+        """The momentum (or Adam's beta1) for step ``step`` when one-cycle cycles it, else None (left as set)."""
+        if not self.cycles_momentum or (self.hold_lr > 0 and step >= self.hold_from):
+            return None
+        return one_cycle_momentum(step, self.total_steps, self.cfg.momentum_low, self.base_momentum,
+                                  self.cfg.pct_start)
 
     def cycle_end(self, epochs_done: int) -> int:
         """cosine-restarts: the number of the cycle that ends with epoch ``epochs_done`` (1, 2, ...), else 0."""
@@ -233,6 +254,14 @@ class LRSchedule:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if self.plateau is not None and state.get("plateau") is not None:
             self.plateau.load_state_dict(state["plateau"])
+
+
+def rule_momentum(cfg: RunConfig) -> float:
+    """The momentum the update rule was given: sgd's optim.momentum, the Adam family's beta1, else 0."""
+    o = cfg.optim
+    if o.name == "sgd":
+        return o.momentum
+    return o.betas[0] if o.name in ("adam", "almost-adam", "adamw") else 0.0
 
 
 def lr_curve(cfg: ScheduleConfig, base_lr: float, epochs: int, steps_per_epoch: int) -> list[float]:

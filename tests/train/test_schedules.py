@@ -105,6 +105,53 @@ def test_one_cycle_matches_torch_onecyclelr():
     assert low[0] == pytest.approx(0.02) and low[-1] == pytest.approx(0.02 / 1e4)
 
 
+def test_one_cycle_momentum_matches_torch_cycle_momentum():
+    # momentum mirrors the lr: high -> low while the lr rises (peak at step pct*T - 1), low -> high after;
+    # each half is end + (start - end)/2 * (1 + cos(pi * pct)), as the lr's halves
+    s = S.LRSchedule(0.1, sched(name="onecycle", momentum_low=0.85), 10, 100, base_momentum=0.95)
+    ours = [s.momentum(k) for k in range(100)]
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1, momentum=0.9)
+    ref_sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.1, total_steps=100, pct_start=0.3,
+                                                    base_momentum=0.85, max_momentum=0.95)
+    ref = []
+    for _ in range(100):
+        ref.append(opt.param_groups[0]["momentum"])
+        opt.step()
+        ref_sched.step()
+    assert ours == pytest.approx(ref)
+    assert ours[0] == pytest.approx(0.95) and ours[29] == pytest.approx(0.85) and ours[-1] == pytest.approx(0.95)
+    by_hand = 0.85 + (0.95 - 0.85) / 2 * (1 + math.cos(math.pi * 10 / 29))  # step 10, rising lr
+    assert ours[10] == pytest.approx(by_hand)
+
+
+def test_momentum_is_left_alone_unless_onecycle_cycles_it():
+    assert S.LRSchedule(0.1, sched(name="onecycle"), 10, 100, base_momentum=0.9).momentum(5) is None  # off
+    assert S.LRSchedule(0.1, sched(name="cosine", momentum_low=0.85), 10, 100, base_momentum=0.9).momentum(5) is None
+    # nothing to cycle under vanilla SGD (momentum 0), nor when the low end is above the rule's momentum
+    assert S.LRSchedule(0.1, sched(name="onecycle", momentum_low=0.85), 10, 100).momentum(5) is None
+    assert S.LRSchedule(0.1, sched(name="onecycle", momentum_low=0.95), 10, 100, base_momentum=0.9).momentum(5) is None
+
+
+@pytest.mark.parametrize("rule,key", [("sgd", "momentum"), ("adam", "betas")])
+def test_cycled_momentum_reaches_the_optimiser(rule, key):
+    from babysit import config as C
+    from babysit.train.loop import Update, train_step
+
+    cfg = C.RunConfig(optim=C.OptimConfig(name=rule, momentum=0.95, betas=(0.95, 0.999)),
+                      schedule=sched(name="onecycle", momentum_low=0.85))
+    schedule = S.LRSchedule.from_config(cfg, 10)
+    model = torch.nn.Linear(4, 3)
+    u = Update.from_config(model, cfg)
+    x, y = torch.randn(8, 4), torch.randint(0, 3, (8,))
+    seen = []
+    for step in range(cfg.train.epochs * 10):
+        train_step(u, x, y, schedule.lr(step), momentum=schedule.momentum(step))
+        m = u.optimizer.param_groups[0][key]
+        seen.append(m[0] if key == "betas" else m)
+    assert seen[0] == pytest.approx(0.95) and min(seen) == pytest.approx(0.85, abs=1e-3)
+    assert seen == pytest.approx([schedule.momentum(k) for k in range(len(seen))])
+
+
 def test_plateau_matches_torch_reduce_on_plateau():
     losses = [1.0, 0.9, 0.9, 0.95, 0.91, 0.8, 0.8, 0.8, 0.80001, 0.7, 0.7, 0.7, 0.7]
     plateau = S.Plateau(factor=0.5, patience=2)
