@@ -8,6 +8,7 @@ from typing import Any
 
 from babysit import config as C
 from babysit.rundir import RecipeDir
+from babysit.start import Plan, plan_run
 
 
 @dataclass
@@ -17,6 +18,14 @@ class Ctx:
     rdir: RecipeDir
     cfg: C.RunConfig
     state: dict[str, Any]
+    _plan: Plan | None = field(default=None, repr=False)
+
+    def plan(self) -> Plan:
+        """The base config checked against its data: loaded and split once per recipe process (the data,
+        checks and lr steps share it; a resumed recipe loads it again)."""
+        if self._plan is None:
+            self._plan = plan_run(self.cfg)
+        return self._plan
 
     def outputs(self, step: str) -> dict[str, Any]:
         """What a finished step left for the later ones (empty when it did not run)."""

@@ -18,7 +18,7 @@ from babysit.monitor.session import write_checks
 from babysit.recipe.context import Ctx, StepResult, Window
 from babysit.recipe.rules import lr_range
 from babysit.rundir import RunDir, atomic_write_text
-from babysit.start import fresh_start, plan_run
+from babysit.start import fresh_start
 from babysit.tune.lr_find import lr_range_test, result_json
 
 TINY_CLASS = 10
@@ -40,7 +40,7 @@ def duplicates(train: ImageSet, other: ImageSet) -> int:
 def step_data(ctx: Ctx, window: Window) -> StepResult:
     """Load and split the data, fit the preprocessing on train, and warn about what would mislead later."""
     started = time.perf_counter()
-    plan = plan_run(ctx.cfg)
+    plan = ctx.plan()
     load_s = time.perf_counter() - started
     sp, ds = plan.splits, plan.dataset
     counts = sp.train.class_counts().tolist()
@@ -79,12 +79,13 @@ def step_checks(ctx: Ctx, window: Window) -> StepResult:
     """The notes' four sanity checks on the chosen architecture; a failure stops the recipe with the fix."""
     folder = ctx.rdir.checks
     shutil.rmtree(folder, ignore_errors=True)  # a check killed half-way starts again
+    plan = ctx.plan()
     started = time.perf_counter()
-    plan = plan_run(ctx.cfg)
     run = RunDir.create(folder)
     atomic_write_text(run.config, C.dumps_toml(plan.cfg))
     model, data, _ = fresh_start(plan)
-    start_s = time.perf_counter() - started  # what every trial spends before its first step
+    # what every trial spends before its first step: loading the data (timed by the data step) and starting
+    start_s = ctx.outputs("data").get("load_s", 0.0) + time.perf_counter() - started
     results = run_checks(model, data, plan.cfg, plan.num_classes, progress=True)
     write_checks(run, results)
     failed = blocking(results)
@@ -106,7 +107,7 @@ def step_lr(ctx: Ctx, window: Window) -> StepResult:
 
     steps = min(200, max(100, ctx.outputs("data")["steps_per_epoch"]))
     cfg = replace(ctx.cfg, lr_find=replace(ctx.cfg.lr_find, seeds=1, steps=steps))
-    plan = plan_run(cfg)
+    plan = replace(ctx.plan(), cfg=replace(ctx.plan().cfg, lr_find=cfg.lr_find))
     model, data, augment = fresh_start(plan)
     started = time.perf_counter()
     result = lr_range_test(model, data, plan.cfg, augment=augment)
