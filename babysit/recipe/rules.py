@@ -14,10 +14,10 @@ from dataclasses import dataclass
 
 import torch
 
+from babysit.review.recipereport import GAP_POINTS  # one overfitting threshold for the recipe and its report
+
 WD_RANGE = (1e-5, 1e-2)
 """The coarse range of the L2 strength lambda (optim.weight_decay), log-uniform."""
-GAP_POINTS = 2.0
-"""A train - val accuracy gap of at least this many points at the best fine trial's end means overfitting."""
 FIT_ACC = 0.9
 """Train accuracy below this is underfitting: a gap then says nothing about overfitting."""
 SMALL_VAL = 1000

@@ -16,7 +16,8 @@ from babysit.review.report import _img, page
 from babysit.rundir import RecipeDir, RunDir, SearchDir, atomic_write_text
 
 GAP_POINTS = 2.0
-"""A train - val gap of this many points at the final run's end: overfitting (the same threshold as the recipe)."""
+"""A train - val accuracy gap of at least this many points means overfitting: the recipe's rule for adding
+augmentation (babysit.recipe.rules) and the report's advice both read it here."""
 
 
 def next_steps(state: dict[str, Any]) -> list[str]:
