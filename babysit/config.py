@@ -93,8 +93,9 @@ class ScheduleConfig:
     min_lr: float = 0.0  # cyclical, onecycle: lower bound (optim.lr is the upper); 0 means optim.lr/25
     half_cycle: float = 2.0  # cyclical: units from the lower to the upper bound (the CLR paper's stepsize)
     pct_start: float = 0.3  # onecycle: share of the run spent rising to optim.lr
-    momentum_low: float = 0.0  # onecycle: momentum (sgd) or beta1 (adam) falls from its optim value to this while
-    #   the lr rises and climbs back while it falls (Smith 2018; torch's cycle_momentum); 0 keeps it fixed
+    momentum_low: float = 0.85  # onecycle: momentum (sgd) or beta1 (adam) falls from momentum_high to this while
+    #   the lr rises and climbs back while it falls (Smith 2018; torch's cycle_momentum); 0 keeps optim's own fixed
+    momentum_high: float = 0.95  # onecycle: the momentum (or beta1) at the start and the end of the cycle
     factor: float = 0.5  # plateau: multiply lr by this once the val loss has not improved for more than patience epochs
     patience: int = 2  # plateau: epochs without a better val loss tolerated before lr is multiplied by factor
     cycles: int = 1  # cosine-restarts: cosine cycles (SGDR); each ends at an epoch end with a snapshot of the weights
@@ -398,6 +399,9 @@ def _toolbox_checks(cfg: RunConfig) -> list[tuple[bool, str]]:
         (s.half_cycle > 0, f"schedule.half_cycle must be > 0, got {s.half_cycle}."),
         (0 < s.pct_start < 1, f"schedule.pct_start must be between 0 and 1, got {s.pct_start}; try 0.3."),
         (0 <= s.momentum_low < 1, f"schedule.momentum_low must be in [0, 1), got {s.momentum_low}; try 0.85."),
+        (s.momentum_low == 0 or s.momentum_low <= s.momentum_high < 1,
+         f"schedule.momentum_high must be in [momentum_low, 1), got {s.momentum_high} with momentum_low "
+         f"{s.momentum_low}; try 0.95."),
         (0 < s.factor < 1, f"schedule.factor must be between 0 and 1, got {s.factor}; try 0.5."),
         (s.patience >= 0, f"schedule.patience must be >= 0 epochs, got {s.patience}."),
         (cfg.loss.delta >= 0, f"loss.delta must be >= 0, got {cfg.loss.delta}; the notes use 1.0."),

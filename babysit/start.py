@@ -125,6 +125,15 @@ def config_warnings(cfg: C.RunConfig, steps_per_epoch: int) -> list[str]:
             out.append(f"optim.{key}={getattr(o, key)} is ignored by optim.name={o.name} (only "
                        f"{', '.join(rules)} read it); drop it, or choose one of those rules.")
     s, sd = cfg.schedule, C.ScheduleConfig()
+    if s.name == "onecycle" and s.momentum_low > 0:  # one-cycle replaces the rule's own momentum by its cycle
+        if o.name == "sgd" and o.momentum not in (0, default.momentum):
+            out.append(f"optim.momentum={o.momentum} is replaced by one-cycle's momentum cycle "
+                       f"({s.momentum_high:g} -> {s.momentum_low:g} -> {s.momentum_high:g}); set "
+                       "--schedule.momentum_low=0 to keep it fixed, or move the cycle with --schedule.momentum_high.")
+        elif o.name in _READ_BY["betas"] and o.betas[0] != default.betas[0]:
+            out.append(f"optim.betas' beta1={o.betas[0]} is replaced by one-cycle's momentum cycle "
+                       f"({s.momentum_high:g} -> {s.momentum_low:g} -> {s.momentum_high:g}); set "
+                       "--schedule.momentum_low=0 to keep it fixed, or move the cycle with --schedule.momentum_high.")
     if s.unit == "step":
         for key, names in (("step_size", ("step",)), ("k", ("exp", "inv-time", "inv-sqrt")),
                            ("half_cycle", ("cyclical",))):

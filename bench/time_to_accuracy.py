@@ -21,7 +21,7 @@ the first one whose test accuracy reaches the target; babysit's per-epoch second
 (history "seconds": the epoch's steps, probes included; scoring, checkpoints and the sanity checks
 before fit are in "wall" only).
 
-    python bench/time_to_accuracy.py --data mnist|fashion-mnist [--seeds 3] [--epochs N] [--threads T]
+    python bench/time_to_accuracy.py --data mnist|fashion-mnist [--seeds 3] [--first-seed 0] [--epochs N] [--threads T]
         [--limit N] [--target 0.99] [--only babysit,examples,bn] [--json PATH]
 """
 
@@ -262,6 +262,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default="mnist", choices=sorted(TARGETS))
     ap.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1, each running every contender")
+    ap.add_argument("--first-seed", type=int, default=0, help="seeds first-seed .. first-seed+N-1")
     ap.add_argument("--epochs", type=int, default=0, help="epochs of every contender (0: each recipe's own)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--limit", type=int, default=0, help="training images (0 = all)")
@@ -293,7 +294,7 @@ def main() -> None:
               f"test {curve.test_acc[-1]:.4f}", file=out, flush=True)
 
     curves: list[Curve] = []
-    for seed in range(args.seeds):
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
         cfg = babysit_cfg(args, seed)
         _, splits = prepare_data(cfg)  # the split babysit makes for this seed
         print(f"seed {seed}: {args.data} {len(splits.train)}/{len(splits.val)}/{len(splits.test)} train/val/test",

@@ -93,3 +93,16 @@ def test_options_the_rule_ignores_and_per_epoch_constants_in_steps_are_warned():
     (warning,) = config_warnings(steps, 40)
     assert "schedule.step_size=20 is the per-epoch default" in warning and "--schedule.step_size=800" in warning
     assert plan_run(steps).warnings[-1] == config_warnings(steps, plan_run(steps).steps_per_epoch)[0]
+
+
+def test_a_momentum_that_one_cycle_replaces_is_warned():
+    from babysit.start import config_warnings
+
+    (warning,) = config_warnings(cfg(**{"optim.momentum": "0.5"}), 10)
+    assert warning.startswith("optim.momentum=0.5 is replaced by one-cycle's momentum cycle (0.95 -> 0.85 -> 0.95)")
+    (warning,) = config_warnings(cfg(**{"optim.name": "adamw", "optim.betas": "0.8,0.99"}), 10)
+    assert "beta1=0.8 is replaced" in warning
+    # kept fixed on request, vanilla SGD, and other schedules: nothing to say
+    assert config_warnings(cfg(**{"optim.momentum": "0.5", "schedule.momentum_low": "0"}), 10) == []
+    assert config_warnings(cfg(**{"optim.momentum": "0"}), 10) == []
+    assert config_warnings(cfg(**{"optim.momentum": "0.5", "schedule.name": "cosine"}), 10) == []

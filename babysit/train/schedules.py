@@ -203,15 +203,16 @@ class LRSchedule:
     """The run's schedule: ``lr(step)`` for every step, ``epoch_end(val_loss)`` after every epoch.
 
     ``hold_lr`` > 0 replaces the schedule by that constant from step ``hold_from`` on (SWA's constant
-    learning rate over the epochs it averages)."""
+    learning rate over the epochs it averages). ``momentum``: the update rule's own momentum (or beta1; 0 for
+    none), which one-cycle replaces by its momentum cycle when the rule has one."""
 
     def __init__(self, base_lr: float, cfg: ScheduleConfig, steps_per_epoch: int, total_steps: int,
-                 hold_lr: float = 0.0, hold_from: int = 0, base_momentum: float = 0.0) -> None:
+                 hold_lr: float = 0.0, hold_from: int = 0, momentum: float = 0.0) -> None:
         SCHEDULES.get(cfg.name)  # an unknown name fails here, before the first step
         self.base_lr, self.cfg = base_lr, cfg
-        # one-cycle's momentum runs between momentum_low and the rule's own momentum (none without one)
-        self.cycles_momentum = cfg.name == "onecycle" and 0 < cfg.momentum_low < base_momentum
-        self.base_momentum = base_momentum
+        # one-cycle's momentum runs between momentum_high and momentum_low, for a rule that has a momentum
+        # (vanilla SGD, momentum 0, stays vanilla)
+        self.cycles_momentum = cfg.name == "onecycle" and cfg.momentum_low > 0 and momentum > 0
         self.steps_per_epoch, self.total_steps = steps_per_epoch, total_steps
         self.hold_lr, self.hold_from = hold_lr, hold_from
         self.plateau = Plateau(cfg.factor, cfg.patience) if cfg.name == "plateau" else None
@@ -234,7 +235,7 @@ class LRSchedule:
         """The momentum (or Adam's beta1) for step ``step`` when one-cycle cycles it, else None (left as set)."""
         if not self.cycles_momentum or (self.hold_lr > 0 and step >= self.hold_from):
             return None
-        return one_cycle_momentum(step, self.total_steps, self.cfg.momentum_low, self.base_momentum,
+        return one_cycle_momentum(step, self.total_steps, self.cfg.momentum_low, self.cfg.momentum_high,
                                   self.cfg.pct_start)
 
     def cycle_end(self, epochs_done: int) -> int:

@@ -108,7 +108,7 @@ def test_one_cycle_matches_torch_onecyclelr():
 def test_one_cycle_momentum_matches_torch_cycle_momentum():
     # momentum mirrors the lr: high -> low while the lr rises (peak at step pct*T - 1), low -> high after;
     # each half is end + (start - end)/2 * (1 + cos(pi * pct)), as the lr's halves
-    s = S.LRSchedule(0.1, sched(name="onecycle", momentum_low=0.85), 10, 100, base_momentum=0.95)
+    s = S.LRSchedule(0.1, sched(name="onecycle", momentum_low=0.85, momentum_high=0.95), 10, 100, momentum=0.9)
     ours = [s.momentum(k) for k in range(100)]
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1, momentum=0.9)
     ref_sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.1, total_steps=100, pct_start=0.3,
@@ -125,11 +125,21 @@ def test_one_cycle_momentum_matches_torch_cycle_momentum():
 
 
 def test_momentum_is_left_alone_unless_onecycle_cycles_it():
-    assert S.LRSchedule(0.1, sched(name="onecycle"), 10, 100, base_momentum=0.9).momentum(5) is None  # off
-    assert S.LRSchedule(0.1, sched(name="cosine", momentum_low=0.85), 10, 100, base_momentum=0.9).momentum(5) is None
-    # nothing to cycle under vanilla SGD (momentum 0), nor when the low end is above the rule's momentum
-    assert S.LRSchedule(0.1, sched(name="onecycle", momentum_low=0.85), 10, 100).momentum(5) is None
-    assert S.LRSchedule(0.1, sched(name="onecycle", momentum_low=0.95), 10, 100, base_momentum=0.9).momentum(5) is None
+    assert S.LRSchedule(0.1, sched(name="onecycle"), 10, 100, momentum=0.9).momentum(0) == pytest.approx(0.95)
+    assert S.LRSchedule(0.1, sched(name="onecycle", momentum_low=0), 10, 100, momentum=0.9).momentum(5) is None
+    assert S.LRSchedule(0.1, sched(name="cosine"), 10, 100, momentum=0.9).momentum(5) is None
+    # vanilla SGD (momentum 0) stays vanilla under one-cycle
+    assert S.LRSchedule(0.1, sched(name="onecycle"), 10, 100).momentum(5) is None
+
+
+def test_momentum_range_is_validated():
+    from babysit import config as C
+
+    for bad in ({"momentum_low": 1.0}, {"momentum_low": -0.1}, {"momentum_high": 1.0},
+                {"momentum_low": 0.9, "momentum_high": 0.8}):
+        with pytest.raises(BabysitError, match="momentum_"):
+            C.validate(C.RunConfig(schedule=sched(**bad)))
+    C.validate(C.RunConfig(schedule=sched(momentum_low=0, momentum_high=0.5)))  # off: high unused
 
 
 @pytest.mark.parametrize("rule,key", [("sgd", "momentum"), ("adam", "betas")])
@@ -137,8 +147,8 @@ def test_cycled_momentum_reaches_the_optimiser(rule, key):
     from babysit import config as C
     from babysit.train.loop import Update, train_step
 
-    cfg = C.RunConfig(optim=C.OptimConfig(name=rule, momentum=0.95, betas=(0.95, 0.999)),
-                      schedule=sched(name="onecycle", momentum_low=0.85))
+    cfg = C.RunConfig(optim=C.OptimConfig(name=rule, momentum=0.9, betas=(0.9, 0.999)),
+                      schedule=sched(name="onecycle", momentum_low=0.85, momentum_high=0.95))
     schedule = S.LRSchedule.from_config(cfg, 10)
     model = torch.nn.Linear(4, 3)
     u = Update.from_config(model, cfg)
