@@ -68,7 +68,7 @@ class ModelConfig:
 @dataclass(frozen=True)
 class OptimConfig:
     name: str = "sgd"  # update rule: sgd | adagrad | rmsprop | adam | almost-adam | adamw
-    lr: float = 0.1  # learning rate per step, before the schedule (onecycle: its peak)
+    lr: float = 0.2  # learning rate per step, before the schedule (onecycle: its peak)
     momentum: float = 0.9  # sgd: mu in v = mu*v - lr*dx; 0 gives vanilla SGD
     nesterov: bool = True  # sgd: Nesterov momentum (look-ahead gradient); no effect with momentum 0
     betas: tuple[float, float] = (0.9, 0.999)  # adam, almost-adam, adamw: decay rates beta1, beta2 of m and v

@@ -13,7 +13,7 @@ from babysit.clihelp import option_help
 from babysit.errors import BabysitError
 
 FAST = ["--train.epochs=2", "--data.limit=300", "--train.progress=false",
-        "--model.spec=conv3-8 relu pool2 fc", "--optim.lr=0.05"]  # no BN: the default lr 0.1 is for BN nets
+        "--model.spec=conv3-8 relu pool2 fc", "--optim.lr=0.05"]  # no BN: the default lr 0.2 is for BN nets
 
 
 def run_cli(args, cwd):
