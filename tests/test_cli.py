@@ -92,7 +92,7 @@ def test_help_lists_every_option_with_default(tmp_path):
     from babysit.config import option_table
     for key, _, _ in option_table():
         assert f"--{key}" in res.stdout
-    assert "(default: 0.1)" in res.stdout
+    assert "(default: 0.2)" in res.stdout
 
 
 def test_summary_prints_the_table(capsys):
@@ -231,7 +231,7 @@ def test_every_option_has_a_meaning_in_help(capsys):
         assert f"--{key} " in text and f"{meaning} (default: " in text, key
     assert ("--optim.name STR update rule: sgd | adagrad | rmsprop | adam | almost-adam | adamw (default: 'sgd')"
             in text)
-    assert "--optim.lr FLOAT learning rate per step, before the schedule (onecycle: its peak) (default: 0.1)" in text
+    assert "--optim.lr FLOAT learning rate per step, before the schedule (onecycle: its peak) (default: 0.2)" in text
 
 
 def test_choice_options_list_exactly_the_names_the_code_accepts():

@@ -379,6 +379,6 @@ def test_resume_may_raise_epochs_but_not_change_training(reference: Path, tmp_pa
     (run / "config.toml").write_text(edited.replace("stats_every = 50", "stats_every = 20"))
     assert main(["train", "--resume", str(run)]) == 0
     assert [r["epoch"] for r in read_history(run / "history.jsonl") if r["kind"] == "epoch"] == [1, 2, 3, 4]
-    (run / "config.toml").write_text(toml.replace("\nlr = 0.1\n", "\nlr = 0.01\n"))
+    (run / "config.toml").write_text(toml.replace("\nlr = 0.2\n", "\nlr = 0.01\n"))
     assert main(["train", "--resume", str(run)]) == 2
-    assert "(optim.lr: 0.1 -> 0.01); undo the edit" in capsys.readouterr().err
+    assert "(optim.lr: 0.2 -> 0.01); undo the edit" in capsys.readouterr().err

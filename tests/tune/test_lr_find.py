@@ -107,7 +107,7 @@ def test_cli_lr_find_writes_plot_numbers_and_a_config(tmp_path, capsys, monkeypa
     assert main(args) == 0
     out = capsys.readouterr().out
     assert sum(line.startswith("seed ") for line in out.splitlines()) == 2
-    assert "cyclical / onecycle bounds: --optim.lr=" in out and "your optim.lr=0.1 (babysit's default) is " in out
+    assert "cyclical / onecycle bounds: --optim.lr=" in out and "your optim.lr=0.2 (babysit's default) is " in out
     assert out.index("lr-find repeat 1/2") < out.index("lr-find repeat 2/2") < out.index("seed 0:")
     assert (tmp_path / "lr.png").read_bytes()[:4] == b"\x89PNG"
     numbers = json.loads((tmp_path / "lr.json").read_text())
