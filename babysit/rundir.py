@@ -53,6 +53,7 @@ from pathlib import Path
 from typing import Any, overload
 
 from babysit.errors import BabysitError
+from babysit.limits import HISTORY_FILE, read_bounded, read_small_text
 
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)  # read the process umask once: temporary files are created 0600, renamed files should not be
@@ -107,7 +108,8 @@ def read_history(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     records: list[dict[str, Any]] = []
-    for line in path.read_bytes().decode(errors="replace").splitlines():
+    # bounded: a history replaced by /dev/zero, a FIFO or a huge file is refused, not read forever
+    for line in read_bounded(path, HISTORY_FILE).decode(errors="replace").splitlines():
         try:
             rec = json.loads(line)
         except json.JSONDecodeError:
@@ -448,7 +450,7 @@ class RunDir:
         """Read a JSON file of the run; a missing or damaged one is a BabysitError saying how to rewrite it."""
         path = self._file(name)
         try:
-            return json.loads(path.read_text())
+            return json.loads(read_small_text(path))
         except (OSError, ValueError):
             raise BabysitError(f"{path} is missing or damaged; resume the run with "
                                f"`babysit train --resume {self.path}` to write it again.") from None

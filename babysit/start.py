@@ -27,11 +27,13 @@ from babysit.data.preprocess import KINDS, Preprocessor
 from babysit.data.sources import Dataset
 from babysit.data.split import Splits, prepare_data
 from babysit.errors import BabysitError
+from babysit.limits import check_memory, human_bytes
 from babysit.models.auto import is_named, parse_spec, resolve_spec
 from babysit.models.build import build
 from babysit.models.init import init_weights, needs_data
 from babysit.models.shapes import infer_shapes
 from babysit.models.spec import BatchNorm, Branch, Conv, GlobalAvgPool, Pool, Residual, Spec, parse
+from babysit.models.summary import memory_estimate, summary
 from babysit.rundir import RunDir
 from babysit.train.checkpoint import load_checkpoint, seed_all
 from babysit.train.loop import TensorData, auto_batch_size, check_batch_size
@@ -199,6 +201,32 @@ def check_data(cfg: C.RunConfig, spec: Spec, splits: Splits) -> None:
                            f"or --data.limit={n - 1}.")
 
 
+def device_memory(device: torch.device) -> tuple[int | None, str]:
+    """(free bytes, words) where a run's tensors live: the GPU's free memory for CUDA, else None (the host's)."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0]), f"GPU {device}"
+    return None, "this machine"
+
+
+def check_run_memory(cfg: C.RunConfig, spec: Spec, shape: tuple[int, int, int], num_classes: int, n_images: int,
+                     device: torch.device, training: bool = True) -> None:
+    """Refuse a run whose network or data cannot fit, before anything is allocated (``conv3-100000000``, a huge
+    padding, ``--data.size=100000``): the summary table's parameters and activations at the mini-batch size
+    (:func:`memory_estimate`) plus the ``n_images`` preprocessed images (float32) kept on the device."""
+    if cfg.data.preprocess in VECTOR_KINDS:  # a pca vector's length is only known once fitted
+        shape = (cfg.data.pca_components or math.prod(shape), 1, 1)
+    elif cfg.data.preprocess == "patch-white":
+        shape = (shape[0] * cfg.data.patch_size**2, shape[1], shape[2])
+    batch = cfg.train.batch_size if training and cfg.train.batch_size > 0 else cfg.train.eval_batch_size
+    est = memory_estimate(summary(spec, shape, num_classes, batch_size=max(1, batch)), training)
+    data = n_images * math.prod(shape) * 4
+    have, where = device_memory(device)
+    check_memory(est.total + data, f"this {'run' if training else 'model'} ({est.describe()}, "
+                 f"{human_bytes(data)} for {n_images:,} preprocessed images)",
+                 "use a smaller network (fewer filters, less padding), a smaller --train.batch_size or "
+                 "--data.size, or fewer images (--data.limit)", have, where)
+
+
 def check_against(cfg: C.RunConfig, splits: Splits) -> tuple[C.RunConfig, Spec]:
     """:func:`check_config`, then the automatic values resolved and :func:`check_data`, against splits already
     loaded (a search checks each listed value of its space so, without loading the data again)."""
@@ -213,6 +241,8 @@ def plan_run(cfg: C.RunConfig) -> Plan:
     set_hardware(cfg, device)
     ds, splits = prepare_data(cfg)
     cfg, spec = _against_data(cfg, spec_or_name, splits)
+    check_run_memory(cfg, spec, splits.train.input_shape, len(splits.classes), len(splits.train) + len(splits.val),
+                     device)
     steps = math.ceil(len(splits.train) / cfg.train.batch_size)
     return Plan(cfg, ds, splits, spec, ops, splits.train.input_shape, len(splits.classes), steps, device,
                 tuple(augment_warnings(list(ops), ds.name, cfg.data.preprocess, ds.traits)
@@ -286,5 +316,7 @@ def load_run(path: str | Path, device: str = "cpu", weights: str = "best"
     _, splits = prepare_data(cfg)
     check_split(run, splits)
     pre = load_preprocessor(run)
+    check_run_memory(cfg, parse(resolve_spec(cfg.model.spec, splits.train.input_shape)), splits.train.input_shape,
+                     len(splits.classes), 0, resolve_device(device, "--device"), training=False)
     model = load_model(run, cfg, pre, splits.train.input_shape, len(splits.classes), weights)
     return run, cfg, model.to(resolve_device(device, "--device")), pre, splits

@@ -21,6 +21,7 @@ from torch import nn
 
 from babysit.config import RunConfig
 from babysit.errors import ChecksFailed, Diverged
+from babysit.limits import read_small_text
 from babysit.monitor.probes import LayerProbes
 from babysit.monitor.sanity import CheckResult, blocking, format_checks, run_checks
 from babysit.monitor.tensorboard import TensorBoardLogger
@@ -124,4 +125,4 @@ class RunMonitor:
 def checks_json(run: RunDir) -> list[dict[str, Any]]:
     """The checks a run recorded ([] when none)."""
     p = run.checks
-    return json.loads(p.read_text()).get("checks", []) if p.is_file() else []
+    return json.loads(read_small_text(p)).get("checks", []) if p.is_file() else []

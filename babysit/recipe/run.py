@@ -22,6 +22,7 @@ from typing import Any
 
 from babysit import config as C
 from babysit.errors import BabysitError, Interrupted
+from babysit.limits import read_small_text
 from babysit.recipe.budget import STEPS, TITLES, allot, format_plan, format_seconds
 from babysit.recipe.context import Ctx, StepResult, Window
 from babysit.recipe.early import step_checks, step_data, step_lr
@@ -76,7 +77,7 @@ def recipe(cfg: C.RunConfig | None = None, out: str | Path = "recipes", resume: 
     if resume is not None:
         rdir = RecipeDir.open(resume)
         cfg = C.load_toml(rdir.config)
-        state = json.loads(rdir.state.read_text()) if rdir.state.is_file() else None
+        state = json.loads(read_small_text(rdir.state)) if rdir.state.is_file() else None
     else:
         cfg = cfg if cfg is not None else C.RunConfig()
         C.validate(cfg)
