@@ -346,7 +346,7 @@ class RunDir:
         """An existing run. With ``write`` (resuming) temporary files orphaned by a killed run are removed."""
         run = cls.of(path)
         p = run.path
-        if not run.config.is_file():
+        if not run.config.exists():  # a special file is refused by its reader, with its own sentence
             if p.is_dir() and run.checkpoints.is_dir():
                 raise BabysitError(f"{str(p)!r} has no config.toml: the run was stopped before it saved its "
                                    "config; start it again with its original options.")

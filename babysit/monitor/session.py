@@ -125,4 +125,4 @@ class RunMonitor:
 def checks_json(run: RunDir) -> list[dict[str, Any]]:
     """The checks a run recorded ([] when none)."""
     p = run.checks
-    return json.loads(read_small_text(p)).get("checks", []) if p.is_file() else []
+    return json.loads(read_small_text(p)).get("checks", []) if p.exists() else []

@@ -77,7 +77,7 @@ def recipe(cfg: C.RunConfig | None = None, out: str | Path = "recipes", resume: 
     if resume is not None:
         rdir = RecipeDir.open(resume)
         cfg = C.load_toml(rdir.config)
-        state = json.loads(read_small_text(rdir.state)) if rdir.state.is_file() else None
+        state = json.loads(read_small_text(rdir.state)) if rdir.state.exists() else None
     else:
         cfg = cfg if cfg is not None else C.RunConfig()
         C.validate(cfg)

@@ -318,7 +318,7 @@ def diagnose_run(path: RunDir | str | Path, write: bool = True) -> list[Finding]
 def read_findings(path: RunDir | str | Path) -> list[Finding]:
     """The findings a run recorded ([] when it has none yet)."""
     p = RunDir.of(path).findings
-    return [Finding.from_dict(d) for d in json.loads(read_small_text(p))["findings"]] if p.is_file() else []
+    return [Finding.from_dict(d) for d in json.loads(read_small_text(p))["findings"]] if p.exists() else []
 
 
 def best_on_border(name: str, best: float, low: float, high: float, log: bool = True) -> Finding | None:

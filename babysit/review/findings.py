@@ -84,9 +84,9 @@ class Evidence:
         import tomllib
 
         run = RunDir.of(path)
-        config = tomllib.loads(read_small_text(run.config)) if run.config.is_file() else {}
-        checks = json.loads(read_small_text(run.checks)).get("checks", []) if run.checks.is_file() else []
-        meta = json.loads(read_small_text(run.meta)) if run.meta.is_file() else {}
+        config = tomllib.loads(read_small_text(run.config)) if run.config.exists() else {}
+        checks = json.loads(read_small_text(run.checks)).get("checks", []) if run.checks.exists() else []
+        meta = json.loads(read_small_text(run.meta)) if run.meta.exists() else {}
         return cls.from_history(run.read_history(), layers=read_layer_records(run), checks=checks,
                                 config=config, num_classes=len(meta.get("classes", [])))
 
