@@ -38,6 +38,13 @@ fsynced; a kill at any moment leaves the old file or the new one, never a mix. A
 Temporary files orphaned by a SIGKILL are removed when the run is next opened for writing.
 history.jsonl is only ever appended to; a torn last line (a kill mid-append) is ignored on read
 and cut off before the next append.
+
+Power loss. The history is fsynced once per checkpoint, just before the checkpoint is written (not per line:
+that costs a disk flush per logged step), so after a power cut every record up to the last checkpoint's step
+is on disk. What came after it may be missing, complete, torn, or a run of NUL bytes (a file system that had
+grown the file but not written its data); on resume the unfinished tail is cut at the last newline, unreadable
+lines are skipped, and the ``resume`` record drops every record of a step after the checkpoint's, so the
+history continues exactly from the checkpoint, each step once.
 """
 
 from __future__ import annotations
@@ -432,6 +439,19 @@ class RunDir:
                 self._history_checked = True
             with open_nofollow(self.history, os.O_WRONLY | os.O_APPEND | os.O_CREAT, "a") as f:
                 f.write("".join(json.dumps(r) + "\n" for r in records))
+        except OSError as e:
+            raise write_error(self.history, e) from None
+
+    def sync_history(self) -> None:
+        """``fsync`` history.jsonl: called before each checkpoint is written, so after a power cut every record up
+        to the last checkpoint's step is on disk (records after it may be lost or torn; a resume drops them
+        anyway). Once per checkpoint, not per line: a per-line fsync costs a disk flush per logged step
+        (bench/history_fsync.py)."""
+        try:
+            with open_nofollow(self.history, os.O_RDONLY, "rb") as f:
+                os.fsync(f.fileno())
+        except FileNotFoundError:
+            return
         except OSError as e:
             raise write_error(self.history, e) from None
 

@@ -135,6 +135,7 @@ class RunRecorder:
                           for i, cb in enumerate(callbacks)],
         }
         meta["rng"] = rng_state(tensors)
+        self.run.sync_history()  # the history up to this step is durable before the checkpoint that resumes from it
         save_checkpoint(self.run.last, tensors, meta)
 
     def restore(self, state: LoopState, callbacks: list[Any]) -> None:
