@@ -26,6 +26,7 @@ from babysit.data.preview import save_augment_picture
 from babysit.data.sources import Dataset
 from babysit.data.split import Splits, split_seed
 from babysit.errors import BabysitError
+from babysit.log import get_logger
 from babysit.monitor.session import RunMonitor
 from babysit.rundir import RunDir, atomic_write_text, named_dir
 from babysit.start import Plan, check_split, fresh_start, load_preprocessor, load_run, plan_run
@@ -33,6 +34,8 @@ from babysit.train.checkpoint import load_checkpoint, save_checkpoint
 from babysit.train.early import stop_reason
 from babysit.train.loop import LoopState, evaluate, fit
 from babysit.train.tta import tta_probabilities, tta_views
+
+_log = get_logger(__name__)
 
 
 @dataclass
@@ -116,13 +119,13 @@ def train(cfg: C.RunConfig, out: str | Path = "runs", name: str = "", resume: st
     if cfg.distill.teacher:
         data.soft_train = _teacher(run, plan, soft_targets).to(plan.device)
     for warning in plan.warnings:
-        print(f"warning: {warning}", flush=True)
+        _log.warning(f"warning: {warning}")
     if augment is not None:
-        print(f"augmentation, training batches only: {augment}", flush=True)
+        _log.info(f"augmentation, training batches only: {augment}")
         run.stats.mkdir(exist_ok=True)  # what the first batches look like, for the report
         save_augment_picture(augment, splits, run.augment, min(plan.num_classes, 10))
-    print(f"run {run.path}: {ds.name} {len(splits.train)}/{len(splits.val)}/{len(splits.test)} train/val/test, "
-          f"{sum(p.numel() for p in model.parameters()):,} params, device {plan.device}", flush=True)
+    _log.info(f"run {run.path}: {ds.name} {len(splits.train)}/{len(splits.val)}/{len(splits.test)} train/val/test, "
+              f"{sum(p.numel() for p in model.parameters()):,} params, device {plan.device}")
     monitor = RunMonitor(cfg, run)  # sanity checks, layer probes, findings, report (cfg.monitor)
     monitor.before_fit(model, data, plan.num_classes, resume=resume is not None)
     with monitor.watching():  # a divergence becomes the "LR too high" finding before it propagates
@@ -144,8 +147,8 @@ def train(cfg: C.RunConfig, out: str | Path = "runs", name: str = "", resume: st
     averaged = "".join(f", {k} test {v['test_acc']:.4f}" for k, v in result.items() if k in ("ema", "swa")
                        and "test_acc" in v)
     test = f"test {test_acc:.4f}{averaged}" if test_acc is not None else "test not scored (train.score_test=false)"
-    print(f"best val {state.best_val_acc:.4f} (epoch {state.best_epoch}), {test}, "
-          f"{seconds:.1f} s; run directory {run.path}", flush=True)
+    _log.info(f"best val {state.best_val_acc:.4f} (epoch {state.best_epoch}), {test}, "
+              f"{seconds:.1f} s; run directory {run.path}")
     monitor.after_fit(model, data, splits.val.x, splits.classes)
     run.release_lock()  # (on an error the lock is kept until the process ends: a resume in it retakes it)
     return TrainResult(run, model, state, test_acc, seconds)
