@@ -293,12 +293,37 @@ def check_split(run: RunDir, splits: Splits) -> None:
                            f"on {saved}; the data set changed since, so its scores would not be comparable.")
 
 
+def user_module(run: RunDir) -> str | None:
+    """The import path of the user's own nn.Module a run was trained with (``babysit.train(cfg, model=...)``),
+    from meta.json; None for a run built from its spec."""
+    meta = run.read_json(run.meta) if run.meta.exists() else {}
+    name = meta.get("module") if isinstance(meta, dict) else None
+    return name if isinstance(name, str) else None
+
+
+def module_needed(run: RunDir, name: str) -> BabysitError:
+    """The sentence for a run of the user's own module opened without it (the CLI, or Python without model=)."""
+    return BabysitError(f"{str(run.path)!r} was trained with your own nn.Module {name}, which babysit cannot "
+                        "rebuild from the run directory (it never runs code from a run's files); use it from Python "
+                        f"and pass a fresh instance, e.g. babysit.evaluate_run(RUN, model={name.split('.')[-1]}()) "
+                        "or babysit.load_model(RUN, model=...), babysit.predict(RUN, images, model=...).")
+
+
 def load_model(run: RunDir, cfg: C.RunConfig, pre: Preprocessor, input_shape: tuple[int, int, int], num_classes: int,
-               weights: str = "best") -> nn.Module:
-    """The run's network with one set of its weights (best, else last; or last, ema, swa, snapshot-N, epoch-N)."""
+               weights: str = "best", model: nn.Module | None = None) -> nn.Module:
+    """The run's network with one set of its weights (best, else last; or last, ema, swa, snapshot-N, epoch-N).
+    ``model``: a fresh instance of the user's own module the run was trained with (its weights are loaded into
+    it); needed for such a run, refused for one built from its spec."""
     weights_path = run.weights_file(weights)
+    name = user_module(run)
+    if name is not None and model is None:
+        raise module_needed(run, name)
+    if name is None and model is not None:
+        raise BabysitError(f"{str(run.path)!r} was built from its spec ({cfg.model.spec!r}), not from your own "
+                           "module; drop model= to rebuild it from the spec.")
     tensors, _ = load_checkpoint(weights_path)
-    model = build(parse(cfg.model.spec), pre.output_shape(input_shape), num_classes)
+    if model is None:
+        model = build(parse(cfg.model.spec), pre.output_shape(input_shape), num_classes)
     try:
         model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
     except RuntimeError as e:
@@ -306,17 +331,18 @@ def load_model(run: RunDir, cfg: C.RunConfig, pre: Preprocessor, input_shape: tu
     return model
 
 
-def load_run(path: str | Path, device: str = "cpu", weights: str = "best"
+def load_run(path: str | Path, device: str = "cpu", weights: str = "best", model: nn.Module | None = None
              ) -> tuple[RunDir, C.RunConfig, nn.Module, Preprocessor, Splits]:
     """Set a run up again from its directory: its config, a set of its weights in the model (``weights``: best,
     else last; or last, ema, swa, snapshot-N, epoch-N), the preprocessing it fitted and the same splits (refused
-    when the data no longer splits the same)."""
+    when the data no longer splits the same). ``model``: for a run of the user's own module, a fresh instance."""
     run = RunDir.open(path)
     cfg = C.load_toml(run.config)
     _, splits = prepare_data(cfg)
     check_split(run, splits)
     pre = load_preprocessor(run)
-    check_run_memory(cfg, parse(resolve_spec(cfg.model.spec, splits.train.input_shape)), splits.train.input_shape,
-                     len(splits.classes), 0, resolve_device(device, "--device"), training=False)
-    model = load_model(run, cfg, pre, splits.train.input_shape, len(splits.classes), weights)
+    if model is None:  # the user's own module is already allocated
+        check_run_memory(cfg, parse(resolve_spec(cfg.model.spec, splits.train.input_shape)), splits.train.input_shape,
+                         len(splits.classes), 0, resolve_device(device, "--device"), training=False)
+    model = load_model(run, cfg, pre, splits.train.input_shape, len(splits.classes), weights, model)
     return run, cfg, model.to(resolve_device(device, "--device")), pre, splits
