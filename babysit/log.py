@@ -9,7 +9,7 @@ info by default, ``-q`` warnings only (and no progress bars), ``-v`` debug. From
 
     import logging
     logging.getLogger("babysit").setLevel(logging.WARNING)      # quiet
-    babysit.log.route_to_root()                                # or: records go to your own handlers instead
+    from babysit.log import route_to_root; route_to_root()  # or: records go to your own handlers instead
 
 A record may carry ``extra={"end": ""}`` to leave its line open (``sanity check 1/4: ... PASS``), as print's
 ``end`` does.
