@@ -340,6 +340,9 @@ def make_parser() -> Parser:
     parser = Parser(prog="babysit", description="Train ConvNet image classifiers the way the course notes teach, "
                     "with the practitioner's checks done for you.")
     parser.add_argument("--version", action="version", version=f"babysit {__version__}")
+    parser.add_argument("-q", "--quiet", action="count", default=0,
+                        help="warnings only: no progress, epoch lines or bars (anywhere on the line)")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="debug messages too (anywhere on the line)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("train", help="train a model and write a run directory", formatter_class=DefaultsHelp)
@@ -542,15 +545,29 @@ def make_parser() -> Parser:
     return parser
 
 
+VERBOSITY = ("-q", "--quiet", "-v", "--verbose", "-vv")
+
+
+def _verbosity_first(argv: list[str]) -> list[str]:
+    """-q / -v may come anywhere (``babysit train -q``): moved before the command, where the parser reads them."""
+    head = argv.index("--") if "--" in argv else len(argv)
+    flags = [a for a in argv[:head] if a in VERBOSITY]
+    return [f for f in flags for f in (["-v", "-v"] if f == "-vv" else [f])] + \
+        [a for a in argv[:head] if a not in VERBOSITY] + argv[head:]
+
+
 def main(argv: list[str] | None = None) -> int:
+    from babysit.log import set_verbosity
+
     parser = make_parser()
-    argv = sys.argv[1:] if argv is None else list(argv)
+    argv = _verbosity_first(sys.argv[1:] if argv is None else list(argv))
     try:
-        check_command(parser, argv)
+        check_command(parser, [a for a in argv if a not in VERBOSITY])
         args, unknown = parser.parse_known_args(argv)
         if unknown:
             raise unknown_option(args.command_parser, unknown[0].split("=")[0])
         func: Callable[[argparse.Namespace], None] = args.func
+        set_verbosity(args.verbose - args.quiet)  # the library's logging: info by default
         func(args)
     except BabysitError as e:
         print(f"babysit: error: {e}", file=sys.stderr)

@@ -17,6 +17,7 @@ from torch import nn
 from babysit import config as C
 from babysit.errors import BabysitError
 from babysit.errors import ChecksFailed as ChecksFailed  # re-exported: the CLI raises it for check and gradcheck
+from babysit.log import get_logger
 from babysit.monitor.gradcheck import GradcheckResult, gradcheck
 from babysit.monitor.sanity import CheckResult, format_checks, run_checks
 from babysit.monitor.session import write_checks
@@ -30,6 +31,8 @@ from babysit.start import Plan, fresh_start, plan_run
 from babysit.train.loop import TensorData
 from babysit.train.losses import LossFn, make_loss
 from babysit.train.regularize import l2_penalty
+
+_log = get_logger(__name__)
 
 GRADCHECK_MAX_WEIGHT_DECAY = 1e-3
 """The gradient check keeps the run's L2 term but caps lambda here, so it cannot overwhelm the data
@@ -49,16 +52,16 @@ def check(cfg: C.RunConfig, out: str | Path = "runs", name: str = "") -> tuple[R
     model, data, plan = _prepared(cfg)
     cfg = plan.cfg
     for warning in plan.warnings:
-        print(f"warning: {warning}", flush=True)
+        _log.warning(f"warning: {warning}")
     stamp = f"{datetime.now():%Y%m%d-%H%M%S}"
     run = RunDir.create(named_dir(out, name or f"{cfg.data.name.replace('/', '_')}-check-{stamp}"))
     with run.removed_on_error():  # a full disk at the first write leaves no half-made run behind
         atomic_write_text(run.config, C.dumps_toml(cfg))
         atomic_write_text(run.spec, cfg.model.spec + "\n")
     results = run_checks(model, data, cfg, plan.num_classes, progress=True)
-    print(format_checks(results), flush=True)
+    _log.info(format_checks(results))
     write_checks(run, results)
-    print(f"recorded in {run.checks}", flush=True)
+    _log.info(f"recorded in {run.checks}")
     return run, results
 
 

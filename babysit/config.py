@@ -24,6 +24,7 @@ from typing import Any
 import tomli_w
 
 from babysit.errors import BabysitError
+from babysit.limits import read_small_text
 
 DEFAULT_SPEC = "auto"  # a small BN net sized to the input (babysit/models/auto.py); "lecture" names the old default
 
@@ -607,10 +608,10 @@ def from_dict(data: dict[str, Any], base: RunConfig | None = None) -> RunConfig:
 def load_toml(path: str | Path) -> RunConfig:
     """Read a TOML config file; keys not set keep their defaults."""
     p = Path(path)
-    if not p.is_file():
+    if not p.exists():
         raise BabysitError(f"config file {str(p)!r} does not exist; check the path given to --config.")
     try:
-        data = tomllib.loads(p.read_text())
+        data = tomllib.loads(read_small_text(p))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise BabysitError(f"config file {str(p)!r} is not valid TOML ({e}); fix the line it names.") from None
     return from_dict(data)

@@ -26,13 +26,25 @@ from babysit.data.preview import save_augment_picture
 from babysit.data.sources import Dataset
 from babysit.data.split import Splits, split_seed
 from babysit.errors import BabysitError
+from babysit.log import get_logger
 from babysit.monitor.session import RunMonitor
 from babysit.rundir import RunDir, atomic_write_text, named_dir
-from babysit.start import Plan, check_split, fresh_start, load_preprocessor, load_run, plan_run
+from babysit.start import (
+    Plan,
+    check_split,
+    fresh_start,
+    load_preprocessor,
+    load_run,
+    module_needed,
+    plan_run,
+    user_module,
+)
 from babysit.train.checkpoint import load_checkpoint, save_checkpoint
 from babysit.train.early import stop_reason
-from babysit.train.loop import LoopState, evaluate, fit
+from babysit.train.loop import LoopState, TensorData, evaluate, fit
 from babysit.train.tta import tta_probabilities, tta_views
+
+_log = get_logger(__name__)
 
 
 @dataclass
@@ -58,14 +70,44 @@ class EvalResult:
     top5: float | None = None  # share of images whose true class is among the 5 highest scores (more than 5 classes)
 
 
-def _first_files(run: RunDir, plan: Plan) -> Preprocessor:
-    """Write spec.txt, meta.json and the preprocessing statistics unless a killed start already did."""
+def module_path(model: nn.Module) -> str:
+    """``package.module.ClassName`` of a user's module: what meta.json records and the errors name."""
+    cls = type(model)
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _check_module(model: nn.Module, data: TensorData, num_classes: int) -> nn.Module:
+    """A user's module must give one score per class for a batch of preprocessed training images."""
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(data.x_train[:2])
+    except Exception as e:  # noqa: BLE001 - the user's own code: say where it failed, in one sentence
+        raise BabysitError(f"your module {module_path(model)} failed on a batch of training images of shape "
+                           f"{tuple(data.x_train[:2].shape)} ({type(e).__name__}: {str(e).splitlines()[0]}); make its "
+                           "forward take (N, C, H, W).") from None
+    finally:
+        model.train(was)
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (len(data.x_train[:2]), num_classes):
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise BabysitError(f"your module {module_path(model)} gives {shape} for a batch of 2 images; it must give "
+                           f"one score per class, (2, {num_classes}): end it with a Linear(..., {num_classes}).")
+    return model
+
+
+def _first_files(run: RunDir, plan: Plan, module: nn.Module | None = None) -> Preprocessor:
+    """Write spec.txt, meta.json and the preprocessing statistics unless a killed start already did. A user's
+    ``module`` is named in meta.json and spec.txt (which then holds no spec: the report's layers keep their names)."""
     if not run.spec.exists():
-        atomic_write_text(run.spec, str(plan.spec) + "\n")
+        atomic_write_text(run.spec, (f"module {module_path(module)}" if module is not None else str(plan.spec)) + "\n")
     if run.meta.exists():
         check_split(run, plan.splits)
     else:
-        run.write_json(run.meta, _provenance(plan.cfg, plan.dataset, plan.splits))
+        meta = _provenance(plan.cfg, plan.dataset, plan.splits)
+        if module is not None:
+            meta["module"] = module_path(module)
+        run.write_json(run.meta, meta)
     if run.preprocess.exists():
         return load_preprocessor(run)
     pre = Preprocessor.from_config(plan.splits.train.x, plan.cfg.data)
@@ -88,19 +130,28 @@ def _provenance(cfg: C.RunConfig, ds: Dataset, splits: Splits) -> dict[str, Any]
 
 
 def train(cfg: C.RunConfig, out: str | Path = "runs", name: str = "", resume: str | Path | None = None,
-          callbacks: list[Any] | None = None, soft_targets: Callable[[Plan], torch.Tensor] | None = None
-          ) -> TrainResult:
+          callbacks: list[Any] | None = None, soft_targets: Callable[[Plan], torch.Tensor] | None = None,
+          model: nn.Module | None = None) -> TrainResult:
     """Run (or resume) one training run; writes a run directory under ``out`` and returns the result.
 
     ``callbacks`` (see babysit.train.loop.Callback) run after babysit's own monitoring callbacks.
     ``soft_targets(plan)``: a teacher's probabilities (N, K) for the plan's training images, for a distillation
-    run (``distill.teacher``; `babysit distill` passes it); computed once and kept in RUN/teacher.safetensors."""
+    run (``distill.teacher``; `babysit distill` passes it); computed once and kept in RUN/teacher.safetensors.
+    ``model``: your own nn.Module instead of ``model.spec`` (initialised as you made it; it must map a batch of
+    preprocessed images (N, C, H, W) to scores (N, classes)). It gets the sanity checks, layer probes, findings
+    and report; meta.json records its import path, and eval / predict / resume take a fresh instance back
+    (``evaluate_run(RUN, model=MyNet())``), since babysit never runs code from a run's files."""
     started = time.perf_counter()
     if resume is not None:
         run = RunDir.open(resume)
         run.take_lock()  # a second process resuming the same run is refused, naming this one's PID
         run.remove_orphans()
         cfg = C.load_toml(run.config)
+        module = user_module(run)
+        if module is not None and model is None:
+            raise module_needed(run, module)
+        if module is None and model is not None:
+            raise BabysitError(f"{str(run.path)!r} was built from its spec; resume it without model=.")
     plan = plan_run(cfg)  # every mistake is refused here, before anything is written
     cfg = plan.cfg  # the automatic values (spec name, batch size) made concrete for this data
     ds, splits = plan.dataset, plan.splits
@@ -109,20 +160,21 @@ def train(cfg: C.RunConfig, out: str | Path = "runs", name: str = "", resume: st
         with run.removed_on_error():  # a failed start (disk full) leaves no half-made run behind
             run.take_lock()  # before config.toml exists, so no other process can resume it under us
             atomic_write_text(run.config, C.dumps_toml(cfg))
-            pre = _first_files(run, plan)
+            pre = _first_files(run, plan, model)
     else:
-        pre = _first_files(run, plan)
-    model, data, augment = fresh_start(plan, pre)
+        pre = _first_files(run, plan, model)
+    built, data, augment = fresh_start(plan, pre)
+    model = built if model is None else _check_module(model.to(plan.device), data, plan.num_classes)
     if cfg.distill.teacher:
         data.soft_train = _teacher(run, plan, soft_targets).to(plan.device)
     for warning in plan.warnings:
-        print(f"warning: {warning}", flush=True)
+        _log.warning(f"warning: {warning}")
     if augment is not None:
-        print(f"augmentation, training batches only: {augment}", flush=True)
+        _log.info(f"augmentation, training batches only: {augment}")
         run.stats.mkdir(exist_ok=True)  # what the first batches look like, for the report
         save_augment_picture(augment, splits, run.augment, min(plan.num_classes, 10))
-    print(f"run {run.path}: {ds.name} {len(splits.train)}/{len(splits.val)}/{len(splits.test)} train/val/test, "
-          f"{sum(p.numel() for p in model.parameters()):,} params, device {plan.device}", flush=True)
+    _log.info(f"run {run.path}: {ds.name} {len(splits.train)}/{len(splits.val)}/{len(splits.test)} train/val/test, "
+              f"{sum(p.numel() for p in model.parameters()):,} params, device {plan.device}")
     monitor = RunMonitor(cfg, run)  # sanity checks, layer probes, findings, report (cfg.monitor)
     monitor.before_fit(model, data, plan.num_classes, resume=resume is not None)
     with monitor.watching():  # a divergence becomes the "LR too high" finding before it propagates
@@ -144,8 +196,8 @@ def train(cfg: C.RunConfig, out: str | Path = "runs", name: str = "", resume: st
     averaged = "".join(f", {k} test {v['test_acc']:.4f}" for k, v in result.items() if k in ("ema", "swa")
                        and "test_acc" in v)
     test = f"test {test_acc:.4f}{averaged}" if test_acc is not None else "test not scored (train.score_test=false)"
-    print(f"best val {state.best_val_acc:.4f} (epoch {state.best_epoch}), {test}, "
-          f"{seconds:.1f} s; run directory {run.path}", flush=True)
+    _log.info(f"best val {state.best_val_acc:.4f} (epoch {state.best_epoch}), {test}, "
+              f"{seconds:.1f} s; run directory {run.path}")
     monitor.after_fit(model, data, splits.val.x, splits.classes)
     run.release_lock()  # (on an error the lock is kept until the process ends: a resume in it retakes it)
     return TrainResult(run, model, state, test_acc, seconds)
@@ -193,11 +245,12 @@ def tta_warnings(tta: str, data_name: str) -> list[str]:
 
 
 def evaluate_run(path: str | Path, split: str = "test", device: str = "cpu", tta: str = "",
-                 weights: str = "best") -> EvalResult:
+                 weights: str = "best", model: nn.Module | None = None) -> EvalResult:
     """Accuracy and confusion matrix of a run's best weights (or ``weights``: last, ema, swa, snapshot-N,
     epoch-N) on one split; with ``tta`` (e.g. "flip,translate", see babysit.train.tta) also the accuracy of the
-    probabilities averaged over those test-time views."""
-    _, cfg, model, pre, splits = load_run(path, device, weights)
+    probabilities averaged over those test-time views. ``model``: a fresh instance of your own module, for a run
+    trained with one (``train(cfg, model=...)``)."""
+    _, cfg, model, pre, splits = load_run(path, device, weights, model)
     part = splits.get(split)
     dev = next(model.parameters()).device
     y = part.y.to(dev)

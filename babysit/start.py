@@ -27,11 +27,13 @@ from babysit.data.preprocess import KINDS, Preprocessor
 from babysit.data.sources import Dataset
 from babysit.data.split import Splits, prepare_data
 from babysit.errors import BabysitError
+from babysit.limits import check_memory, human_bytes
 from babysit.models.auto import is_named, parse_spec, resolve_spec
 from babysit.models.build import build
 from babysit.models.init import init_weights, needs_data
 from babysit.models.shapes import infer_shapes
 from babysit.models.spec import BatchNorm, Branch, Conv, GlobalAvgPool, Pool, Residual, Spec, parse
+from babysit.models.summary import memory_estimate, summary
 from babysit.rundir import RunDir
 from babysit.train.checkpoint import load_checkpoint, seed_all
 from babysit.train.loop import TensorData, auto_batch_size, check_batch_size
@@ -199,6 +201,32 @@ def check_data(cfg: C.RunConfig, spec: Spec, splits: Splits) -> None:
                            f"or --data.limit={n - 1}.")
 
 
+def device_memory(device: torch.device) -> tuple[int | None, str]:
+    """(free bytes, words) where a run's tensors live: the GPU's free memory for CUDA, else None (the host's)."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0]), f"GPU {device}"
+    return None, "this machine"
+
+
+def check_run_memory(cfg: C.RunConfig, spec: Spec, shape: tuple[int, int, int], num_classes: int, n_images: int,
+                     device: torch.device, training: bool = True) -> None:
+    """Refuse a run whose network or data cannot fit, before anything is allocated (``conv3-100000000``, a huge
+    padding, ``--data.size=100000``): the summary table's parameters and activations at the mini-batch size
+    (:func:`memory_estimate`) plus the ``n_images`` preprocessed images (float32) kept on the device."""
+    if cfg.data.preprocess in VECTOR_KINDS:  # a pca vector's length is only known once fitted
+        shape = (cfg.data.pca_components or math.prod(shape), 1, 1)
+    elif cfg.data.preprocess == "patch-white":
+        shape = (shape[0] * cfg.data.patch_size**2, shape[1], shape[2])
+    batch = cfg.train.batch_size if training and cfg.train.batch_size > 0 else cfg.train.eval_batch_size
+    est = memory_estimate(summary(spec, shape, num_classes, batch_size=max(1, batch)), training)
+    data = n_images * math.prod(shape) * 4
+    have, where = device_memory(device)
+    check_memory(est.total + data, f"this {'run' if training else 'model'} ({est.describe()}, "
+                 f"{human_bytes(data)} for {n_images:,} preprocessed images)",
+                 "use a smaller network (fewer filters, less padding), a smaller --train.batch_size or "
+                 "--data.size, or fewer images (--data.limit)", have, where)
+
+
 def check_against(cfg: C.RunConfig, splits: Splits) -> tuple[C.RunConfig, Spec]:
     """:func:`check_config`, then the automatic values resolved and :func:`check_data`, against splits already
     loaded (a search checks each listed value of its space so, without loading the data again)."""
@@ -213,6 +241,8 @@ def plan_run(cfg: C.RunConfig) -> Plan:
     set_hardware(cfg, device)
     ds, splits = prepare_data(cfg)
     cfg, spec = _against_data(cfg, spec_or_name, splits)
+    check_run_memory(cfg, spec, splits.train.input_shape, len(splits.classes), len(splits.train) + len(splits.val),
+                     device)
     steps = math.ceil(len(splits.train) / cfg.train.batch_size)
     return Plan(cfg, ds, splits, spec, ops, splits.train.input_shape, len(splits.classes), steps, device,
                 tuple(augment_warnings(list(ops), ds.name, cfg.data.preprocess, ds.traits)
@@ -263,12 +293,37 @@ def check_split(run: RunDir, splits: Splits) -> None:
                            f"on {saved}; the data set changed since, so its scores would not be comparable.")
 
 
+def user_module(run: RunDir) -> str | None:
+    """The import path of the user's own nn.Module a run was trained with (``babysit.train(cfg, model=...)``),
+    from meta.json; None for a run built from its spec."""
+    meta = run.read_json(run.meta) if run.meta.exists() else {}
+    name = meta.get("module") if isinstance(meta, dict) else None
+    return name if isinstance(name, str) else None
+
+
+def module_needed(run: RunDir, name: str) -> BabysitError:
+    """The sentence for a run of the user's own module opened without it (the CLI, or Python without model=)."""
+    return BabysitError(f"{str(run.path)!r} was trained with your own nn.Module {name}, which babysit cannot "
+                        "rebuild from the run directory (it never runs code from a run's files); use it from Python "
+                        f"and pass a fresh instance, e.g. babysit.evaluate_run(RUN, model={name.split('.')[-1]}()) "
+                        "or babysit.load_model(RUN, model=...), babysit.predict(RUN, images, model=...).")
+
+
 def load_model(run: RunDir, cfg: C.RunConfig, pre: Preprocessor, input_shape: tuple[int, int, int], num_classes: int,
-               weights: str = "best") -> nn.Module:
-    """The run's network with one set of its weights (best, else last; or last, ema, swa, snapshot-N, epoch-N)."""
+               weights: str = "best", model: nn.Module | None = None) -> nn.Module:
+    """The run's network with one set of its weights (best, else last; or last, ema, swa, snapshot-N, epoch-N).
+    ``model``: a fresh instance of the user's own module the run was trained with (its weights are loaded into
+    it); needed for such a run, refused for one built from its spec."""
     weights_path = run.weights_file(weights)
+    name = user_module(run)
+    if name is not None and model is None:
+        raise module_needed(run, name)
+    if name is None and model is not None:
+        raise BabysitError(f"{str(run.path)!r} was built from its spec ({cfg.model.spec!r}), not from your own "
+                           "module; drop model= to rebuild it from the spec.")
     tensors, _ = load_checkpoint(weights_path)
-    model = build(parse(cfg.model.spec), pre.output_shape(input_shape), num_classes)
+    if model is None:
+        model = build(parse(cfg.model.spec), pre.output_shape(input_shape), num_classes)
     try:
         model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
     except RuntimeError as e:
@@ -276,15 +331,18 @@ def load_model(run: RunDir, cfg: C.RunConfig, pre: Preprocessor, input_shape: tu
     return model
 
 
-def load_run(path: str | Path, device: str = "cpu", weights: str = "best"
+def load_run(path: str | Path, device: str = "cpu", weights: str = "best", model: nn.Module | None = None
              ) -> tuple[RunDir, C.RunConfig, nn.Module, Preprocessor, Splits]:
     """Set a run up again from its directory: its config, a set of its weights in the model (``weights``: best,
     else last; or last, ema, swa, snapshot-N, epoch-N), the preprocessing it fitted and the same splits (refused
-    when the data no longer splits the same)."""
+    when the data no longer splits the same). ``model``: for a run of the user's own module, a fresh instance."""
     run = RunDir.open(path)
     cfg = C.load_toml(run.config)
     _, splits = prepare_data(cfg)
     check_split(run, splits)
     pre = load_preprocessor(run)
-    model = load_model(run, cfg, pre, splits.train.input_shape, len(splits.classes), weights)
+    if model is None:  # the user's own module is already allocated
+        check_run_memory(cfg, parse(resolve_spec(cfg.model.spec, splits.train.input_shape)), splits.train.input_shape,
+                         len(splits.classes), 0, resolve_device(device, "--device"), training=False)
+    model = load_model(run, cfg, pre, splits.train.input_shape, len(splits.classes), weights, model)
     return run, cfg, model.to(resolve_device(device, "--device")), pre, splits

@@ -15,8 +15,9 @@ PACKAGE = Path(__file__).resolve().parents[1] / "babysit"
 
 LAYERS: dict[str, int] = {
     # base: no babysit imports above them
-    "errors": 0, "figures": 0,
+    "errors": 0, "figures": 0, "log": 0,  # log: the babysit logger (stdout handler, -q / -v)
     "registry": 1, "ema": 1, "lazy": 1,
+    "limits": 1,  # memory estimates checked before allocating; bounded reads of run files
     "config": 2, "rundir": 2, "divergence": 2,
     "ckptfile": 3,  # the checkpoint file format, written through rundir's atomic writes
     # the stages of the data flow

@@ -17,9 +17,12 @@ import torch
 from torch import nn
 
 from babysit.config import RunConfig
+from babysit.log import get_logger
 from babysit.start import make_model, resolve_auto
 from babysit.train.loop import TensorData, evaluate, fit
 from babysit.train.losses import make_loss
+
+_log = get_logger(__name__)
 
 LINEAR_LOSSES = ("svm", "softmax")
 """The data losses ``--baseline.loss`` takes (babysit.train.losses names them the same)."""
@@ -65,7 +68,7 @@ def train_linear(cfg: RunConfig, x: list[torch.Tensor], y: list[torch.Tensor], n
     val_acc: dict[float, float] = {}
     for l2 in sorted(set(cfg.baseline.l2)):
         run_cfg = linear_config(cfg, l2)
-        print(f"linear {cfg.baseline.loss}, L2 strength lambda={l2:g}:", flush=True)
+        _log.info(f"linear {cfg.baseline.loss}, L2 strength lambda={l2:g}:")
         model = make_model(run_cfg, tuple(x_train.shape[1:]), num_classes).to(x_train.device)  # type: ignore[arg-type]
         state = fit(model, data, run_cfg)  # ends holding the best-validation epoch's weights
         val_acc[l2] = state.best_val_acc

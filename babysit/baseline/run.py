@@ -33,9 +33,12 @@ from babysit.baseline.linear import LINEAR_LOSSES, train_linear
 from babysit.errors import BabysitError
 from babysit.experiment import train
 from babysit.figures import cross_validation_figure, png
+from babysit.log import get_logger, shows_progress
 from babysit.registry import Registry
 from babysit.rundir import RunDir, atomic_write_bytes, atomic_write_text, named_dir
 from babysit.start import Plan, plan_run
+
+_log = get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -86,7 +89,7 @@ def check_baseline(cfg: C.RunConfig) -> None:
 
 
 def _progress(cfg: C.RunConfig) -> bool:
-    return cfg.train.progress and sys.stderr.isatty()
+    return cfg.train.progress and sys.stderr.isatty() and shows_progress()  # -q hides the bars
 
 
 def _result_dir(plan: Plan, name: str, out: str | Path, dir_name: str) -> RunDir:
@@ -107,8 +110,8 @@ def _features(plan: Plan) -> list[torch.Tensor]:
     started = time.perf_counter()
     feats, cached = compute_features(b.features, [s.train.x, s.val.x, s.test.x], b, plan.cfg.train.seed)
     where = f" (cache {cached})" if cached else ""
-    print(f"features {b.features}: {feats[0].shape[1]} values per image, {time.perf_counter() - started:.1f} s{where}",
-          flush=True)
+    _log.info(f"features {b.features}: {feats[0].shape[1]} values per image, "
+              f"{time.perf_counter() - started:.1f} s{where}")
     return [f.to(plan.device) for f in feats]
 
 
@@ -139,14 +142,14 @@ def run_knn(cfg: C.RunConfig, out: str | Path = "runs", dir_name: str = "") -> B
         x_tr, x_va, x_te = _features(plan)
         y_tr, y_va, y_te = (part.y.to(plan.device) for part in (s.train, s.val, s.test))
         n_cv = min(b.cv_size or len(x_tr), len(x_tr))  # the train split is already in a seeded random order
-        print(f"{b.folds}-fold cross-validation on {n_cv} training images, k in {list(b.k)}, "
-              f"distances {', '.join(b.distance)}", flush=True)
+        _log.info(f"{b.folds}-fold cross-validation on {n_cv} training images, k in {list(b.k)}, "
+                  f"distances {', '.join(b.distance)}")
         table = cross_validate(x_tr[:n_cv], y_tr[:n_cv], b.k, b.distance, b.folds, k_classes, plan.cfg.train.seed,
                                b.chunk_size, _progress(cfg))
-        print(table.format(), flush=True)
+        _log.info(table.format())
         distance, k, cv_acc = table.best()
-        print(f"chosen: k={k}, {distance} (cross-validation accuracy {cv_acc:.4f}); voting with all "
-              f"{len(x_tr)} training images", flush=True)
+        _log.info(f"chosen: k={k}, {distance} (cross-validation accuracy {cv_acc:.4f}); voting with all "
+                  f"{len(x_tr)} training images")
         acc = [(predict(x, x_tr, y_tr, k, k_classes, distance, b.chunk_size, _progress(cfg)) == y).float().mean().item()
                for x, y in ((x_va, y_va), (x_te, y_te))]
         result = BaselineResult("knn", plan.dataset.name, b.features, {"k": k, "distance": distance}, acc[0], acc[1],
@@ -166,8 +169,8 @@ def run_linear(cfg: C.RunConfig, out: str | Path = "runs", dir_name: str = "") -
         x = _features(plan)
         y = [part.y.to(plan.device) for part in (s.train, s.val, s.test)]
         res = train_linear(plan.cfg, x, y, plan.num_classes)
-        print("validation accuracy per L2 strength: " + ", ".join(f"lambda={lam:g}: {a:.4f}"
-                                                                  for lam, a in res.val_acc.items()), flush=True)
+        _log.info("validation accuracy per L2 strength: " + ", ".join(f"lambda={lam:g}: {a:.4f}"
+                                                                  for lam, a in res.val_acc.items()))
         result = BaselineResult("linear", plan.dataset.name, plan.cfg.baseline.features,
                                 {"loss": plan.cfg.baseline.loss, "lambda": res.l2}, res.best_val_acc, res.test_acc,
                                 time.perf_counter() - started, run.path)

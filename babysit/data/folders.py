@@ -30,6 +30,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from babysit.errors import BabysitError
+from babysit.limits import check_images
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 # The only decoders Pillow may try: without ``formats=`` it sniffs every plugin, and a PostScript file named
@@ -204,6 +205,7 @@ def read_folders(scans: list[FolderScan], channels: int, size: int) -> list[Fold
     assert first is not None  # scan_folder guarantees at least one image per class
     c = channels or (3 if any_colour else 1)
     w, h = (size, size) if size else first[1]
+    check_images(sum(len(scan.files) for scan in scans), (c, h, w), "reading the image folders")
     out = []
     for scan in scans:
         x = np.empty((len(scan.files), c, h, w), dtype=np.uint8)
@@ -330,6 +332,7 @@ def convert_array(x: np.ndarray, channels: int, size: int) -> np.ndarray:
     if not size and c == 3:  # gray -> RGB is plain replication, no need for Pillow
         return np.repeat(x, 3, axis=1)
     h, w = (size, size) if size else x.shape[2:]
+    check_images(len(x), (c, h, w), "resizing the data set")
     out = np.empty((len(x), c, h, w), dtype=np.uint8)
     for i, im in enumerate(x):
         pix = im[0] if x.shape[1] == 1 else im.transpose(1, 2, 0)  # (H, W) -> "L", (H, W, 3) -> "RGB"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import math
 import struct
 import zlib
 from pathlib import Path
@@ -20,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from babysit.errors import BabysitError
+from babysit.limits import check_memory, human_bytes
 
 # Element type byte -> big-endian numpy dtype (the IDX spec's table).
 IDX_DTYPES: dict[int, np.dtype] = {
@@ -46,7 +48,7 @@ def read_idx(path: str | Path) -> np.ndarray:
         with open(path, "rb") as raw:
             compressed = raw.read(2) == _GZIP_MAGIC
         with (gzip.GzipFile(path, "rb") if compressed else open(path, "rb")) as f:
-            return _read_stream(f, path)
+            return _read_stream(f, path, None if compressed else path.stat().st_size)
     except FileNotFoundError:
         raise BabysitError(f"IDX file {path} does not exist; check the path.") from None
     except (EOFError, gzip.BadGzipFile, zlib.error) as e:
@@ -55,7 +57,9 @@ def read_idx(path: str | Path) -> np.ndarray:
         ) from None
 
 
-def _read_stream(f: io.BufferedIOBase, path: Path) -> np.ndarray:
+def _read_stream(f: io.BufferedIOBase, path: Path, file_size: int | None = None) -> np.ndarray:
+    """The array in ``f``; ``file_size`` (a plain file's) lets a header declaring more than the file holds be
+    refused before the array for it is allocated."""
     header = _read_exact(f, 4)
     if len(header) < 4:
         raise BabysitError(f"IDX file {path} is truncated (shorter than its 4-byte header); "
@@ -74,7 +78,16 @@ def _read_stream(f: io.BufferedIOBase, path: Path) -> np.ndarray:
                            f"declared); {_FETCH_AGAIN}.")
     shape = struct.unpack(f">{ndim}I", dims_raw)
     dtype = IDX_DTYPES[code]
-    count = int(np.prod(shape, dtype=np.int64))
+    count = math.prod(shape)
+    need = count * dtype.itemsize
+    if file_size is not None and need > file_size - 4 - 4 * ndim:
+        raise BabysitError(
+            f"IDX file {path} is truncated: shape {shape} needs {need} bytes of data but only "
+            f"{max(0, file_size - 4 - 4 * ndim)} are there; {_FETCH_AGAIN}."
+        )
+    # the array, then the images as float32 for training
+    check_memory(5 * need, f"IDX file {path} (shape {shape}, {human_bytes(need)})",
+                 f"check the file (a damaged header?) or {_FETCH_AGAIN}")
     try:
         data = np.empty(count, dtype=dtype)
     except (MemoryError, ValueError):

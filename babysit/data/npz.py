@@ -18,13 +18,16 @@ Decisions:
 
 from __future__ import annotations
 
+import math
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from babysit.errors import BabysitError
+from babysit.limits import check_memory, human_bytes
 
 
 @dataclass(frozen=True)
@@ -37,11 +40,53 @@ class NpzImages:
     classes: list[str]
 
 
+def _read_header(f: Any) -> tuple[tuple[int, ...], np.dtype]:
+    """(shape, dtype) from the .npy header at the start of ``f``; ValueError when it is not one."""
+    version = np.lib.format.read_magic(f)
+    if version == (1, 0):
+        shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+    elif version == (2, 0):
+        shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+    else:  # 3.0 (UTF-8 field names) has no public reader
+        shape, _, dtype = np.lib.format._read_array_header(f, version)
+    return shape, dtype
+
+
+def check_sizes(path: Path) -> None:
+    """Read every member's .npy header, before ``np.load`` allocates what it declares: an array larger than the
+    bytes its member holds is a damaged (or crafted) file, and arrays that fit no memory are refused with the
+    numbers, instead of a MemoryError. The member sizes bound the reads (zipfile stops at them), so a header
+    cannot make np.load read more than the file declares either."""
+    total = 0
+    try:
+        with zipfile.ZipFile(path) as z:
+            for info in z.infolist():
+                if not info.filename.endswith(".npy"):
+                    continue
+                with z.open(info) as f:
+                    shape, dtype = _read_header(f)
+                    data = info.file_size - f.tell()
+                if dtype.hasobject:
+                    continue  # np.load refuses it (allow_pickle=False) with its own sentence
+                need = math.prod(shape) * dtype.itemsize
+                if need > data:
+                    raise BabysitError(f"{path} is damaged: {info.filename} declares an array of shape {shape} "
+                                       f"({human_bytes(need)}) but holds only {human_bytes(data)}; save it again "
+                                       "with np.savez.")
+                total += need
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError, RuntimeError, NotImplementedError) as e:
+        raise BabysitError(f"{path} is damaged ({e}); save it again with np.savez.") from None
+    # the arrays, then the images as uint8 and as float32 for training
+    check_memory(total + 5 * total, f"loading {path} ({human_bytes(total)} of arrays)",
+                 "save fewer or smaller images in it (a subset, or resized)")
+
+
 def read_npz(path: Path) -> NpzImages:
     """Load and check a .npz of labelled images; every mistake is a BabysitError naming it."""
     if not zipfile.is_zipfile(path):
         raise BabysitError(f"{path} is not a .npz (zip) file; save it with "
                            "np.savez(path, x=images, y=labels).")
+    check_sizes(path)
     try:
         with np.load(path, allow_pickle=False) as f:
             arrays = {k: f[k] for k in f.files}
@@ -78,6 +123,7 @@ def read_images(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     labels ``y`` when it has them (class indices, as stored): what ``babysit predict FILE.npz`` reads."""
     if not zipfile.is_zipfile(path):
         raise BabysitError(f"{path} is not a .npz (zip) file; save it with np.savez(path, x=images).")
+    check_sizes(path)
     try:
         with np.load(path, allow_pickle=False) as f:
             x = f["x"] if "x" in f.files else None

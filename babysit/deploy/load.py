@@ -53,7 +53,8 @@ class LoadedRun:
         return torch.cat([self.model(self.pre(x[i : i + bs].to(dev))).softmax(1).cpu() for i in range(0, len(x), bs)])
 
 
-def load_run_alone(path: str | Path, weights: str = "best", device: str = "cpu", what: str = "use") -> LoadedRun:
+def load_run_alone(path: str | Path, weights: str = "best", device: str = "cpu", what: str = "use",
+                   model: nn.Module | None = None) -> LoadedRun:
     """One run directory, without its training data (``what``: the verb for the ensemble-directory error)."""
     if EnsembleDir.holds_one(path):
         raise BabysitError(f"{str(path)!r} is an ensemble directory, a set of networks; {what} one of its member "
@@ -70,7 +71,7 @@ def load_run_alone(path: str | Path, weights: str = "best", device: str = "cpu",
                            f"run with `babysit train --resume {run.path}` to write them.")
     input_shape = (int(shape[0]), int(shape[1]), int(shape[2]))
     pre = load_preprocessor(run)
-    model = load_weights(run, cfg, pre, input_shape, len(classes), weights)
+    model = load_weights(run, cfg, pre, input_shape, len(classes), weights, model)
     model = model.to(resolve_device(device, "--device")).eval()
     return LoadedRun(run, cfg, model, pre, [str(c) for c in classes], input_shape)
 
@@ -137,13 +138,15 @@ def to_uint8(x: np.ndarray, name: str) -> np.ndarray:
     return np.rint(x).astype(np.uint8)
 
 
-def load_model(path: str | Path, weights: str = "best", device: str = "cpu") -> Classifier:
+def load_model(path: str | Path, weights: str = "best", device: str = "cpu", model: nn.Module | None = None
+               ) -> Classifier:
     """A run or ensemble directory as a :class:`Classifier` of raw images (``weights``: best, last, ema, swa,
-    snapshot-N, epoch-N of a run; an ensemble uses the weights its ensemble.json names)."""
+    snapshot-N, epoch-N of a run; an ensemble uses the weights its ensemble.json names). ``model``: a fresh
+    instance of your own module, for a run trained with one (``babysit.train(cfg, model=...)``)."""
     if EnsembleDir.holds_one(path):
         if weights != "best":
             raise BabysitError("--weights picks one run's weights; an ensemble's members are listed in its "
                                "ensemble.json, so drop --weights.")
         members, shares = read_members(path)
         return Classifier([load_run_alone(m.run, m.weights, device) for m in members], shares, Path(path))
-    return Classifier([load_run_alone(path, weights, device)], [1.0], Path(path))
+    return Classifier([load_run_alone(path, weights, device, model=model)], [1.0], Path(path))

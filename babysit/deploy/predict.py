@@ -102,11 +102,12 @@ def _read(path: Path, clf: Classifier) -> np.ndarray:
 
 
 def predict(run: str | Path | Classifier, images: Any, tta: str = "", weights: str = "best",
-            device: str = "cpu") -> Predictions:
+            device: str = "cpu", model: Any = None) -> Predictions:
     """``babysit.predict``: probabilities of ``images`` by a run or ensemble directory (or a loaded
     :func:`babysit.load_model`). ``images``: image files / folders / .npz files (a path or a list of them), or
-    raw pixels (N, H, W[, C]) as an array or tensor. ``tta``: test-time views as for ``babysit eval --tta``."""
-    clf = run if isinstance(run, Classifier) else load_model(run, weights, device)
+    raw pixels (N, H, W[, C]) as an array or tensor. ``tta``: test-time views as for ``babysit eval --tta``.
+    ``model``: a fresh instance of your own nn.Module, for a run trained with one."""
+    clf = run if isinstance(run, Classifier) else load_model(run, weights, device, model)
     if isinstance(images, str | Path) or (isinstance(images, list | tuple) and images
                                           and all(isinstance(i, str | Path) for i in images)):
         names, x, labels = gather([images] if isinstance(images, str | Path) else list(images), clf)

@@ -25,8 +25,11 @@ from babysit.ensemble.make import load_ensemble, read_members
 from babysit.ensemble.predict import split_difference, split_identity
 from babysit.errors import BabysitError
 from babysit.experiment import TrainResult, train
+from babysit.log import get_logger
 from babysit.rundir import EnsembleDir, RunDir
 from babysit.start import Plan
+
+_log = get_logger(__name__)
 
 
 def student_config(teacher: str | Path, cfg: C.RunConfig | None = None,
@@ -57,8 +60,8 @@ def distill(teacher: str | Path, cfg: C.RunConfig | None = None, overrides: dict
 
     def soft_targets(plan: Plan) -> torch.Tensor:
         ens = load_ensemble(student.distill.teacher, device=str(plan.device))
-        print(f"teacher: {len(ens.members)} members' probabilities at T={student.distill.temperature:g} for "
-              f"{len(plan.splits.train)} training images", flush=True)
+        _log.info(f"teacher: {len(ens.members)} members' probabilities at T={student.distill.temperature:g} for "
+                  f"{len(plan.splits.train)} training images")
         return ens.predict(plan.splits.train.x, temperature=student.distill.temperature).cpu()
 
     return train(student, out=out, name=name, soft_targets=soft_targets)

@@ -31,6 +31,7 @@ from babysit.ensemble.predict import Ensemble, accuracy, nll
 from babysit.errors import BabysitError
 from babysit.experiment import EvalResult, topk_accuracy, tta_warnings
 from babysit.figures import members_figure, png
+from babysit.limits import read_small_text
 from babysit.rundir import EnsembleDir, atomic_write_bytes, atomic_write_text, named_dir
 from babysit.train.tta import tta_views
 
@@ -149,7 +150,7 @@ def read_members(path: str | Path) -> tuple[list[Member], list[float]]:
     """An ensemble directory's members and their shares, as ensemble.json lists them (no model loaded)."""
     folder = EnsembleDir(path)
     try:
-        saved = json.loads(folder.ensemble.read_text())
+        saved = json.loads(read_small_text(folder.ensemble))
         members = [Member(Path(os.path.normpath(folder.path / m["run"])), m["weights"]) for m in saved["members"]]
         shares = [float(m["share"]) for m in saved["members"]]
     except (OSError, ValueError, KeyError, TypeError):

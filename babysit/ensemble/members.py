@@ -20,8 +20,11 @@ from pathlib import Path
 from babysit import config as C
 from babysit.data.split import split_seed
 from babysit.errors import BabysitError
+from babysit.log import get_logger
 from babysit.models.auto import is_named
 from babysit.rundir import RunDir, SearchDir
+
+_log = get_logger(__name__)
 
 SOURCES = ("runs", "seeds", "search", "snapshots", "last-epochs")  # the last: --checkpoints=RUN --last=k
 
@@ -147,10 +150,10 @@ def train_seeds(cfg: C.RunConfig, seeds: int, folder: Path) -> list[Member]:
                 raise BabysitError(f"{str(run.path)!r} holds a run with another config; choose another --name for "
                                    "this ensemble.")
             if not run.result.is_file():
-                print(f"resuming member {run.path.name}", flush=True)
+                _log.info(f"resuming member {run.path.name}")
                 train(member_cfg, resume=run.path)
         else:
-            print(f"training member {run.path.name} ({len(members) + 1} of {seeds})", flush=True)
+            _log.info(f"training member {run.path.name} ({len(members) + 1} of {seeds})")
             train(member_cfg, out=folder, name=run.path.name)
         members.append(Member(run.path))
     return members

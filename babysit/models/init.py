@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from babysit.errors import BabysitError
+from babysit.limits import check_memory
 from babysit.models.auto import resolve_spec
 from babysit.models.build import MaxoutUnit, build
 from babysit.models.shapes import LayerInfo, infer_shapes, walk
@@ -276,7 +277,14 @@ def activation_stats(model: nn.Module, x: torch.Tensor) -> list[ActivationStat]:
 def init_check(spec: str, input_shape: tuple[int, int, int], schemes: tuple[str, ...] = ("normal-0.01", "he", "lsuv"),
                num_classes: int = 10, batch_size: int = 256, seed: int = 0) -> dict[str, list[ActivationStat]]:
     """The lecture's picture as numbers: per scheme, each activation layer's mean and std when the
-    network ``spec``, freshly initialised, sees unit-Gaussian inputs."""
+    network ``spec``, freshly initialised, sees unit-Gaussian inputs. A network or input that cannot fit is refused
+    from the summary table's numbers before anything is allocated."""
+    from babysit.models.summary import memory_estimate, summary  # summary imports this module's neighbours only
+
+    est = memory_estimate(summary(resolve_spec(spec, input_shape), input_shape, num_classes, batch_size), False)
+    check_memory(est.total + batch_size * math.prod(input_shape) * 4, f"init-check of {spec!r} on {batch_size} "
+                 f"inputs of {'x'.join(map(str, input_shape))} ({est.describe()})",
+                 "use a smaller --input, --batch-size or network")
     x = torch.randn(batch_size, *input_shape, generator=torch.Generator().manual_seed(seed))
     results = {}
     for scheme in schemes:

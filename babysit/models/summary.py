@@ -19,6 +19,7 @@ import math
 from dataclasses import dataclass
 
 from babysit.errors import BabysitError
+from babysit.limits import human_bytes
 from babysit.models.auto import parse_spec, resolve_spec
 from babysit.models.shapes import LayerInfo, infer_shapes, volume_str
 from babysit.models.spec import (
@@ -195,6 +196,44 @@ def summary(spec: Spec | str, input_shape: tuple[int, int, int], num_classes: in
     rows += _rows(infos, batch_size, 0)
     c, h, w = input_shape
     return Summary(str(spec), (c, h, w), num_classes, batch_size, tuple(rows))
+
+
+PARAM_COPIES = 5
+"""Copies of the parameters a training run holds: the weights, their gradients, two optimiser moments (Adam;
+SGD momentum holds one) and the best-val weights kept aside."""
+
+SAVED_PER_ACTIVATION = 3
+"""Numbers kept for the backward pass per counted activation: the table counts conv / pool / fc outputs only, and
+each is followed by batch norm and a ReLU whose outputs autograd keeps too."""
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """Bytes a network needs, from the table (before anything is allocated): its parameters with the copies
+    training keeps, and the activations of one training mini-batch kept for backprop (or one forward pass)."""
+
+    params_bytes: int
+    activation_bytes: int
+    training: bool = True
+
+    @property
+    def total(self) -> int:
+        return self.params_bytes + self.activation_bytes
+
+    def describe(self) -> str:
+        return (f"{human_bytes(self.params_bytes)} for the parameters{' and their copies' * self.training}, "
+                f"{human_bytes(self.activation_bytes)} "
+                "for the activations of one mini-batch")
+
+
+def memory_estimate(s: Summary, training: bool = True) -> MemoryEstimate:
+    """What ``s`` (tabulated at the mini-batch size) needs: training keeps :data:`PARAM_COPIES` of the parameters
+    and :data:`SAVED_PER_ACTIVATION` numbers per counted activation for the backward pass; a forward pass alone
+    (evaluation, ``init-check``) keeps the parameters once and about two volumes at a time, bounded by all of them."""
+    acts = s.total_memory_bytes
+    if training:
+        return MemoryEstimate(PARAM_COPIES * s.total_params * BYTES_PER_NUMBER, SAVED_PER_ACTIVATION * acts)
+    return MemoryEstimate(s.total_params * BYTES_PER_NUMBER, min(acts, 2 * max(r.memory_bytes for r in s.rows)), False)
 
 
 def _bytes(n: float) -> str:

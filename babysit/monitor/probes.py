@@ -26,11 +26,14 @@ from torch import nn
 
 from babysit.ckptfile import load_checkpoint, save_checkpoint
 from babysit.config import MonitorConfig
+from babysit.log import get_logger
 from babysit.models.build import DepthConcat, ResidualBlock
 from babysit.monitor.store import Thinned
 from babysit.review.stats import read_json_records
 from babysit.rundir import RunDir, atomic_write_bytes
 from babysit.train.loop import LoopState
+
+_log = get_logger(__name__)
 
 RECORDS_CAPACITY = 256
 """Probe records kept in RunDir.layers."""
@@ -177,7 +180,7 @@ class LayerProbes:
             self._write_filters(state, initial=False)
         if self.live and self.latest is not None and self.latest["step"] != self._printed:
             self._printed = self.latest["step"]  # one line per new probe, not a repeat of an old one
-            print(format_live(self.latest), flush=True)
+            _log.info(format_live(self.latest))
 
     def on_fit_end(self, state: LoopState) -> None:
         self._disarm()

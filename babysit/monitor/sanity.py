@@ -27,10 +27,13 @@ import torch
 from torch import nn
 
 from babysit.config import LossConfig, RunConfig
+from babysit.log import get_logger
 from babysit.train.loop import NonFinite, TensorData, Update, train_step
 from babysit.train.losses import make_loss
 from babysit.train.optim import make_optimizer
 from babysit.train.regularize import l2_penalty
+
+_log = get_logger(__name__)
 
 INITIAL_LOSS_TOLERANCE = 0.5
 """The initial loss passes within this fraction of the expected value. Calibrated He/Xavier inits give
@@ -242,12 +245,11 @@ def run_checks(model: nn.Module, data: TensorData, cfg: RunConfig, num_classes: 
         torch.manual_seed(cfg.train.seed)
         for i, (title, check) in enumerate(checks, start=1):
             if progress:
-                print(f"sanity check {i}/{len(checks)}: {title} ...", end="", flush=True)
+                _log.info(f"sanity check {i}/{len(checks)}: {title} ...", extra={"end": ""})
             started = time.perf_counter()
             results.append(check())
             if progress:
-                print(f" {'PASS' if results[-1].passed else 'FAIL'} ({time.perf_counter() - started:.1f} s)",
-                      flush=True)
+                _log.info(f" {'PASS' if results[-1].passed else 'FAIL'} ({time.perf_counter() - started:.1f} s)")
     return results
 
 

@@ -21,6 +21,8 @@ from torch import nn
 
 from babysit.config import RunConfig
 from babysit.errors import ChecksFailed, Diverged
+from babysit.limits import read_small_text
+from babysit.log import get_logger
 from babysit.monitor.probes import LayerProbes
 from babysit.monitor.sanity import CheckResult, blocking, format_checks, run_checks
 from babysit.monitor.tensorboard import TensorBoardLogger
@@ -30,6 +32,8 @@ from babysit.review.diagnose import diagnose_run
 from babysit.review.findings import Finding, format_findings
 from babysit.rundir import RunDir
 from babysit.train.loop import TensorData
+
+_log = get_logger(__name__)
 
 
 def write_checks(run: RunDir, results: list[CheckResult]) -> None:
@@ -55,17 +59,17 @@ class RunMonitor:
         if resume or not self.cfg.monitor.checks:
             return
         self.checks = run_checks(model, data, self.cfg, num_classes, progress=True)
-        print(format_checks(self.checks), flush=True)
+        _log.info(format_checks(self.checks))
         write_checks(self.run, self.checks)
         for r in self.checks:
             if not r.passed and r not in blocking(self.checks):
-                print(f"warning: sanity check '{r.title}' failed ({r.advice or r.summary}); a heuristic, so training "
-                      "goes on", flush=True)
+                _log.warning(f"warning: sanity check '{r.title}' failed ({r.advice or r.summary}); a heuristic, "
+                             "so training goes on")
         failed = [r.title for r in blocking(self.checks)]
         if not failed:
             return
         if self.cfg.monitor.force:
-            print(f"warning: {len(failed)} sanity check(s) failed; training anyway (--monitor.force=true).", flush=True)
+            _log.warning(f"warning: {len(failed)} sanity check(s) failed; training anyway (--monitor.force=true).")
             return
         self._conclude()
         advice = next((r.advice.rstrip(".") for r in blocking(self.checks) if r.advice), "")
@@ -113,15 +117,15 @@ class RunMonitor:
 
     def _conclude(self) -> list[Finding]:
         findings = diagnose_run(self.run.path)
-        print(format_findings(findings), flush=True)
+        _log.info(format_findings(findings))
         if self.cfg.monitor.report:
             from babysit.review.report import write_report
 
-            print(f"report: {write_report(self.run.path)}", flush=True)
+            _log.info(f"report: {write_report(self.run.path)}")
         return findings
 
 
 def checks_json(run: RunDir) -> list[dict[str, Any]]:
     """The checks a run recorded ([] when none)."""
     p = run.checks
-    return json.loads(p.read_text()).get("checks", []) if p.is_file() else []
+    return json.loads(read_small_text(p)).get("checks", []) if p.exists() else []

@@ -16,12 +16,15 @@ from typing import Any
 from babysit.ckptfile import checkpoint_step
 from babysit.divergence import DivergenceRule
 from babysit.errors import Diverged
+from babysit.log import get_logger
 from babysit.monitor.probes import LayerProbes
 from babysit.review.diagnose import LIVE_RULES, diagnose
 from babysit.review.findings import Evidence
 from babysit.rundir import RunDir
 from babysit.train.loop import LoopState
 from babysit.train.record import MemoryRecorder, RunRecorder
+
+_log = get_logger(__name__)
 
 
 def divergence_record(step: int, loss: float | str, lr: float, run: RunDir | None, message: str,
@@ -75,4 +78,4 @@ class LiveDiagnosis:
             key = f"{f.rule}:{','.join(layers)}"
             if key not in self.seen:
                 self.seen.add(key)
-                print(f"  ! {f.title}: {f.observation} -> {f.action}", flush=True)
+                _log.info(f"  ! {f.title}: {f.observation} -> {f.action}")

@@ -14,12 +14,15 @@ from babysit.ensemble.make import EnsembleResult, MemberScore, score, write
 from babysit.ensemble.members import Member, seed_configs
 from babysit.ensemble.predict import Ensemble
 from babysit.experiment import train
+from babysit.log import get_logger
 from babysit.recipe.context import Ctx, Deadline, StepResult, Window
 from babysit.recipe.rules import MAX_SEEDS, augmentation_for_gap, final_epochs, greedy_ensemble, helps, scores
 from babysit.recipe.searching import epoch_s, overhead_s
 from babysit.review.diagnose import diagnose_run
 from babysit.rundir import RunDir
 from babysit.tune.space import show
+
+_log = get_logger(__name__)
 
 
 def _last_epoch(run: str) -> dict[str, Any] | None:
@@ -79,9 +82,9 @@ def step_final(ctx: Ctx, window: Window) -> StepResult:
     least = time.time() + 1.5 * (overhead_s(ctx) + fine["epochs"] * _epoch_s(ctx, aug))
     deadline = Deadline(max(window.deadline, least))
     if not run.result.is_file():
-        print(f"final run: {cfg.train.epochs} epochs, " + ", ".join(f"{k.split('.')[-1]}={show(v)}" for k, v in
+        _log.info(f"final run: {cfg.train.epochs} epochs, " + ", ".join(f"{k.split('.')[-1]}={show(v)}" for k, v in
                                                                      fine["params"].items())
-              + (f", augmentation {','.join(aug)}" if aug else ""), flush=True)
+                  + (f", augmentation {','.join(aug)}" if aug else ""))
         if run.config.is_file():
             train(cfg, resume=run.path, callbacks=[deadline])
         else:
@@ -128,7 +131,7 @@ def _more_seeds(ctx: Ctx, cfg: C.RunConfig, window: Window, run_s: float) -> lis
             if window.left() < 1.2 * run_s:
                 break
             member = C.apply_overrides(member, {"monitor.report": False, "monitor.stats_every": 0})
-            print(f"final config, seed {member.train.seed} (time is left)", flush=True)
+            _log.info(f"final config, seed {member.train.seed} (time is left)")
             if run.config.is_file():
                 train(member, resume=run.path)
             else:

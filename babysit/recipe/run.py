@@ -22,12 +22,16 @@ from typing import Any
 
 from babysit import config as C
 from babysit.errors import BabysitError, Interrupted
+from babysit.limits import read_small_text
+from babysit.log import get_logger
 from babysit.recipe.budget import STEPS, TITLES, allot, format_plan, format_seconds
 from babysit.recipe.context import Ctx, StepResult, Window
 from babysit.recipe.early import step_checks, step_data, step_lr
 from babysit.recipe.late import step_baselines, step_ensemble, step_final, step_test
 from babysit.recipe.searching import step_coarse, step_fine, step_widen
 from babysit.rundir import RecipeDir, atomic_write_text, named_dir, new_folder
+
+_log = get_logger(__name__)
 
 STEP_FUNCTIONS: dict[str, Callable[[Ctx, Window], StepResult]] = {
     "data": step_data, "checks": step_checks, "lr": step_lr, "coarse": step_coarse, "widen": step_widen,
@@ -76,7 +80,7 @@ def recipe(cfg: C.RunConfig | None = None, out: str | Path = "recipes", resume: 
     if resume is not None:
         rdir = RecipeDir.open(resume)
         cfg = C.load_toml(rdir.config)
-        state = json.loads(rdir.state.read_text()) if rdir.state.is_file() else None
+        state = json.loads(read_small_text(rdir.state)) if rdir.state.exists() else None
     else:
         cfg = cfg if cfg is not None else C.RunConfig()
         C.validate(cfg)
@@ -88,25 +92,25 @@ def recipe(cfg: C.RunConfig | None = None, out: str | Path = "recipes", resume: 
     state = state or {"budget_s": budget_s, "created": datetime.now().isoformat(timespec="seconds"),
                       "order": list(STEPS), "steps": {}, "plan": allot(budget_s, 0.0, STEPS)}
     ctx = Ctx(rdir, _base(cfg), state)
-    print(f"recipe {rdir.path}: {cfg.data.name}, budget {format_seconds(budget_s)}"
-          + (" (resumed)" if resume is not None else ""), flush=True)
+    _log.info(f"recipe {rdir.path}: {cfg.data.name}, budget {format_seconds(budget_s)}"
+              + (" (resumed)" if resume is not None else ""))
     while (todo := [s for s in state["order"] if s not in state["steps"]]):
-        print(format_plan(budget_s, _spent(state), todo, [(s, state["steps"][s]["seconds"]) for s in state["order"]
-                                                          if s in state["steps"]]), flush=True)
+        _log.info(format_plan(budget_s, _spent(state), todo, [(s, state["steps"][s]["seconds"]) for s in state["order"]
+                                                          if s in state["steps"]]))
         _run_step(ctx, todo[0], allot(budget_s, _spent(state), todo)[todo[0]])
     from babysit.review.recipereport import write_recipe_report
 
     report = write_recipe_report(rdir)
     test = ctx.outputs("test")
-    print(f"recipe done in {format_seconds(_spent(state))} of {format_seconds(budget_s)}: test accuracy "
-          f"{test['test_acc']:.4f} ({test['model']}); report: {report}", flush=True)
+    _log.info(f"recipe done in {format_seconds(_spent(state))} of {format_seconds(budget_s)}: test accuracy "
+              f"{test['test_acc']:.4f} ({test['model']}); report: {report}")
     return RecipeResult(rdir.path, test["test_acc"], state, report)
 
 
 def _run_step(ctx: Ctx, name: str, seconds: float) -> None:
     """Run one step within its allotment and record it; Ctrl-C records the time spent and says how to resume."""
     index = ctx.state["order"].index(name) + 1
-    print(f"[{index}/{len(ctx.state['order'])}] {TITLES[name]} (allotted {format_seconds(seconds)})", flush=True)
+    _log.info(f"[{index}/{len(ctx.state['order'])}] {TITLES[name]} (allotted {format_seconds(seconds)})")
     started = time.perf_counter()
     window = Window.starting_now(seconds)
     try:
@@ -126,5 +130,5 @@ def _run_step(ctx: Ctx, name: str, seconds: float) -> None:
         order.insert(order.index("coarse") + 1, "widen")
     _save(ctx)
     for line in result.evidence:
-        print(f"    {line}", flush=True)
-    print(f"  -> {result.decision} ({format_seconds(took)} of {format_seconds(seconds)})", flush=True)
+        _log.info(f"    {line}")
+    _log.info(f"  -> {result.decision} ({format_seconds(took)} of {format_seconds(seconds)})")

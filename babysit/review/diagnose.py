@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from babysit.divergence import EXPLODE_FACTOR, first_divergence
+from babysit.limits import read_small_text
 from babysit.review.findings import Evidence, Finding, format_findings, mean, smooth, sort_findings
 from babysit.review.layer_rules import (
     DEAD_RELU_MAX,
@@ -317,7 +318,7 @@ def diagnose_run(path: RunDir | str | Path, write: bool = True) -> list[Finding]
 def read_findings(path: RunDir | str | Path) -> list[Finding]:
     """The findings a run recorded ([] when it has none yet)."""
     p = RunDir.of(path).findings
-    return [Finding.from_dict(d) for d in json.loads(p.read_text())["findings"]] if p.is_file() else []
+    return [Finding.from_dict(d) for d in json.loads(read_small_text(p))["findings"]] if p.exists() else []
 
 
 def best_on_border(name: str, best: float, low: float, high: float, log: bool = True) -> Finding | None:

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from babysit.limits import read_small_text
 from babysit.review.stats import read_layer_records
 from babysit.rundir import RunDir
 
@@ -83,9 +84,9 @@ class Evidence:
         import tomllib
 
         run = RunDir.of(path)
-        config = tomllib.loads(run.config.read_text()) if run.config.is_file() else {}
-        checks = json.loads(run.checks.read_text()).get("checks", []) if run.checks.is_file() else []
-        meta = json.loads(run.meta.read_text()) if run.meta.is_file() else {}
+        config = tomllib.loads(read_small_text(run.config)) if run.config.exists() else {}
+        checks = json.loads(read_small_text(run.checks)).get("checks", []) if run.checks.exists() else []
+        meta = json.loads(read_small_text(run.meta)) if run.meta.exists() else {}
         return cls.from_history(run.read_history(), layers=read_layer_records(run), checks=checks,
                                 config=config, num_classes=len(meta.get("classes", [])))
 

@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from babysit.limits import read_small_text
 from babysit.review.report import _img, page
 from babysit.rundir import RecipeDir, RunDir, SearchDir, atomic_write_text
 
@@ -104,7 +105,7 @@ def _baselines(state: dict[str, Any]) -> str:
 
 def render_recipe_report(path: RecipeDir | str | Path) -> str:
     rdir = path if isinstance(path, RecipeDir) else RecipeDir(path)
-    state = json.loads(rdir.state.read_text())
+    state = json.loads(read_small_text(rdir.state))
     test = state["steps"].get("test", {}).get("outputs", {})
     title = f"babysit recipe: {rdir.path.name}"
     headline = (f"<p><b>Test accuracy {test['test_acc']:.4f}</b> ({html.escape(test['model'])}, "
@@ -125,7 +126,7 @@ def render_recipe_report(path: RecipeDir | str | Path) -> str:
                 _timeline(state), "<h2>Baselines beside the final model</h2>", _baselines(state),
                 "<h2>Steps: evidence and decisions</h2>", "".join(steps),
                 "<h2>What to try next with more time</h2>", f"<ul>{nexts}</ul>",
-                "<h2>Config</h2>", f"<pre>{html.escape(rdir.config.read_text())}</pre>"]
+                "<h2>Config</h2>", f"<pre>{html.escape(read_small_text(rdir.config))}</pre>"]
     return page(title, sections)
 
 

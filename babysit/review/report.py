@@ -18,6 +18,7 @@ from typing import Any
 from babysit.ckptfile import load_checkpoint
 from babysit.ema import ema
 from babysit.errors import BabysitError
+from babysit.limits import read_small_text
 from babysit.models.spec import layer_labels
 from babysit.review.diagnose import UPDATE_RATIO_HIGH, UPDATE_RATIO_LOW, diagnose_run, read_findings
 from babysit.review.findings import LOW_LR_SHARE, Finding
@@ -58,7 +59,7 @@ def _fig(fig: Any, alt: str) -> str:
 
 def _read_json(path: Path) -> Any:
     try:
-        return json.loads(path.read_text()) if path.is_file() else None
+        return json.loads(read_small_text(path)) if path.exists() else None
     except json.JSONDecodeError:
         return None
 
@@ -85,8 +86,8 @@ def _summary_html(run: RunDir, meta: dict[str, Any], result: dict[str, Any], epo
             ("seed", meta.get("seed", "?")), ("torch", meta.get("torch", "?")),
             ("git commit", meta.get("git_commit") or "-"), ("created", meta.get("created", "?"))]
     body = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows)
-    spec = run.spec.read_text().strip() if run.spec.is_file() else "?"
-    config = run.config.read_text() if run.config.is_file() else ""
+    spec = read_small_text(run.spec).strip() if run.spec.exists() else "?"
+    config = read_small_text(run.config) if run.config.exists() else ""
     return (f"<table>{body}</table><p>spec: <code>{html.escape(spec)}</code></p>"
             f"<details><summary>resolved config</summary><pre>{html.escape(config)}</pre></details>")
 
@@ -220,7 +221,7 @@ def _inputs_html(run: RunDir) -> str:
     """Preprocessing and the training augmentation, with a picture of augmented training images."""
     import tomllib
 
-    config = tomllib.loads(run.config.read_text()) if run.config.is_file() else {}
+    config = tomllib.loads(read_small_text(run.config)) if run.config.exists() else {}
     described = config.get("data", {}).get("preprocess", "?")
     if run.preprocess.is_file():
         try:
@@ -268,7 +269,7 @@ def _per_class_html(classes: list[str], confusion: Any) -> str:
 
 def _labels(run: RunDir) -> dict[str, str]:
     """Layer name -> "3 conv3-64" from the run's spec.txt ({} without one)."""
-    return layer_labels(run.spec.read_text().strip()) if run.spec.is_file() else {}
+    return layer_labels(read_small_text(run.spec).strip()) if run.spec.exists() else {}
 
 
 def render_report(path: RunDir | str | Path) -> str:

@@ -19,6 +19,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from babysit.limits import read_small_text
 from babysit.review.diagnose import best_on_border
 from babysit.review.findings import Finding
 from babysit.review.report import _fig, _findings_html, page
@@ -47,7 +48,7 @@ def read_search(path: SearchDir | str | Path) -> tuple[list[dict[str, str]], dic
     if sdir.trials.is_file():
         with open(sdir.trials, newline="") as f:
             rows = list(csv.DictReader(f))
-    info = json.loads(sdir.space.read_text()) if sdir.space.is_file() else {}
+    info = json.loads(read_small_text(sdir.space)) if sdir.space.exists() else {}
     return rows, info
 
 
@@ -249,7 +250,7 @@ def _summary_html(sdir: SearchDir, rows: list[dict[str, str]], info: dict[str, A
     folds = f"{info['folds']}-fold cross-validation per trial" if info.get("folds") else "one validation split"
     lines.append(f"<tr><th>how</th><td>sampler {html.escape(str(info.get('sampler', '?')))}, pruner "
                  f"{html.escape(str(info.get('pruner', '?')))}, {folds}</td></tr>")
-    best_toml = sdir.best.read_text() if sdir.best.is_file() else ""
+    best_toml = read_small_text(sdir.best) if sdir.best.exists() else ""
     return (f"<table>{''.join(lines)}</table>" + (f"<details><summary>best.toml (babysit train --config "
                                                    f"{html.escape(str(sdir.best))})</summary><pre>"
                                                    f"{html.escape(best_toml)}</pre></details>" if best_toml else ""))

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from babysit.limits import read_small_text
 from babysit.rundir import RunDir
 
 
@@ -20,7 +21,7 @@ def read_json_records(path: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         return []
     try:
-        return list(json.loads(path.read_text()).get("records", []))
+        return list(json.loads(read_small_text(path)).get("records", []))
     except (json.JSONDecodeError, AttributeError):
         return []
 
@@ -42,7 +43,7 @@ def read_val_analysis(run: RunDir | str | Path) -> tuple[dict[str, Any] | None, 
     r = RunDir.of(run)
     if not r.confusion.is_file():
         return None, {}
-    summary = json.loads(r.confusion.read_text())
+    summary = json.loads(read_small_text(r.confusion))
     examples: dict[str, np.ndarray] = {}
     if r.confused.is_file():
         with np.load(r.confused) as z:

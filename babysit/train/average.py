@@ -32,7 +32,10 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, update_bn
 
 from babysit.config import RunConfig
+from babysit.log import get_logger
 from babysit.train.early import improved
+
+_log = get_logger(__name__)
 
 Kept = tuple[str, dict[str, torch.Tensor], dict[str, Any]]
 """(kind, weights, meta) for the recorder: kind "ema" (checkpoints/ema) or "swa" (checkpoints/swa)."""
@@ -135,8 +138,8 @@ class Averages:
         first = self.swa.first_epoch
         meta = {"epochs": [first, first + self.swa.count - 1], "averaged": self.swa.count, "val_acc": acc,
                 "val_loss": loss}
-        print(f"SWA over epochs {first}-{first + self.swa.count - 1} ({self.swa.count} epoch ends, batch-norm "
-              f"statistics recomputed): val {acc:.6f}", flush=True)
+        _log.info(f"SWA over epochs {first}-{first + self.swa.count - 1} ({self.swa.count} epoch ends, batch-norm "
+                  f"statistics recomputed): val {acc:.6f}")
         return [("swa", weights_of(model), meta)]
 
     def state_dict(self) -> dict[str, Any]:

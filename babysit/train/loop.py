@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from babysit.config import RunConfig
 from babysit.errors import BabysitError, Interrupted
+from babysit.log import get_logger, shows_progress
 from babysit.rundir import RunDir
 from babysit.train.average import Averages, weights_of
 from babysit.train.early import improved, patience_spent, stop_reason, stop_record
@@ -35,6 +36,8 @@ from babysit.train.optim import clip_gradients, describe_groups, make_optimizer
 from babysit.train.record import MemoryRecorder, Recorder, RunRecorder, StepLosses, sync_due
 from babysit.train.regularize import Regularizer
 from babysit.train.schedules import LRSchedule
+
+_log = get_logger(__name__)
 
 AugmentFn = Callable[[torch.Tensor, torch.Tensor, int], tuple[torch.Tensor, torch.Tensor]]
 """(raw uint8 batch, labels, step) -> (network inputs, targets): babysit.data.augment.Augment."""
@@ -264,7 +267,7 @@ def fit(model: nn.Module, data: TensorData, cfg: RunConfig, run: RunDir | None =
     steps_per_epoch = math.ceil(n / t.batch_size)
     schedule = LRSchedule.from_config(cfg, steps_per_epoch)
     state = LoopState(model, update.optimizer, cfg, steps_per_epoch, schedule=schedule, averages=averages)
-    print(describe_groups(state.optimizer, cfg), flush=True)
+    _log.info(describe_groups(state.optimizer, cfg))
     if resume:
         rec.restore(state, callbacks)
     losses = StepLosses(model, update.optimizer, rec, callbacks)  # after the restore: it snapshots the start
@@ -278,8 +281,9 @@ def fit(model: nn.Module, data: TensorData, cfg: RunConfig, run: RunDir | None =
             _call(callbacks, "on_epoch_start", state)
             model.train()
             started = time.perf_counter()
+            shown = t.progress and sys.stdout.isatty() and shows_progress()  # -q hides the bar
             bar = tqdm(total=state.steps_per_epoch, initial=state.batch, leave=False, unit="batch",
-                       desc=f"epoch {state.epoch + 1}/{t.epochs}", disable=not (t.progress and sys.stdout.isatty()))
+                       desc=f"epoch {state.epoch + 1}/{t.epochs}", disable=not shown)
             while state.batch < state.steps_per_epoch and not state.stop:
                 xb, yb = next_batch(data, perm[state.batch * t.batch_size : (state.batch + 1) * t.batch_size],
                                     state.step, augment)
@@ -311,7 +315,7 @@ def fit(model: nn.Module, data: TensorData, cfg: RunConfig, run: RunDir | None =
             state.batch, state.loss_sum, state.reg_sum = 0, 0.0, 0.0
             if patience_spent(state):  # the history says why the run stops here
                 rec.append(record := stop_record(state))
-                print(f"{stop_reason(cfg, record)}.", flush=True)
+                _log.info(f"{stop_reason(cfg, record)}.")
             rec.save(state, callbacks)
             if stopper.signum is not None:  # a signal during the epoch-end evaluation; just saved
                 raise Interrupted(rec.stopped(stopper.signum), stopper.signum)
@@ -344,8 +348,8 @@ def _end_epoch(state: LoopState, data: TensorData, train_eval: slice, seconds: f
         record |= state.averages.score(score, data.x_val, data.y_val)  # ema_val_loss, ema_val_acc
     ema = f", ema val {record['ema_val_acc']:.6f}" if "ema_val_acc" in record else ""
     # the data loss beside the cost: val loss has no regularisation term, so compare it with the data loss
-    print(f"Finished epoch {epoch} / {t.epochs}: cost {cost:.6f} (data loss {cost - reg:.6f}, reg {reg:.6f}), "
-          f"train: {train_acc:.6f}, val {val_acc:.6f} (val loss {val_loss:.6f}){ema}, lr {state.lr:.6e}", flush=True)
+    _log.info(f"Finished epoch {epoch} / {t.epochs}: cost {cost:.6f} (data loss {cost - reg:.6f}, reg {reg:.6f}), "
+              f"train: {train_acc:.6f}, val {val_acc:.6f} (val loss {val_loss:.6f}){ema}, lr {state.lr:.6e}")
     state.history.append(record)
     rec.append(record)
     if improved(t.monitor, record[t.monitor], state.best_score, t.min_delta):

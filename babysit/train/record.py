@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from babysit.errors import BabysitError, Diverged
+from babysit.log import get_logger
 from babysit.rundir import RunDir
 from babysit.train.checkpoint import (
     all_finite,
@@ -31,6 +32,8 @@ from babysit.train.checkpoint import (
     set_rng_state,
     unflatten_state,
 )
+
+_log = get_logger(__name__)
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -135,13 +138,14 @@ class RunRecorder:
                           for i, cb in enumerate(callbacks)],
         }
         meta["rng"] = rng_state(tensors)
+        self.run.sync_history()  # the history up to this step is durable before the checkpoint that resumes from it
         save_checkpoint(self.run.last, tensors, meta)
 
     def restore(self, state: LoopState, callbacks: list[Any]) -> None:
         """Inverse of :meth:`save`; errors in words when the checkpoint does not fit this model or config."""
         run = self.run
         if not run.last.exists():  # killed before its first checkpoint: start over in the same directory
-            print(f"{run.path} has no checkpoint yet; training it from the start.", flush=True)
+            _log.info(f"{run.path} has no checkpoint yet; training it from the start.")
             run.append_history({"kind": "resume", "step": 0, "epoch": 1})
             return
         tensors, meta = load_checkpoint(run.last)

@@ -14,8 +14,9 @@ so ``flip,translate`` gives 10 views, like the 10 crops (4 corners + centre, and
 from __future__ import annotations
 
 import itertools
+import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -28,18 +29,26 @@ from babysit.errors import BabysitError
 
 TTA_TOKENS = ("flip", "flip-h", "flip-v", "translate[-P]", "random-N")
 RANDOM_STEP = 2**40  # the random views' steps lie far from any training step
+MAX_VIEWS = 100  # each view is one more pass over the split; AlexNet's 10 crops gain most of what views give
 
 
 def parse_tta(text: str) -> tuple[list[tuple[str, torch.Tensor]], int]:
     """``"flip,translate-2"`` -> the fixed views as (name, (flip_h, flip_v, dx, dy)) and the number of random draws."""
     factors: list[list[tuple[str, tuple[float, float, float, float]]]] = []
     draws = 0
+    seen: set[str] = set()
     for token in (t.strip().lower() for t in text.split(",") if t.strip()):
         m = re.fullmatch(r"(flip|flip-h|flip-v|translate|random)(?:-(\d+))?", token)
         if m is None or (m.group(1).startswith("flip") and m.group(2)) or (m.group(1) == "random" and not m.group(2)):
             raise BabysitError(f"unknown test-time augmentation {token!r}; use a comma-separated list of "
                                f"{', '.join(TTA_TOKENS)}, e.g. --tta flip,translate.")
         name, arg = m.group(1), int(m.group(2) or 1)
+        kind = "flip-h" if name == "flip" else name
+        if kind in seen:  # flip,flip would only repeat views (and double their count per repeat)
+            raise BabysitError(f"test-time augmentation {name!r} is given twice in {text!r}; give each once.")
+        seen.add(kind)
+        if name == "random" and not 1 <= arg <= MAX_VIEWS:
+            raise BabysitError(f"random-{arg} asks for {arg} random views; use 1 to {MAX_VIEWS}, e.g. random-8.")
         if name in ("flip", "flip-h"):
             factors.append([("", (0, 0, 0, 0)), ("flip-h", (1, 0, 0, 0))])
         elif name == "flip-v":
@@ -49,6 +58,10 @@ def parse_tta(text: str) -> tuple[list[tuple[str, torch.Tensor]], int]:
                                                   ((arg, 0), (-arg, 0), (0, arg), (0, -arg))])
         else:
             draws = arg
+    fixed = math.prod(len(f) for f in factors)
+    if fixed + draws > MAX_VIEWS:
+        raise BabysitError(f"--tta {text} makes {fixed + draws} views, each one more pass over the split; use at most "
+                           f"{MAX_VIEWS} (e.g. flip,translate: 10 views).")
     views = []
     for combo in itertools.product(*factors) if factors else [[("", (0, 0, 0, 0))]]:
         name = "+".join(n for n, _ in combo if n) or "original"
@@ -88,6 +101,22 @@ def tta_views(text: str, cfg: RunConfig, num_classes: int) -> TTAViews:
     return TTAViews(fixed, rand, draws, a.fill, a.fill_value)
 
 
+def _views_of(xb: torch.Tensor, views: TTAViews, dev: torch.device, i: int) -> Iterator[torch.Tensor]:
+    """The views of the batch ``xb`` (the ``i``-th image onwards), one after another."""
+    b, _, h, w = xb.shape
+    for _, (fh, fv, dx, dy) in views.fixed:
+        if fh or fv or dx or dy:
+            m = compose([shift_matrix(torch.tensor([[dx, dy]], device=dev).expand(b, 2)),
+                         flip_matrix(h, w, torch.full((b,), bool(fh), device=dev), axis=0),
+                         flip_matrix(h, w, torch.full((b,), bool(fv), device=dev), axis=1)], b, dev)
+            yield warp(xb, m, views.fill, views.fill_value)
+        else:
+            yield xb
+    for d in range(views.draws if views.random is not None else 0):
+        no_labels = torch.zeros(b, dtype=torch.long, device=dev)
+        yield views.random.pixels(xb, no_labels, RANDOM_STEP + d * 2**20 + i)[0]
+
+
 @torch.no_grad()
 def tta_probabilities(model: nn.Module, pre: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
                       views: TTAViews, batch_size: int = 1000) -> torch.Tensor:
@@ -99,19 +128,11 @@ def tta_probabilities(model: nn.Module, pre: Callable[[torch.Tensor], torch.Tens
     out = []
     for i in range(0, len(x), batch_size):
         xb = x[i : i + batch_size].to(dev).float()
-        b, _, h, w = xb.shape
-        batches = []
-        for _, (fh, fv, dx, dy) in views.fixed:
-            if fh or fv or dx or dy:
-                m = compose([shift_matrix(torch.tensor([[dx, dy]], device=dev).expand(b, 2)),
-                             flip_matrix(h, w, torch.full((b,), bool(fh), device=dev), axis=0),
-                             flip_matrix(h, w, torch.full((b,), bool(fv), device=dev), axis=1)], b, dev)
-                batches.append(warp(xb, m, views.fill, views.fill_value))
-            else:
-                batches.append(xb)
-        for d in range(views.draws if views.random is not None else 0):
-            no_labels = torch.zeros(b, dtype=torch.long, device=dev)
-            batches.append(views.random.pixels(xb, no_labels, RANDOM_STEP + d * 2**20 + i)[0])
-        out.append(sum(model(pre(pixels)).softmax(1) for pixels in batches) / len(batches))
+        total = None
+        for pixels in _views_of(xb, views, dev, i):  # one view at a time: memory does not grow with their count
+            p = model(pre(pixels)).softmax(1)
+            total = p if total is None else total + p
+        assert total is not None
+        out.append(total / len(views))
     model.train(was_training)
     return torch.cat(out)

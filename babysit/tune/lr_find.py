@@ -35,6 +35,7 @@ from torch import nn
 from babysit.config import RunConfig, validate
 from babysit.ema import EMA, ema
 from babysit.errors import BabysitError
+from babysit.log import get_logger
 from babysit.start import fresh_start, plan_run
 from babysit.train.checkpoint import rng_state, set_rng_state
 from babysit.train.loop import (
@@ -48,6 +49,8 @@ from babysit.train.loop import (
     train_step,
 )
 from babysit.train.optim import make_optimizer
+
+_log = get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -167,12 +170,12 @@ def lr_range_test(model: nn.Module, data: TensorData, cfg: RunConfig,
             snapshot.restore(model, optimizer, rng=False)
             opt = optimizer if optimizer is not None else make_optimizer(model, cfg)
             if progress:
-                print(f"lr-find repeat {r + 1}/{f.seeds} (seed {cfg.train.seed + r}): up to {f.steps} mini-batches, "
-                      f"lr {f.start_lr:g} -> {f.end_lr:g} ...", end="", flush=True)
+                _log.info(f"lr-find repeat {r + 1}/{f.seeds} (seed {cfg.train.seed + r}): up to {f.steps} "
+                          f"mini-batches, lr {f.start_lr:g} -> {f.end_lr:g} ...", extra={"end": ""})
             started = time.perf_counter()
             raw = _ramp(model, opt, data, cfg, lrs, cfg.train.seed + r, augment)
             if progress:
-                print(f" {len(raw)} mini-batches, {time.perf_counter() - started:.1f} s", flush=True)
+                _log.info(f" {len(raw)} mini-batches, {time.perf_counter() - started:.1f} s")
             if len(raw) < 2:
                 raise BabysitError(f"the loss was not finite from the first steps at lr {f.start_lr:g}; "
                                    "lower --lr_find.start_lr or check the data and the model.")

@@ -34,6 +34,7 @@ import optuna
 
 from babysit import config as C
 from babysit.errors import BabysitError, ChecksFailed, Interrupted
+from babysit.log import get_logger
 from babysit.monitor.sanity import format_checks, run_checks
 from babysit.monitor.session import write_checks
 from babysit.rundir import RunDir, SearchDir, atomic_write_text, named_dir, new_folder
@@ -54,6 +55,8 @@ from babysit.tune.study import (
 from babysit.tune.table import TrialRow, best_config, best_row, collect, write_best, write_table
 from babysit.tune.trial import Budget, budget, trial_config
 from babysit.tune.worker import run_worker
+
+_log = get_logger(__name__)
 
 READY_WAIT = 300.0
 """Seconds the in-process worker waits for the worker processes to start (import torch, open the storage)."""
@@ -151,11 +154,11 @@ def _sanity_checks(cfg: C.RunConfig, sdir: SearchDir, threads: int) -> None:
         atomic_write_text(run.config, C.dumps_toml(base))
     model, data, _ = fresh_start(plan)
     results = run_checks(model, data, base, plan.num_classes, progress=True)
-    print(format_checks(results), flush=True)
+    _log.info(format_checks(results))
     write_checks(run, results)
     failed = [r.title for r in results if not r.passed]
     if failed and cfg.monitor.force:
-        print(f"warning: {len(failed)} sanity check(s) failed; searching anyway (--monitor.force=true).", flush=True)
+        _log.warning(f"warning: {len(failed)} sanity check(s) failed; searching anyway (--monitor.force=true).")
     elif failed:  # exit 1, as `babysit train` and `babysit check` do
         raise ChecksFailed(f"the sanity checks failed on the base config ({', '.join(failed)}; see {run.checks}); "
                            "fix the model or data first, or search anyway with --monitor.force=true.")
@@ -195,8 +198,8 @@ def _prepare(cfg: C.RunConfig, sdir: SearchDir, storage: optuna.storages.BaseSto
                                "trials' log.txt); change the space and start a new search.")
         space = narrow(space, [t.params for t in done[: cfg.search.top_k]])
         offset = max(t.number for t in coarse.trials) + 1
-        print(f"fine ranges, around the top {min(len(done), cfg.search.top_k)} coarse trials:\n"
-              + "\n".join(f"    {p.text()}" for p in space), flush=True)
+        _log.info(f"fine ranges, around the top {min(len(done), cfg.search.top_k)} coarse trials:\n"
+                  + "\n".join(f"    {p.text()}" for p in space))
     set_stage(study, space, stage_size(cfg, stage, space), offset, n_train)
     return study
 
@@ -278,7 +281,7 @@ def search(cfg: C.RunConfig | None = None, space: list[str] | tuple[str, ...] | 
         sdir = _folder(cfg, out)
         atomic_write_text(sdir.config, C.dumps_toml(cfg))
     storage = open_storage(storage_url(cfg, sdir))
-    print(format_plan(cfg, sdir, parsed, n_train, n_workers, threads), flush=True)
+    _log.info(format_plan(cfg, sdir, parsed, n_train, n_workers, threads))
     if cfg.monitor.checks:
         _sanity_checks(cfg, sdir, threads)
     studies: dict[str, optuna.Study] = {}
@@ -287,9 +290,8 @@ def search(cfg: C.RunConfig | None = None, space: list[str] | tuple[str, ...] | 
             study = _prepare(cfg, sdir, storage, stage, parsed, n_train)
             _write_space(sdir, cfg, storage, n_train)
             for number in abandon_dead(study):
-                print(f"  {stage} trial {number} was left running by a killed worker: marked FAIL, queued again",
-                      flush=True)
-            print(f"{stage} stage: {stage_info(study)['trials']} trials", flush=True)
+                _log.info(f"  {stage} trial {number} was left running by a killed worker: marked FAIL, queued again")
+            _log.info(f"{stage} stage: {stage_info(study)['trials']} trials")
             _run_workers(sdir, stage, n_workers, threads, deadline(stage) if deadline is not None else None)
             studies[stage] = study
     except (Interrupted, KeyboardInterrupt) as e:
@@ -303,10 +305,10 @@ def search(cfg: C.RunConfig | None = None, space: list[str] | tuple[str, ...] | 
     rows, best, report = _finish(cfg, sdir, storage)
     if best is not None:
         test = f", test {best.test_acc:.4f}" if best.test_acc is not None else ""
-        print(f"best: trial {best.number} ({best.stage}), val {best.val_acc:.4f}{test}: "
-              + ", ".join(f"{k}={v}" for k, v in best.params.items()) + f"\nconfig: {sdir.best} (babysit train "
-              f"--config {sdir.best}); table: {sdir.trials}; report: {report}", flush=True)
+        _log.info(f"best: trial {best.number} ({best.stage}), val {best.val_acc:.4f}{test}: "
+                  + ", ".join(f"{k}={v}" for k, v in best.params.items()) + f"\nconfig: {sdir.best} (babysit train "
+                  f"--config {sdir.best}); table: {sdir.trials}; report: {report}")
     else:
-        print(f"no trial finished; see {sdir.trials} and {report}", flush=True)
+        _log.info(f"no trial finished; see {sdir.trials} and {report}")
     return SearchResult(sdir.path, studies, rows, best, best_config(cfg, best) if best else None, report)
 

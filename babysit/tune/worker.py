@@ -24,6 +24,7 @@ from optuna.trial import TrialState
 
 from babysit import config as C
 from babysit.errors import BabysitError, Interrupted
+from babysit.log import get_logger
 from babysit.rundir import SearchDir
 from babysit.tune.space import show
 from babysit.tune.study import (
@@ -43,10 +44,12 @@ from babysit.tune.study import (
 from babysit.tune.table import refresh_table
 from babysit.tune.trial import Outcome, budget, run_trial
 
+_log = get_logger(__name__)
+
 
 def say(sdir: SearchDir, index: int, line: str) -> None:
     """Print a line and keep it in workers/worker-I.log."""
-    print(line, flush=True)
+    _log.info(line)
     sdir.workers.mkdir(parents=True, exist_ok=True)
     with open(sdir.worker_log(index), "a") as f:
         f.write(line + "\n")
