@@ -29,6 +29,7 @@ from babysit.errors import BabysitError
 from babysit.monitor.session import RunMonitor
 from babysit.rundir import RunDir, atomic_write_text, named_dir
 from babysit.start import Plan, check_split, fresh_start, load_preprocessor, load_run, plan_run
+from babysit.train import distributed as ddp
 from babysit.train.checkpoint import load_checkpoint, save_checkpoint
 from babysit.train.early import stop_reason
 from babysit.train.loop import LoopState, evaluate, fit
@@ -96,14 +97,23 @@ def train(cfg: C.RunConfig, out: str | Path = "runs", name: str = "", resume: st
     ``soft_targets(plan)``: a teacher's probabilities (N, K) for the plan's training images, for a distillation
     run (``distill.teacher``; `babysit distill` passes it); computed once and kept in RUN/teacher.safetensors."""
     started = time.perf_counter()
+    ranks = ddp.ranks()  # under torchrun: rank 0 writes the run directory, the other processes only read it
+    if ranks.active and (cfg.distill.teacher or soft_targets is not None):
+        raise BabysitError("distillation runs in one process; start `babysit distill` without torchrun.")
     if resume is not None:
         run = RunDir.open(resume)
-        run.take_lock()  # a second process resuming the same run is refused, naming this one's PID
-        run.remove_orphans()
+        if ranks.main:
+            run.take_lock()  # a second process resuming the same run is refused, naming this one's PID
+            run.remove_orphans()
         cfg = C.load_toml(run.config)
+    scaled = cfg.train.scale_lr and ranks.active
     plan = plan_run(cfg)  # every mistake is refused here, before anything is written
     cfg = plan.cfg  # the automatic values (spec name, batch size) made concrete for this data
     ds, splits = plan.dataset, plan.splits
+    ddp.start(plan.device)  # join torchrun's process group (alone: nothing)
+    if not ranks.main:  # once rank 0 has made the directory and its first files, read them
+        run = RunDir.open(ddp.from_main(None))
+        return _other_rank(run, plan, load_preprocessor(run), resume is not None, started)
     if resume is None:
         run = RunDir.create(named_dir(out, name or f"{ds.name.replace('/', '_')}-{datetime.now():%Y%m%d-%H%M%S}"))
         with run.removed_on_error():  # a failed start (disk full) leaves no half-made run behind
@@ -112,6 +122,7 @@ def train(cfg: C.RunConfig, out: str | Path = "runs", name: str = "", resume: st
             pre = _first_files(run, plan)
     else:
         pre = _first_files(run, plan)
+    ddp.from_main(str(run.path))  # the other processes wait for this
     model, data, augment = fresh_start(plan, pre)
     if cfg.distill.teacher:
         data.soft_train = _teacher(run, plan, soft_targets).to(plan.device)
@@ -123,6 +134,8 @@ def train(cfg: C.RunConfig, out: str | Path = "runs", name: str = "", resume: st
         save_augment_picture(augment, splits, run.augment, min(plan.num_classes, 10))
     print(f"run {run.path}: {ds.name} {len(splits.train)}/{len(splits.val)}/{len(splits.test)} train/val/test, "
           f"{sum(p.numel() for p in model.parameters()):,} params, device {plan.device}", flush=True)
+    if ranks.active:
+        print(ddp.describe(ranks, cfg.train.batch_size, cfg.optim.lr, scaled), flush=True)
     monitor = RunMonitor(cfg, run)  # sanity checks, layer probes, findings, report (cfg.monitor)
     monitor.before_fit(model, data, plan.num_classes, resume=resume is not None)
     with monitor.watching():  # a divergence becomes the "LR too high" finding before it propagates
@@ -148,7 +161,16 @@ def train(cfg: C.RunConfig, out: str | Path = "runs", name: str = "", resume: st
           f"{seconds:.1f} s; run directory {run.path}", flush=True)
     monitor.after_fit(model, data, splits.val.x, splits.classes)
     run.release_lock()  # (on an error the lock is kept until the process ends: a resume in it retakes it)
+    ddp.stop()
     return TrainResult(run, model, state, test_acc, seconds)
+
+
+def _other_rank(run: RunDir, plan: Plan, pre: Preprocessor, resume: bool, started: float) -> TrainResult:
+    """A DDP process other than rank 0: the same model, data and steps, no monitoring, scoring or files."""
+    model, data, augment = fresh_start(plan, pre)
+    state = fit(model, data, plan.cfg, run, resume=resume, augment=augment)
+    ddp.stop()
+    return TrainResult(None, model, state, None, time.perf_counter() - started)
 
 
 def _teacher(run: RunDir, plan: Plan, soft_targets: Callable[[Plan], torch.Tensor] | None) -> torch.Tensor:
