@@ -219,7 +219,7 @@ def plan_run(cfg: C.RunConfig) -> Plan:
     """Check ``cfg`` (the cheap checks before loading any data), load and split the data, check the run
     against it, and return the plan every entry point starts from."""
     spec_or_name, ops = check_config(cfg)
-    device = ddp.device_for(resolve_device(cfg.train.device))  # torchrun on GPUs: cuda:LOCAL_RANK
+    device = ddp.device_for(resolve_device(cfg.train.device), cfg.train.sync_bn)  # torchrun, GPUs: cuda:LOCAL_RANK
     set_hardware(cfg, device)
     ds, splits = prepare_data(cfg)
     cfg, spec = _against_data(cfg, spec_or_name, splits)

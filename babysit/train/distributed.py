@@ -72,9 +72,19 @@ def ranks() -> Ranks:
     return r
 
 
-def device_for(device: torch.device) -> torch.device:
-    """One GPU per process: ``cuda`` (or ``auto`` on a GPU machine) becomes ``cuda:LOCAL_RANK`` under torchrun."""
+def joined() -> Ranks:
+    """:func:`ranks` once this process has joined the group (:func:`start`), else a lone process: a command other
+    than ``train`` started under torchrun trains every batch whole instead of half a batch with no all-reduce."""
+    return ranks() if dist.is_initialized() else Ranks()
+
+
+def device_for(device: torch.device, sync_bn: bool = False) -> torch.device:
+    """One GPU per process: ``cuda`` (or ``auto`` on a GPU machine) becomes ``cuda:LOCAL_RANK`` under torchrun.
+    ``sync_bn`` (SyncBatchNorm) is refused on the CPU, where torch does not implement it."""
     r = ranks()
+    if r.active and sync_bn and device.type != "cuda":
+        raise BabysitError("--train.sync_bn=true needs GPUs (torch's SyncBatchNorm runs on CUDA only); on the CPU "
+                           "leave it off: each process then normalises its own rows of the batch.")
     if not r.active or device.type != "cuda":
         return device
     if device.index is not None:
@@ -136,10 +146,7 @@ def wrap(model: nn.Module, device: torch.device, sync_bn: bool) -> nn.Module:
     (checkpoint keys without DDP's ``module.``) are untouched."""
     if not dist.is_initialized() or dist.get_world_size() == 1:
         return model
-    if sync_bn:
-        if device.type != "cuda":
-            raise BabysitError("--train.sync_bn=true needs GPUs (torch's SyncBatchNorm runs on CUDA only); on the CPU "
-                               "leave it off: each process normalises its own part of the batch.")
+    if sync_bn:  # (refused on the CPU by device_for, before anything was written)
         nn.SyncBatchNorm.convert_sync_batchnorm(model)  # in place for every BN below the top (a Sequential)
     return nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 

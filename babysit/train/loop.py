@@ -261,7 +261,7 @@ def fit(model: nn.Module, data: TensorData, cfg: RunConfig, run: RunDir | None =
         raise ValueError("fit(augment=...) needs the raw training pixels in data.x_raw")
     if cfg.distill.teacher and data.soft_train is None:
         raise ValueError("a distillation run (distill.teacher) needs the teacher's probabilities in data.soft_train")
-    ranks = ddp.ranks()  # under torchrun: this process's place (rank 0 alone writes the run directory)
+    ranks = ddp.joined()  # under torchrun (train): this process's place; rank 0 alone writes the run directory
     rec: Recorder = recorder(run, ranks.main)
     update = Update.from_config(model, cfg)
     averages = Averages(model, cfg)  # copies of the weights for EMA / SWA (none when both are off)

@@ -157,7 +157,7 @@ class RunRecorder:
                 run.append_history({"kind": "resume", "step": 0, "epoch": 1})
             return
         tensors, meta = load_checkpoint(run.last)
-        ranks, saved_world = ddp.ranks(), meta.get("world_size", 1)
+        ranks, saved_world = ddp.joined(), meta.get("world_size", 1)
         if saved_world != ranks.world:
             how = (f"torchrun --nproc-per-node={saved_world} -m babysit train --resume {run.path}"
                    if saved_world != 1 else f"babysit train --resume {run.path}")
