@@ -311,6 +311,7 @@ def fit(model: nn.Module, data: TensorData, cfg: RunConfig, run: RunDir | None =
                 if due or signum is not None:
                     losses.sync(state)
                     rec.save(state, callbacks)
+                    signum = ddp.agree(stopper.signum, True)  # one that came during the save is covered by it
                 if signum is not None:  # Ctrl-C / SIGTERM: saved just now, between two steps
                     raise Interrupted(rec.stopped(signum), signum)
             bar.close()
