@@ -127,6 +127,11 @@ class TrainConfig:
     eval_batch_size: int = 1000  # examples per forward pass when evaluating
     sync_every: int = 50  # steps between reading the losses back from the device (checked, recorded); 1 = each step
     threads: int = 0  # CPU threads torch may use; 0 = $OMP_NUM_THREADS when set, else every core this process may use
+    # (under torchrun: those cores divided by the processes on the machine)
+    sync_bn: bool = False  # torchrun (DDP): batch norm statistics over the global batch (SyncBatchNorm, CUDA only);
+    # off = each process normalises its own rows
+    scale_lr: bool = False  # torchrun (DDP): linear scaling rule: batch_size is per process (global = batch_size x N)
+    # and optim.lr is multiplied by N; off = batch_size is the global batch and lr is used as given
     channels_last: bool = True  # keep conv activations channels-last (NHWC): faster for BN nets on many CPUs/GPUs
     precision: str = "fp32"  # arithmetic of forward and loss: fp32 | bf16
     # (bf16 = autocast to bfloat16, CUDA only)

@@ -39,6 +39,7 @@ from babysit.start import (
     plan_run,
     user_module,
 )
+from babysit.train import distributed as ddp
 from babysit.train.checkpoint import load_checkpoint, save_checkpoint
 from babysit.train.early import stop_reason
 from babysit.train.loop import LoopState, TensorData, evaluate, fit
@@ -142,19 +143,28 @@ def train(cfg: C.RunConfig, out: str | Path = "runs", name: str = "", resume: st
     and report; meta.json records its import path, and eval / predict / resume take a fresh instance back
     (``evaluate_run(RUN, model=MyNet())``), since babysit never runs code from a run's files."""
     started = time.perf_counter()
+    ranks = ddp.ranks()  # under torchrun: rank 0 writes the run directory, the other processes only read it
+    if ranks.active and (cfg.distill.teacher or soft_targets is not None):
+        raise BabysitError("distillation runs in one process; start `babysit distill` without torchrun.")
     if resume is not None:
         run = RunDir.open(resume)
-        run.take_lock()  # a second process resuming the same run is refused, naming this one's PID
-        run.remove_orphans()
+        if ranks.main:
+            run.take_lock()  # a second process resuming the same run is refused, naming this one's PID
+            run.remove_orphans()
         cfg = C.load_toml(run.config)
         module = user_module(run)
         if module is not None and model is None:
             raise module_needed(run, module)
         if module is None and model is not None:
             raise BabysitError(f"{str(run.path)!r} was built from its spec; resume it without model=.")
+    scaled = cfg.train.scale_lr and ranks.active
     plan = plan_run(cfg)  # every mistake is refused here, before anything is written
     cfg = plan.cfg  # the automatic values (spec name, batch size) made concrete for this data
     ds, splits = plan.dataset, plan.splits
+    ddp.start(plan.device)  # join torchrun's process group (alone: nothing)
+    if not ranks.main:  # once rank 0 has made the directory and its first files, read them
+        run = RunDir.open(ddp.from_main(None))
+        return _other_rank(run, plan, load_preprocessor(run), resume is not None, started)
     if resume is None:
         run = RunDir.create(named_dir(out, name or f"{ds.name.replace('/', '_')}-{datetime.now():%Y%m%d-%H%M%S}"))
         with run.removed_on_error():  # a failed start (disk full) leaves no half-made run behind
@@ -163,6 +173,7 @@ def train(cfg: C.RunConfig, out: str | Path = "runs", name: str = "", resume: st
             pre = _first_files(run, plan, model)
     else:
         pre = _first_files(run, plan, model)
+    ddp.from_main(str(run.path))  # the other processes wait for this
     built, data, augment = fresh_start(plan, pre)
     model = built if model is None else _check_module(model.to(plan.device), data, plan.num_classes)
     if cfg.distill.teacher:
@@ -175,6 +186,8 @@ def train(cfg: C.RunConfig, out: str | Path = "runs", name: str = "", resume: st
         save_augment_picture(augment, splits, run.augment, min(plan.num_classes, 10))
     _log.info(f"run {run.path}: {ds.name} {len(splits.train)}/{len(splits.val)}/{len(splits.test)} train/val/test, "
               f"{sum(p.numel() for p in model.parameters()):,} params, device {plan.device}")
+    if ranks.active:
+        _log.info(ddp.describe(ranks, cfg.train.batch_size, cfg.optim.lr, scaled))
     monitor = RunMonitor(cfg, run)  # sanity checks, layer probes, findings, report (cfg.monitor)
     monitor.before_fit(model, data, plan.num_classes, resume=resume is not None)
     with monitor.watching():  # a divergence becomes the "LR too high" finding before it propagates
@@ -200,7 +213,16 @@ def train(cfg: C.RunConfig, out: str | Path = "runs", name: str = "", resume: st
               f"{seconds:.1f} s; run directory {run.path}")
     monitor.after_fit(model, data, splits.val.x, splits.classes)
     run.release_lock()  # (on an error the lock is kept until the process ends: a resume in it retakes it)
+    ddp.stop()
     return TrainResult(run, model, state, test_acc, seconds)
+
+
+def _other_rank(run: RunDir, plan: Plan, pre: Preprocessor, resume: bool, started: float) -> TrainResult:
+    """A DDP process other than rank 0: the same model, data and steps, no monitoring, scoring or files."""
+    model, data, augment = fresh_start(plan, pre)
+    state = fit(model, data, plan.cfg, run, resume=resume, augment=augment)
+    ddp.stop()
+    return TrainResult(None, model, state, None, time.perf_counter() - started)
 
 
 def _teacher(run: RunDir, plan: Plan, soft_targets: Callable[[Plan], torch.Tensor] | None) -> torch.Tensor:

@@ -35,6 +35,7 @@ from babysit.models.shapes import infer_shapes
 from babysit.models.spec import BatchNorm, Branch, Conv, GlobalAvgPool, Pool, Residual, Spec, parse
 from babysit.models.summary import memory_estimate, summary
 from babysit.rundir import RunDir
+from babysit.train import distributed as ddp
 from babysit.train.checkpoint import load_checkpoint, seed_all
 from babysit.train.loop import TensorData, auto_batch_size, check_batch_size
 from babysit.train.optim import check_choices
@@ -78,13 +79,16 @@ def resolve_device(name: str, option: str = "--train.device") -> torch.device:
 
 def cpu_threads(requested: int = 0) -> int:
     """The CPU threads a run uses: ``requested``, else $OMP_NUM_THREADS when set, else every core this
-    process may use (its CPU affinity, which containers and ``taskset`` narrow)."""
+    process may use (its CPU affinity, which containers and ``taskset`` narrow) divided by the processes torchrun
+    started on this machine (at least 1 each), so DDP ranks do not fight over cores. (torchrun itself sets
+    OMP_NUM_THREADS=1 for N > 1 processes when it is unset; set it, or --train.threads, to give each more.)"""
     if requested > 0:
         return requested
     env = os.environ.get("OMP_NUM_THREADS", "")
     if env.isdigit() and int(env) > 0:
         return int(env)
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // ddp.ranks().local_world)
 
 
 def set_hardware(cfg: C.RunConfig, device: torch.device) -> None:
@@ -109,6 +113,10 @@ def resolve_auto(cfg: C.RunConfig, input_shape: tuple[int, int, int], n_train: i
         model = replace(model, spec=resolve_spec(model.spec, input_shape))
     if train.batch_size == 0:
         train = replace(train, batch_size=auto_batch_size(n_train))
+    world = ddp.ranks().world
+    if train.scale_lr and world > 1:  # the linear scaling rule, made concrete (config.toml holds what was trained)
+        train = replace(train, batch_size=train.batch_size * world, scale_lr=False)
+        return replace(cfg, model=model, train=train, optim=replace(cfg.optim, lr=cfg.optim.lr * world))
     return replace(cfg, model=model, train=train)
 
 
@@ -194,7 +202,9 @@ def check_data(cfg: C.RunConfig, spec: Spec, splits: Splits) -> None:
                      len(splits.classes))
     check_batch_size(cfg.train.batch_size, len(splits.train))
     n, b = len(splits.train), cfg.train.batch_size
-    if n % b == 1 and any(isinstance(layer, BatchNorm) for layer in spec.layers()):
+    batch_norm = any(isinstance(layer, BatchNorm) for layer in spec.layers())
+    ddp.check_shards(ddp.ranks(), n, b, batch_norm and not cfg.train.sync_bn)  # torchrun: rows for every process
+    if n % b == 1 and batch_norm:
         other = next(k for k in range(b + 1, n + 1) if n % k != 1)
         raise BabysitError(f"the last mini-batch of every epoch would hold one image ({n:,} training images, batch "
                            f"{b}), and batch norm cannot normalise a batch of one; use --train.batch_size={other} "
@@ -237,7 +247,7 @@ def plan_run(cfg: C.RunConfig) -> Plan:
     """Check ``cfg`` (the cheap checks before loading any data), load and split the data, check the run
     against it, and return the plan every entry point starts from."""
     spec_or_name, ops = check_config(cfg)
-    device = resolve_device(cfg.train.device)
+    device = ddp.device_for(resolve_device(cfg.train.device), cfg.train.sync_bn)  # torchrun, GPUs: cuda:LOCAL_RANK
     set_hardware(cfg, device)
     ds, splits = prepare_data(cfg)
     cfg, spec = _against_data(cfg, spec_or_name, splits)

@@ -3,6 +3,7 @@
     for each epoch:
         shuffle (a permutation seeded by (seed, epoch), so a resumed run sees the same batches)
         for each mini-batch:  forward -> loss (+ L2) -> backward -> step -> EMA -> schedule -> callbacks
+                              (under torchrun: this process's rows of the global batch; DDP averages the gradients)
         score train subset and val (and the EMA), print the epoch line, keep the best-val weights (and the
         EMA's best, a cosine-restarts snapshot, the last epochs), checkpoint; stop early when patience is spent
     SWA: recompute the average's batch-norm statistics, score and keep it
@@ -29,11 +30,12 @@ from babysit.config import RunConfig
 from babysit.errors import BabysitError, Interrupted
 from babysit.log import get_logger, shows_progress
 from babysit.rundir import RunDir
+from babysit.train import distributed as ddp
 from babysit.train.average import Averages, weights_of
 from babysit.train.early import improved, patience_spent, stop_reason, stop_record
 from babysit.train.losses import LossFn, Targets, make_loss, make_train_loss
 from babysit.train.optim import clip_gradients, describe_groups, make_optimizer
-from babysit.train.record import MemoryRecorder, Recorder, RunRecorder, StepLosses, sync_due
+from babysit.train.record import Recorder, StepLosses, recorder, sync_due
 from babysit.train.regularize import Regularizer
 from babysit.train.schedules import LRSchedule
 
@@ -155,6 +157,7 @@ class Update:
     clip_norm: float = 0.0  # clip the gradient's global L2 norm to this; 0 = off
     autocast: torch.dtype | None = None  # forward and loss under autocast to this dtype (bf16 on CUDA)
     channels_last: bool = False  # image batches go in channels-last (NHWC) like the model's weights
+    share: float = 1.0  # DDP: this process's weight of its rows in the global batch's mean loss (1 alone)
     reg_term: torch.Tensor | None = field(default=None, repr=False)  # the last step's regularisation term (0-d)
 
     @classmethod
@@ -215,6 +218,8 @@ def train_step(u: Update, xb: torch.Tensor, yb: Targets, lr: float | None = None
         xb = xb.contiguous(memory_format=torch.channels_last)
     with torch.autocast(xb.device.type, dtype=u.autocast or torch.bfloat16, enabled=u.autocast is not None):
         loss = u.criterion(u.model(xb), yb)  # scores (B, classes) -> data loss
+    if u.share != 1.0:  # DDP: rows_r * N / B, so the mean over the N processes is the global batch's mean loss
+        loss = loss * u.share
     reg = u.reg.penalty() if u.reg is not None else None
     if reg is not None:
         loss = loss + reg
@@ -259,7 +264,8 @@ def fit(model: nn.Module, data: TensorData, cfg: RunConfig, run: RunDir | None =
         raise ValueError("fit(augment=...) needs the raw training pixels in data.x_raw")
     if cfg.distill.teacher and data.soft_train is None:
         raise ValueError("a distillation run (distill.teacher) needs the teacher's probabilities in data.soft_train")
-    rec: Recorder = RunRecorder(run) if run is not None else MemoryRecorder()
+    ranks = ddp.joined()  # under torchrun (train): this process's place; rank 0 alone writes the run directory
+    rec: Recorder = recorder(run, ranks.main)
     update = Update.from_config(model, cfg)
     averages = Averages(model, cfg)  # copies of the weights for EMA / SWA (none when both are off)
     if t.compile != "off":  # in place, so the state_dict keys (checkpoints) stay the model's own
@@ -268,6 +274,8 @@ def fit(model: nn.Module, data: TensorData, cfg: RunConfig, run: RunDir | None =
     schedule = LRSchedule.from_config(cfg, steps_per_epoch)
     state = LoopState(model, update.optimizer, cfg, steps_per_epoch, schedule=schedule, averages=averages)
     _log.info(describe_groups(state.optimizer, cfg))
+    ddp.seed_rank(t.seed, ranks)  # each process its own dropout stream
+    update.model = ddp.wrap(model, data.x_train.device, t.sync_bn)  # forward/backward through DDP; the model alone
     if resume:
         rec.restore(state, callbacks)
     losses = StepLosses(model, update.optimizer, rec, callbacks)  # after the restore: it snapshots the start
@@ -286,7 +294,8 @@ def fit(model: nn.Module, data: TensorData, cfg: RunConfig, run: RunDir | None =
                        desc=f"epoch {state.epoch + 1}/{t.epochs}", disable=not shown)
             while state.batch < state.steps_per_epoch and not state.stop:
                 xb, yb = next_batch(data, perm[state.batch * t.batch_size : (state.batch + 1) * t.batch_size],
-                                    state.step, augment)
+                                    state.step, augment)  # the global batch: augmentation draws per (seed, step)
+                xb, yb, update.share = ddp.shard(xb, yb, ranks)  # DDP: this process's rows (alone: all of them)
                 state.lr = schedule.lr(state.step)
                 # the loss stays on the device: no host sync per step
                 loss = train_step(update, xb, yb, state.lr, momentum=schedule.momentum(state.step))
@@ -295,19 +304,23 @@ def fit(model: nn.Module, data: TensorData, cfg: RunConfig, run: RunDir | None =
                 state.batch += 1
                 losses.add({"kind": "step", "step": state.step, "epoch": state.epoch + 1, "loss": None,
                             "lr": state.lr}, loss, update.reg_term)
-                if sync_due(state.step, t.sync_every):  # read back, check (NaN, guard), record
+                synced = sync_due(state.step, t.sync_every)
+                if synced:  # read back, check (NaN, guard), record
                     losses.sync(state)
                     bar.set_postfix(loss=f"{state.loss:.4f}", run=eta.text(state.step), refresh=False)
                 _call(callbacks, "on_batch_end", state)
                 bar.update(1)
+                signum = ddp.agree(stopper.signum, synced)  # DDP: every process stops at the same sync step
                 due = state.step % cfg.checkpoint.every == 0 and state.batch < state.steps_per_epoch
-                if due or stopper.signum is not None:
+                if due or signum is not None:
                     losses.sync(state)
                     rec.save(state, callbacks)
-                if stopper.signum is not None:  # Ctrl-C / SIGTERM: saved just now, between two steps
-                    raise Interrupted(rec.stopped(stopper.signum), stopper.signum)
+                    signum = ddp.agree(stopper.signum, True)  # one that came during the save is covered by it
+                if signum is not None:  # Ctrl-C / SIGTERM: saved just now, between two steps
+                    raise Interrupted(rec.stopped(signum), signum)
             bar.close()
             losses.sync(state)
+            ddp.sync_buffers(model)  # DDP: rank 0's BN statistics everywhere, so every process scores the same
             _end_epoch(state, data, train_eval, time.perf_counter() - started, rec)
             schedule.epoch_end(state.history[-1]["val_loss"])  # reduce-on-plateau looks at the val loss
             state.epoch += 1  # before the callbacks: they see epoch N after "Finished epoch N"
@@ -317,8 +330,9 @@ def fit(model: nn.Module, data: TensorData, cfg: RunConfig, run: RunDir | None =
                 rec.append(record := stop_record(state))
                 _log.info(f"{stop_reason(cfg, record)}.")
             rec.save(state, callbacks)
-            if stopper.signum is not None:  # a signal during the epoch-end evaluation; just saved
-                raise Interrupted(rec.stopped(stopper.signum), stopper.signum)
+            signum = ddp.agree(stopper.signum, True)
+            if signum is not None:  # a signal during the epoch-end evaluation; just saved
+                raise Interrupted(rec.stopped(signum), signum)
     _call(callbacks, "on_fit_end", state)
     for kind, weights, meta in averages.finish(data.x_train, t.batch_size, _scorer(cfg), data.x_val, data.y_val):
         rec.keep_weights(kind, weights, meta)  # SWA, batch-norm statistics recomputed

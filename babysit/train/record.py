@@ -6,6 +6,9 @@ directory (the history as a list, the best weights as a copy; nothing to resume 
 to either through the same calls, so it has no "is there a run directory?" branches. Besides the best
 weights, ``keep_weights`` keeps the other weights a run may produce: the EMA's best, the SWA average,
 cosine-restarts snapshots and the last epochs' weights.
+
+Under torchrun (DDP) rank 0 has the :class:`RunRecorder`; every other rank a :class:`RankRecorder`, which
+writes nothing, reads rank 0's checkpoint when resuming and sends its random-number state along at each save.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import torch
 from babysit.errors import BabysitError, Diverged
 from babysit.log import get_logger
 from babysit.rundir import RunDir
+from babysit.train import distributed as ddp
 from babysit.train.checkpoint import (
     all_finite,
     checkpoint_step,
@@ -120,7 +124,9 @@ class RunRecorder:
         return {k[len("model."):]: v for k, v in best.items()}
 
     def save(self, state: LoopState, callbacks: list[Any]) -> None:
-        """checkpoints/last.safetensors: weights, optimiser, RNG, callbacks and the position in the run."""
+        """checkpoints/last.safetensors: weights, optimiser, RNG, callbacks and the position in the run (under
+        DDP also the number of processes and each one's RNG state)."""
+        rank_rngs = ddp.rng_states()  # every process takes part, before anything here can raise
         tensors = {f"model.{k}": v for k, v in state.model.state_dict().items()}
         if not all_finite(tensors):  # never replace the last good checkpoint with NaN weights
             raise Diverged.at("the weights became NaN or Inf", state.step, float("nan"), state.lr, self.kept())
@@ -138,17 +144,30 @@ class RunRecorder:
                           for i, cb in enumerate(callbacks)],
         }
         meta["rng"] = rng_state(tensors)
+        meta["world_size"] = max(len(rank_rngs), 1)
+        for r, states in enumerate(rank_rngs):
+            for key, value in states.items():
+                tensors[f"rng.rank{r}.{key}"] = value
         self.run.sync_history()  # the history up to this step is durable before the checkpoint that resumes from it
         save_checkpoint(self.run.last, tensors, meta)
 
-    def restore(self, state: LoopState, callbacks: list[Any]) -> None:
-        """Inverse of :meth:`save`; errors in words when the checkpoint does not fit this model or config."""
+    def restore(self, state: LoopState, callbacks: list[Any], write: bool = True) -> None:
+        """Inverse of :meth:`save`; errors in words when the checkpoint does not fit this model or config.
+        ``write=False`` (a DDP rank other than 0): restore only, leave the history to rank 0."""
         run = self.run
         if not run.last.exists():  # killed before its first checkpoint: start over in the same directory
             _log.info(f"{run.path} has no checkpoint yet; training it from the start.")
-            run.append_history({"kind": "resume", "step": 0, "epoch": 1})
+            if write:
+                run.append_history({"kind": "resume", "step": 0, "epoch": 1})
             return
         tensors, meta = load_checkpoint(run.last)
+        ranks, saved_world = ddp.joined(), meta.get("world_size", 1)
+        if saved_world != ranks.world:
+            how = (f"torchrun --nproc-per-node={saved_world} -m babysit train --resume {run.path}"
+                   if saved_world != 1 else f"babysit train --resume {run.path}")
+            raise BabysitError(f"checkpoint {run.last} was saved by {saved_world} process(es) and this resume runs "
+                               f"{ranks.world}: each process's batch rows and random numbers depend on the number, so "
+                               f"resume on the same number, `{how}` (or start a new run).")
         if not {"optimizer", "rng", "step"} <= meta.keys():
             raise BabysitError(f"{run.last} holds weights only (no optimiser state or position), so the run cannot "
                                "resume from it; put back this run's own last checkpoint or start the run afresh.")
@@ -180,7 +199,11 @@ class RunRecorder:
             raise BabysitError(f"checkpoint {run.last} does not match this model ({str(e).splitlines()[0]}); "
                                "put back this run's own checkpoint or start the run afresh.") from None
         set_rng_state(meta["rng"] if isinstance(meta.get("rng"), dict) else {}, tensors)
-        run.append_history({"kind": "resume", "step": state.step, "epoch": state.epoch + 1})
+        if ranks.active:  # each process's own dropout stream
+            mine = f"rng.rank{ranks.rank}."
+            ddp.set_rng({k[len(mine):]: v for k, v in tensors.items() if k.startswith(mine)})
+        if write:
+            run.append_history({"kind": "resume", "step": state.step, "epoch": state.epoch + 1})
 
     def kept(self) -> str:
         saved = checkpoint_step(self.run.last)
@@ -192,8 +215,34 @@ class RunRecorder:
                 f"`babysit train --resume {self.run.path}`.")
 
 
-Recorder = MemoryRecorder | RunRecorder
-"""Where fit() records: a run directory or memory."""
+class RankRecorder(MemoryRecorder):
+    """A DDP process other than rank 0: keeps what it needs in memory and writes nothing; resumes from the
+    checkpoint rank 0 wrote and sends rank 0 its RNG state at every save."""
+
+    def __init__(self, run: RunDir) -> None:
+        super().__init__()
+        self.reader = RunRecorder(run)
+
+    def save(self, state: LoopState, callbacks: list[Any]) -> None:
+        ddp.rng_states()  # rank 0 gathers every process's state into its checkpoint
+
+    def restore(self, state: LoopState, callbacks: list[Any]) -> None:
+        self.reader.restore(state, [], write=False)  # rank 0's callbacks hold the callback states
+
+    def stopped(self, signum: int) -> str:
+        return self.reader.stopped(signum)
+
+
+Recorder = MemoryRecorder | RunRecorder | RankRecorder
+"""Where fit() records: a run directory, memory, or (DDP ranks other than 0) nowhere."""
+
+
+def recorder(run: RunDir | None, main: bool = True) -> Recorder:
+    """The recorder for fit(): the run directory's (rank 0 under DDP), a non-writing one on the other ranks,
+    memory without a run directory."""
+    if run is None:
+        return MemoryRecorder()
+    return RunRecorder(run) if main else RankRecorder(run)
 
 
 class WeightSnapshot:
@@ -275,8 +324,9 @@ class StepLosses:
         has_reg = any(reg is not None for _, _, reg in self.pending)
         regs = ([reg.to(loss) if reg is not None else torch.zeros_like(loss) for _, loss, reg in self.pending]
                 if has_reg else [])
-        *values, weight_norm = torch.cat([torch.stack([loss for _, loss, _ in self.pending] + regs),
-                                          norm.view(1)]).tolist()
+        # DDP: the mean over processes of their weighted losses is the global batch's (alone: unchanged)
+        *values, weight_norm = ddp.mean(torch.cat([torch.stack([loss for _, loss, _ in self.pending] + regs),
+                                                   norm.view(1)])).tolist()
         records = [{**r, "loss": v} for (r, _, _), v in zip(self.pending, values[:n])]
         for r, v in zip(records, values[n:]):  # the regularisation term, when the run has one
             r["reg"] = v

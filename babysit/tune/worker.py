@@ -7,6 +7,11 @@ The notes' "make a worker and master": the master (babysit.tune.search) prepares
 
 that share the study through its storage (SQLite in the search folder, or search.storage). A worker
 whose master dies (kill -9) stops too; its unfinished trial is abandoned and rerun on --resume.
+
+Cores: every worker trains with THREADS = ``train.threads``, else ($OMP_NUM_THREADS or the cores this process may
+use) // ``search.workers`` (search.py), so the workers together ask for no more threads than there are cores.
+DDP ranks under torchrun split a machine the same way (start.cpu_threads: the cores // LOCAL_WORLD_SIZE); a
+search is not meant to run under torchrun.
 """
 
 from __future__ import annotations
