@@ -48,6 +48,10 @@ class DataConfig:
     folds: int = 0  # K-fold cross-validation: val is fold data.fold of K folds of the non-test images; 0 = off
     # (data.val_fraction is used)
     fold: int = 0  # with data.folds=K: which fold (0 .. K-1) is the validation split
+    stream: str = "auto"  # decode image folders and CSV lists once into a memory-mapped uint8 cache (data.cache) and
+    # read batches from it, instead of holding them in memory (auto does when memory is short): auto | on | off
+    cache: str = ""  # streaming: folder of the uint8 caches; "" = $XDG_CACHE_HOME/babysit/stream (~/.cache/...)
+    workers: int = 2  # streaming: DataLoader worker processes that decode the images once; 0 = this process
 
 
 @dataclass(frozen=True)
@@ -424,6 +428,7 @@ def _toolbox_checks(cfg: RunConfig) -> list[tuple[bool, str]]:
 
 FILL_MODES = ("constant", "edge", "reflect", "symmetric", "wrap")
 PRECISIONS = ("fp32", "bf16")
+STREAM_MODES = ("auto", "on", "off")  # data.stream (babysit.data.stream reads the same three)
 MONITORS = ("val_acc", "val_loss")
 COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
 SAMPLERS = ("random", "grid", "tpe")
@@ -468,6 +473,8 @@ def _data_checks(cfg: RunConfig) -> list[tuple[bool, str]]:
         (d.whiten_eps > 0, f"data.whiten_eps must be > 0, got {d.whiten_eps}; the notes use 1e-5."),
         (1 <= d.patch_size <= 8, f"data.patch_size must be between 1 and 8 pixels, got {d.patch_size}; try 2."),
         (a.fill in FILL_MODES, f"augment.fill must be one of {', '.join(FILL_MODES)}, got {a.fill!r}."),
+        (d.stream in STREAM_MODES, f"data.stream must be one of {', '.join(STREAM_MODES)}, got {d.stream!r}."),
+        (d.workers >= 0, f"data.workers must be >= 0 (0: decode in this process), got {d.workers}."),
         (0 <= a.fill_value <= 255, f"augment.fill_value is a pixel value in 0..255, got {a.fill_value}."),
     ]
 

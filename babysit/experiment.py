@@ -37,6 +37,7 @@ from babysit.start import (
     load_run,
     module_needed,
     plan_run,
+    preprocessed,
     user_module,
 )
 from babysit.train import distributed as ddp
@@ -196,7 +197,7 @@ def train(cfg: C.RunConfig, out: str | Path = "runs", name: str = "", resume: st
     test_acc: float | None = None
     x_test = y_test = None
     if cfg.train.score_test:
-        x_test, y_test = pre(splits.test.x.to(plan.device)), splits.test.y.to(plan.device)
+        x_test, y_test = preprocessed(pre, splits.test, plan.device), splits.test.y.to(plan.device)
         _, test_acc, _ = evaluate(model, x_test, y_test, cfg.train.eval_batch_size)
     seconds = time.perf_counter() - started
     result: dict[str, Any] = {"best_val_acc": state.best_val_acc, "best_epoch": state.best_epoch,

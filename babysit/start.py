@@ -24,8 +24,9 @@ from torch import nn
 from babysit import config as C
 from babysit.data.augment import Augment, AugmentOp, augment_warnings, check_augment, make_augment
 from babysit.data.preprocess import KINDS, Preprocessor
-from babysit.data.sources import Dataset
+from babysit.data.sources import Dataset, ImageSet
 from babysit.data.split import Splits, prepare_data
+from babysit.data.stream import MappedImages
 from babysit.errors import BabysitError
 from babysit.limits import check_memory, human_bytes
 from babysit.models.auto import is_named, parse_spec, resolve_spec
@@ -279,10 +280,22 @@ def fresh_start(plan: Plan, pre: Preprocessor | None = None) -> tuple[nn.Module,
     init_batch = pre(splits.train.x[: cfg.model.init_batch]) if needs_data(cfg.model.init) else None
     shape = pre.output_shape(splits.train.input_shape)  # (k, 1, 1) after pca, (C k^2, H, W) after patch-white
     model = make_model(cfg, shape, plan.num_classes, batch=init_batch, spec=plan.spec).to(device)
+    if splits.train.store is not None:  # streaming: the splits stay memory-mapped; batches are read and preprocessed
+        data = TensorData(MappedImages(splits.train.x, device, pre), splits.train.y.to(device),  # as they are drawn
+                          MappedImages(splits.val.x, device, pre), splits.val.y.to(device),
+                          x_raw=MappedImages(splits.train.x, device) if plan.ops else None)
+        return model, data, make_augment(cfg, plan.num_classes, splits.train.x, pre, list(plan.ops))
     x_raw = splits.train.x.to(device)
     data = TensorData(pre(x_raw), splits.train.y.to(device), pre(splits.val.x.to(device)), splits.val.y.to(device),
                       x_raw=x_raw if plan.ops else None)
     return model, data, make_augment(cfg, plan.num_classes, splits.train.x, pre, list(plan.ops))
+
+
+def preprocessed(pre: Preprocessor, images: ImageSet, device: torch.device) -> torch.Tensor | MappedImages:
+    """A split as network inputs on ``device``: preprocessed whole, or (streaming) batch by batch as it is read."""
+    if images.store is not None:
+        return MappedImages(images.x, device, pre)
+    return pre(images.x.to(device))
 
 
 def load_preprocessor(run: RunDir) -> Preprocessor:

@@ -205,6 +205,7 @@ CHOICES = {
     "data.preprocess": ("babysit.data.preprocess", "KINDS"),
     "model.init": ("babysit.models.init", "SCHEMES"),
     "augment.fill": ("babysit.config", "FILL_MODES"),
+    "data.stream": ("babysit.config", "STREAM_MODES"),
     "train.precision": ("babysit.config", "PRECISIONS"),
     "train.compile": ("babysit.config", "COMPILE_MODES"),
     "train.monitor": ("babysit.config", "MONITORS"),

@@ -30,6 +30,7 @@ import torch
 from babysit.config import RunConfig
 from babysit.data.augment_ops import AUGMENTATIONS, STAGES, Draw, OpInfo
 from babysit.data.named import Traits, traits_of
+from babysit.data.stream import pixel_means
 from babysit.data.warp import compose, warp
 from babysit.errors import BabysitError
 
@@ -160,7 +161,7 @@ def make_augment(cfg: RunConfig, num_classes: int, x_train: torch.Tensor,
     ops = check_augment(cfg) if ops is None else ops
     if not ops:
         return None
-    mean_pixel = torch.stack([x_train[:, c].float().mean() for c in range(x_train.shape[1])])
+    mean_pixel = pixel_means(x_train)  # in chunks: a memory-mapped (streamed) set is never made float whole
     return Augment(ops, num_classes, cfg.train.seed, preprocess, mean_pixel, cfg.augment.fill, cfg.augment.fill_value)
 
 

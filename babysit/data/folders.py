@@ -185,26 +185,10 @@ def _is_image(path: Path) -> bool:
 def read_folders(scans: list[FolderScan], channels: int, size: int) -> list[FolderImages]:
     """Decode the scanned files of one or more trees into arrays of one common shape.
 
-    A first pass reads only headers (mode, size) to pick the channel count and check that sizes
+    A first pass reads only headers (:func:`probe_shape`) to pick the channel count and check that sizes
     agree before anything is decoded; a second pass decodes into preallocated uint8 arrays.
     """
-    first: tuple[Path, tuple[int, int]] | None = None
-    any_colour = False
-    for scan in scans:
-        for path in scan.files:
-            with _open(path) as img:
-                wh = _oriented_size(img)
-                any_colour = any_colour or native_channels(img) == 3
-            if first is None:
-                first = (path, wh)
-            elif not size and wh != first[1]:
-                raise BabysitError(
-                    f"Images differ in size: {shown(first[0])} is {first[1][0]}x{first[1][1]} but {shown(path)} "
-                    f"is {wh[0]}x{wh[1]} (width x height); pass --data.size=N to resize all to NxN."
-                )
-    assert first is not None  # scan_folder guarantees at least one image per class
-    c = channels or (3 if any_colour else 1)
-    w, h = (size, size) if size else first[1]
+    c, h, w = probe_shape([p for scan in scans for p in scan.files], channels, size)
     check_images(sum(len(scan.files) for scan in scans), (c, h, w), "reading the image folders")
     out = []
     for scan in scans:
@@ -213,6 +197,34 @@ def read_folders(scans: list[FolderScan], channels: int, size: int) -> list[Fold
             x[i] = read_image(path, c, size)
         out.append(FolderImages(x, np.asarray(scan.labels, dtype=np.int64), [shown(c) for c in scan.classes]))
     return out
+
+
+def probe_shape(files: list[Path], channels: int, size: int) -> tuple[int, int, int]:
+    """(C, H, W) every image of ``files`` will have, from their headers alone: grayscale unless one is in colour
+    (or ``channels``), and one common size (or ``size``); images that differ in size are refused."""
+    return shape_from_headers(files, [image_header(p) for p in files], channels, size)
+
+
+def shape_from_headers(files: list[Path], headers: list[tuple[int, tuple[int, int]]], channels: int,
+                       size: int) -> tuple[int, int, int]:
+    """:func:`probe_shape` from headers already read (:func:`image_header` per file, in the same order)."""
+    first_wh = headers[0][1]  # scan_folder and the CSV reader guarantee at least one image
+    if not size:
+        bad = next((i for i, (_, wh) in enumerate(headers) if wh != first_wh), None)
+        if bad is not None:
+            wh = headers[bad][1]
+            raise BabysitError(
+                f"Images differ in size: {shown(files[0])} is {first_wh[0]}x{first_wh[1]} but {shown(files[bad])} "
+                f"is {wh[0]}x{wh[1]} (width x height); pass --data.size=N to resize all to NxN."
+            )
+    w, h = (size, size) if size else first_wh
+    return channels or (3 if any(native == 3 for native, _ in headers) else 1), h, w
+
+
+def image_header(path: Path) -> tuple[int, tuple[int, int]]:
+    """(native channels 1 or 3, (width, height) as displayed) of one image file, from its header alone."""
+    with _open(path) as img:
+        return native_channels(img), _oriented_size(img)
 
 
 def read_image(path: Path, channels: int, size: int = 0) -> np.ndarray:

@@ -2,8 +2,10 @@
 
 ``name`` is a named set (``digits``, ``mnist``, ``fashion-mnist``; see :mod:`babysit.data.locate`
 for where their files are looked up), else a path to an image folder ``root/<class>/<image>``
-(:mod:`babysit.data.folders`) or to a ``.npz`` file (:mod:`babysit.data.npz`). A named set wins
-over a folder of the same name in the current directory; write ``./mnist`` for the folder.
+(:mod:`babysit.data.folders`), to a ``.csv`` image list ``path,label[,split]`` (:mod:`babysit.data.csvlist`)
+or to a ``.npz`` file (:mod:`babysit.data.npz`). A named set wins over a folder of the same name in the
+current directory; write ``./mnist`` for the folder. Folders and CSV lists may be streamed: decoded once into a
+memory-mapped uint8 cache instead of into memory (:mod:`babysit.data.stream`, ``data.stream``).
 
 Images are always kept as uint8 (N, C, H, W) with C = 1 or 3, so MNIST's 60,000 training images
 take 47 MB; scaling to floats and normalising happen later, in ``preprocess``.
@@ -18,11 +20,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from babysit.data.folders import FolderScan, convert_array, is_visible, read_folders, scan_folder, shown
+from babysit.data.csvlist import read_csv_list
+from babysit.data.folders import FolderScan, convert_array, is_visible, probe_shape, read_folders, scan_folder, shown
 from babysit.data.idx import read_idx
 from babysit.data.locate import find_dataset, idx_files, missing_error
 from babysit.data.named import DIGIT_CLASSES, FASHION_MNIST_CLASSES, NAMED_SETS, UNKNOWN, NamedSet, Traits, named_key
 from babysit.data.npz import read_npz
+from babysit.data.stream import MapStore, StreamOptions, gather, map_images, use_stream
 from babysit.errors import BabysitError
 
 __all__ = ["DIGIT_CLASSES", "FASHION_MNIST_CLASSES", "Dataset", "ImageSet", "balance_verdict", "dataset_info",
@@ -36,6 +40,7 @@ class ImageSet:
     x: torch.Tensor  # (N, C, H, W) uint8 pixel values 0..255
     y: torch.Tensor  # (N,) int64 class indices 0..K-1
     classes: list[str]  # class names, len K
+    store: MapStore | None = None  # streaming: x is memory-mapped from this cache (subsets are written there too)
 
     @property
     def num_classes(self) -> int:
@@ -51,7 +56,11 @@ class ImageSet:
         return int(self.x.shape[0])
 
     def subset(self, index: torch.Tensor) -> ImageSet:
-        """The images at ``index`` (an index or boolean tensor), same classes."""
+        """The images at ``index`` (an index or boolean tensor), same classes; a memory-mapped set's subset is
+        written to its cache once and memory-mapped too."""
+        if self.store is not None:
+            x, store = gather(self.x, index, self.store)
+            return ImageSet(x, self.y[index], self.classes, store)
         return ImageSet(self.x[index], self.y[index], self.classes)
 
     def class_counts(self) -> torch.Tensor:
@@ -68,6 +77,7 @@ class Dataset:
     test: ImageSet | None  # the set's official test split (mnist, fashion-mnist), else None
     source: str  # where it was loaded from: a path, or "scikit-learn"
     traits: Traits = UNKNOWN  # what a mirror or turn does to the classes: filled for named sets, unknown otherwise
+    val: ImageSet | None = None  # a validation split the source fixes (a CSV list's split column), else None
 
 
 def _image_set(x: np.ndarray, y: np.ndarray, classes: list[str]) -> ImageSet:
@@ -116,12 +126,14 @@ _READERS: dict[str, Callable[[str, NamedSet], tuple[_Arrays, _Arrays | None, str
     "scikit-learn": _digits, "idx": _idx_set}
 
 
-def load_dataset(name: str, channels: int = 0, size: int = 0) -> Dataset:
-    """Load a named set, an image folder or a .npz file as uint8 (N, C, H, W) images.
+def load_dataset(name: str, channels: int = 0, size: int = 0, stream: StreamOptions | None = None) -> Dataset:
+    """Load a named set, an image folder, a CSV image list or a .npz file as uint8 (N, C, H, W) images.
 
     ``channels``: 0 keeps the source's (1 for grayscale, else 3), 1 or 3 converts with Pillow.
     ``size``: 0 keeps the source's size, else every image is resized to size x size (bilinear).
+    ``stream``: data.stream / cache / workers; folders and CSV lists streamed are memory-mapped from a cache.
     """
+    stream = stream or StreamOptions()
     if channels not in (0, 1, 3):
         raise BabysitError(f"channels must be 0 (keep), 1 (grayscale) or 3 (RGB), not {channels}; "
                            "set --data.channels accordingly.")
@@ -131,21 +143,25 @@ def load_dataset(name: str, channels: int = 0, size: int = 0) -> Dataset:
     key = named_key(name)
     if key in NAMED_SETS:
         entry = NAMED_SETS.get(key)
+        _refuse_stream(stream, key)
         train, test, source = _READERS[entry.files](key, entry)
         classes = list(entry.classes)
         return Dataset(key, _convert(train, classes, channels, size),
                        _convert(test, classes, channels, size) if test else None, source, entry.traits)
     path = Path(name).expanduser()
     if path.is_dir():
-        return _load_folder(path, channels, size)
+        return _load_folder(path, channels, size, stream)
+    if path.is_file() and path.suffix.lower() == ".csv":
+        return _load_csv(path, channels, size, stream)
     if path.is_file() and path.suffix.lower() == ".npz":
+        _refuse_stream(stream, shown(path.name))
         data = read_npz(path)
         return Dataset(shown(path.stem), _convert((data.x, data.y), data.classes, channels, size),
                        _convert(data.test, data.classes, channels, size) if data.test else None,
                        str(path.resolve()))
     if path.is_file():
-        raise BabysitError(f"{shown(path)} is neither a .npz file nor a folder; give a folder of images "
-                           "(root/<class>/<image>) or a .npz with arrays x and y.")
+        raise BabysitError(f"{shown(path)} is neither a .npz file, a .csv list nor a folder; give a folder of images "
+                           "(root/<class>/<image>), a CSV with the header path,label or a .npz with arrays x and y.")
     close = NAMED_SETS.closest(key)
     raise BabysitError(f"'{shown(name)}' is not a named set ({', '.join(NAMED_SETS)}) nor an existing folder or "
                        ".npz file; " + (f"did you mean '{close}'?" if close else "check the name or path."))
@@ -159,7 +175,40 @@ def _convert(arrays: _Arrays, classes: list[str], channels: int, size: int) -> I
 _SPLIT_NAMES = {"train", "test", "val", "valid", "validation"}
 
 
-def _load_folder(root: Path, channels: int, size: int) -> Dataset:
+def _refuse_stream(stream: StreamOptions, name: str) -> None:
+    if stream.mode == "on":
+        raise BabysitError(f"data.stream=on reads image folders and CSV lists; {name} is loaded whole from its arrays, "
+                           "so use --data.stream=auto (or off).")
+
+
+def _images(scans: list[FolderScan], channels: int, size: int, stream: StreamOptions) -> tuple[list[ImageSet], str]:
+    """Decode the scans into memory, or (streaming) map them from the cache; returns the sets and a note for
+    ``Dataset.source``."""
+    files = [p for scan in scans for p in scan.files]
+    if stream.mode != "off" and use_stream(stream.mode, len(files), probe_shape(files[:1], channels, size)):
+        x, folder = map_images(files, channels, size, stream)
+        sets, start = [], 0
+        for i, scan in enumerate(scans):  # each scan is a contiguous range of the cache: a view, no copy
+            sets.append(ImageSet(x[start : start + len(scan.files)], torch.tensor(scan.labels, dtype=torch.int64),
+                                 [shown(c) for c in scan.classes], MapStore(folder, f"scan{i}")))
+            start += len(scan.files)
+        return sets, f" (streamed: memory-mapped from the cache {shown(folder)})"
+    return [_image_set(s.x, s.y, s.classes) for s in read_folders(scans, channels, size)], ""
+
+
+def _load_csv(path: Path, channels: int, size: int, stream: StreamOptions) -> Dataset:
+    """A CSV image list: train rows (all rows without a split column), and the test and val rows it fixes."""
+    rows = read_csv_list(path)
+    parts = [split for split in ("train", "test", "val") if rows.rows(split)]
+    scans = [FolderScan([rows.files[i] for i in rows.rows(split)], [rows.labels[i] for i in rows.rows(split)],
+                        rows.classes, []) for split in parts]
+    sets, note = _images(scans, channels, size, stream)
+    by_split = dict(zip(parts, sets, strict=True))
+    return Dataset(shown(path.stem), by_split["train"], by_split.get("test"), shown(path.resolve()) + note,
+                   val=by_split.get("val"))
+
+
+def _load_folder(root: Path, channels: int, size: int, stream: StreamOptions) -> Dataset:
     """``root/<class>/...``, or ``root/train/<class>/...`` + ``root/test/<class>/...``."""
     subdirs = {p.name for p in root.iterdir() if p.is_dir() and is_visible(p.name)}
     scans: list[FolderScan]
@@ -172,7 +221,7 @@ def _load_folder(root: Path, channels: int, size: int) -> Dataset:
                            "validation images into train.")
     else:
         scans = [scan_folder(root)]
-    sets = read_folders(scans, channels, size)
+    image_sets, note = _images(scans, channels, size, stream)
     skipped = sum(len(s.skipped) for s in scans)
     source = shown(root.resolve())
     if skipped:
@@ -181,9 +230,8 @@ def _load_folder(root: Path, channels: int, size: int) -> Dataset:
     unreadable = sum(s.unreadable for s in scans)
     if unreadable:
         source += f" ({unreadable} unreadable sub-folders skipped)"
-    image_sets = [_image_set(s.x, s.y, s.classes) for s in sets]
     return Dataset(shown(root.resolve().name), image_sets[0],
-                   image_sets[1] if len(image_sets) > 1 else None, source)
+                   image_sets[1] if len(image_sets) > 1 else None, source + note)
 
 
 def dataset_info(ds: Dataset) -> str:

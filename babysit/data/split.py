@@ -13,6 +13,7 @@ import torch
 
 from babysit.config import RunConfig
 from babysit.data.sources import Dataset, ImageSet, load_dataset
+from babysit.data.stream import StreamOptions
 from babysit.errors import BabysitError
 
 
@@ -84,6 +85,19 @@ def split_dataset(ds: Dataset, val_fraction: float = 0.1, test_fraction: float =
     counts = torch.bincount(ds.train.y, minlength=len(ds.train.classes))
     if int((counts > 0).sum()) < 2:
         raise BabysitError(f"{ds.name} has only one class with images; a classifier needs at least two classes.")
+    if ds.val is not None:  # the source fixed val (a CSV list's split column): train is every train row
+        if folds:
+            raise BabysitError(f"{ds.name} fixes its val rows (the split column), so K-fold validation has nothing to "
+                               "choose; drop --data.folds, or drop the val rows from the list.")
+        if ds.test is not None:
+            train_idx, test = torch.randperm(len(ds.train), generator=torch.Generator().manual_seed(seed)), ds.test
+        else:
+            test_idx, train_idx = stratified_indices(ds.train.y, [test_fraction], seed)
+            test = ds.train.subset(test_idx)
+        if limit:
+            train_idx = train_idx[:limit]
+        _refuse_empty(ds, {"train": len(train_idx), "val": len(ds.val), "test": len(test)}, folds)
+        return Splits(train=ds.train.subset(train_idx), val=ds.val, test=test, classes=list(ds.train.classes))
     if folds:
         if ds.test is not None:
             rest, test = torch.arange(len(ds.train.y)), ds.test
@@ -128,7 +142,7 @@ def split_seed(cfg: RunConfig) -> int:
 
 def prepare_data(cfg: RunConfig) -> tuple[Dataset, Splits]:
     """Load the configured data set and split it (stratified, seeded): what every command starts from."""
-    ds = load_dataset(cfg.data.name, channels=cfg.data.channels, size=cfg.data.size)
     d = cfg.data
+    ds = load_dataset(d.name, channels=d.channels, size=d.size, stream=StreamOptions(d.stream, d.cache, d.workers))
     splits = split_dataset(ds, d.val_fraction, d.test_fraction, split_seed(cfg), d.limit, d.folds, d.fold)
     return ds, splits
