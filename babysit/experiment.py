@@ -277,7 +277,7 @@ def evaluate_run(path: str | Path, split: str = "test", device: str = "cpu", tta
     part = splits.get(split)
     dev = next(model.parameters()).device
     y = part.y.to(dev)
-    loss, acc, pred = evaluate(model, pre(part.x.to(dev)), y, cfg.train.eval_batch_size)
+    loss, acc, pred = evaluate(model, preprocessed(pre, part, dev), y, cfg.train.eval_batch_size)
     views, tta_acc, warnings = None, None, tta_warnings(tta, cfg.data.name)
     if tta:
         views = tta_views(tta, cfg, len(splits.classes))

@@ -87,9 +87,11 @@ def available_memory() -> int:
         vm = next((int(x.split()[1]) * 1024 for x in _read("/proc/self/status").splitlines()
                    if x.startswith("VmSize:")), 0)
         limits.append(soft - vm)
-    high, used = _read("/sys/fs/cgroup/memory.max").strip(), _read("/sys/fs/cgroup/memory.current").strip()
-    if high.isdigit() and used.isdigit():
-        limits.append(int(high) - int(used))
+    for high_file, used_file in (("memory.max", "memory.current"),  # cgroup v2, then v1
+                                 ("memory/memory.limit_in_bytes", "memory/memory.usage_in_bytes")):
+        high, used = _read(f"/sys/fs/cgroup/{high_file}").strip(), _read(f"/sys/fs/cgroup/{used_file}").strip()
+        if high.isdigit() and used.isdigit() and int(high) < 1 << 60:  # v1 writes "no limit" as a huge number
+            limits.append(int(high) - int(used))
     return max(0, min(limits)) if limits else 1 << 62
 
 

@@ -47,7 +47,9 @@ AugmentFn = Callable[[torch.Tensor, torch.Tensor, int], tuple[torch.Tensor, torc
 
 @dataclass
 class TensorData:
-    """Preprocessed splits as float tensors (N, C, H, W) and int64 labels, on the training device."""
+    """Preprocessed splits as float tensors (N, C, H, W) and int64 labels, on the training device. When streaming,
+    x_train / x_val / x_raw are babysit.data.stream.MappedImages: the same indexing reads the rows from a memory-mapped
+    cache and preprocesses them as they are drawn (nothing here changes)."""
 
     x_train: torch.Tensor
     y_train: torch.Tensor

@@ -123,8 +123,11 @@ def test_unknown_name_is_user_error(tmp_path: Path) -> None:
 
 
 def test_other_file_is_user_error(tmp_path: Path) -> None:
-    (tmp_path / "x.csv").write_text("1,2")
-    with pytest.raises(BabysitError, match="neither a .npz file nor a folder"):
+    (tmp_path / "x.txt").write_text("1,2")
+    with pytest.raises(BabysitError, match="neither a .npz file, a .csv list nor a folder"):
+        load_dataset(str(tmp_path / "x.txt"))
+    (tmp_path / "x.csv").write_text("1,2")  # a .csv is an image list: its header is checked
+    with pytest.raises(BabysitError, match="first row must be the header path,label"):
         load_dataset(str(tmp_path / "x.csv"))
 
 
