@@ -286,8 +286,16 @@ def fresh_start(plan: Plan, pre: Preprocessor | None = None) -> tuple[nn.Module,
                           x_raw=MappedImages(splits.train.x, device) if plan.ops else None)
         return model, data, make_augment(cfg, plan.num_classes, splits.train.x, pre, list(plan.ops))
     x_raw = splits.train.x.to(device)
-    data = TensorData(pre(x_raw), splits.train.y.to(device), pre(splits.val.x.to(device)), splits.val.y.to(device),
-                      x_raw=x_raw if plan.ops else None)
+    try:
+        data = TensorData(pre(x_raw), splits.train.y.to(device), pre(splits.val.x.to(device)),
+                          splits.val.y.to(device), x_raw=x_raw if plan.ops else None)
+    except (MemoryError, RuntimeError) as e:  # torch's allocator raises RuntimeError "can't allocate memory"
+        if not isinstance(e, MemoryError) and "allocate" not in str(e):
+            raise
+        mb = (len(splits.train) + len(splits.val)) * math.prod(plan.input_shape) * 4 / 2**20
+        raise BabysitError(f"the preprocessed train and val splits ({mb:,.0f} MB of float32) do not fit in memory; "
+                           "use --data.stream=on (image folders and CSV lists) or --data.limit to train on fewer "
+                           "images.") from None
     return model, data, make_augment(cfg, plan.num_classes, splits.train.x, pre, list(plan.ops))
 
 
