@@ -40,11 +40,11 @@ from babysit.data.folders import image_header, read_image, shape_from_headers, s
 from babysit.errors import BabysitError
 from babysit.rundir import atomic_write_text, write_error
 
-IN_MEMORY_FACTOR = 6.0
-"""Peak resident memory of an in-memory run over the uint8 size of its images: 5.9 measured by bench/streaming.py
-(60,000 MNIST PNGs: 675 MB peak against 410 MB for digits, 45 MB of uint8 pixels): the decoded set, its split copies,
-float32 train and val, the test split at the end. ``auto`` streams when this many times the uint8 size exceeds
-``MEMORY_SHARE`` of the available memory."""
+IN_MEMORY_FACTOR = 8.0
+"""Peak resident memory of an in-memory run over the uint8 size of its images: 5.9 and 8.4 in two runs of
+bench/streaming.py (60,000 MNIST PNGs: 675 / 788 MB peak against 410 MB for digits, 45 MB of uint8 pixels): the
+decoded set, its split copies, float32 train and val, the test split at the end; the larger one, to stream when in
+doubt. ``auto`` streams when this many times the uint8 size exceeds ``MEMORY_SHARE`` of the available memory."""
 MEMORY_SHARE = 0.5
 CACHE_VERSION = 1  # bump when the cache's layout or the decoding changes: old caches are then never read
 _BATCH = 256  # images per DataLoader batch in the filling pass
