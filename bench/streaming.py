@@ -1,6 +1,6 @@
 """Streaming vs in-memory: images/s of the first and later epochs, and peak memory, on MNIST written out as PNGs.
 
-    python bench/streaming.py [--root /tmp/babysit-stream-bench] [--copies 3] [--cap-gb 2.0] [--epochs 2]
+    python bench/streaming.py [--root /tmp/babysit-stream-bench] [--copies 3] [--cap-gb 1.6] [--epochs 2]
 
 Writes MNIST (train + test, 70,000 images) ``--copies`` times as 28x28 PNGs into ROOT/mnist/<class>/ (3 copies:
 210,000 files; each copy shifted by one pixel more, so no two files are identical - but they are near-duplicates,
@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+RUNS = ("fits", "fits-stream", "capped-memory", "stream", "stream-again")
 CHILD = """
 import resource, sys
 from babysit.cli import main
@@ -124,14 +125,14 @@ def main() -> None:
     p.add_argument("--copies", type=int, default=3)
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--cap-gb", type=float, default=2.0, help="address-space cap (ulimit -v) of the capped runs")
-    p.add_argument("--only", default="", help="comma-separated subset of: fits,fits-stream,capped-memory,stream,stream-again")
+    p.add_argument("--cap-gb", type=float, default=1.6, help="address-space cap (ulimit -v) of the capped runs")
+    p.add_argument("--only", default="", help="comma-separated subset of: " + ",".join(RUNS))
     args = p.parse_args()
     root = Path(args.root)
     root.mkdir(parents=True, exist_ok=True)
     folder, csv = write_pngs(root, args.copies)
     cap = int(args.cap_gb * 2**30)
-    only = set(args.only.split(",")) if args.only else {"fits", "fits-stream", "capped-memory", "stream", "stream-again"}
+    only = set(args.only.split(",")) if args.only else set(RUNS)
     print(f"cores {os.cpu_count()}, load average {os.getloadavg()}, cap {args.cap_gb} GiB address space", flush=True)
     if "fits" in only:
         fits = train("fits", args, csv, "off", None)
