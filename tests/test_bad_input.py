@@ -82,6 +82,8 @@ def paths(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     p["not_zip"].write_text("x,y\n1,2\n")
     p["csv"] = d / "data.csv"
     p["csv"].write_text("x,y\n")
+    p["txt"] = d / "data.txt"
+    p["txt"].write_text("x,y\n")
     p["a_file"] = d / "a_file"
     p["a_file"].write_text("")
     for name, text in {"bad_toml": "[optim\nlr=", "unknown_section": "[optimizer]\nlr = 0.1\n",
@@ -119,7 +121,8 @@ CASES = [
     # data sources
     ("unknown data set", "train --data.name=nosuchset", "'nosuchset' is not a named set"),
     ("data path missing", "train --data.name={d}/missing/folder", "is not a named set"),
-    ("data file neither npz nor folder", "train --data.name={csv}", "neither a .npz file nor a folder"),
+    ("data file neither npz nor folder", "train --data.name={txt}", "neither a .npz file, a .csv list nor a folder"),
+    ("csv list without its header", "train --data.name={csv}", "first row must be the header path,label"),
     ("empty folder", "data info {empty}", "has no class folders"),
     ("images but no class folders", "data info {loose}", "found 1 images directly in it"),
     ("class folder with no images", "train --data.name={no_images}", "no images"),
