@@ -12,7 +12,7 @@ decodes every file), the split (it only needs the labels), the epoch permutation
 batch per step from the raw pixels) and the preprocessing (statistics fitted in one chunked pass over the
 memory-mapped training rows, applied per batch). Hence resume stays exact.
 
-The cache, per source (files, their sizes and times, channels, size): ``images.u8`` with ``meta.json``. While
+The cache, per source (files, their sizes and times, channels, size): ``images.u8`` with ``cache.json``. While
 it is being filled it is ``images.u8.partial`` with ``progress.json`` (rows written, saved after the rows are
 flushed), so a killed first pass continues where it stopped; a lock file keeps two processes (search workers)
 from filling it at once. Each split is gathered once into ``rows-<hash>.u8`` (contiguous, so batches read
@@ -128,7 +128,7 @@ def map_images(files: list[Path], channels: int, size: int, opts: StreamOptions)
     """Every file of ``files`` as rows of one memory-mapped uint8 tensor (N, C, H, W), decoded into the cache
     the first time (resumably) and read back from it afterwards; also returns the cache folder."""
     folder = cache_root(opts.cache) / _source_key(files, channels, size)
-    final, meta = folder / "images.u8", folder / "meta.json"
+    final, meta = folder / "images.u8", folder / "cache.json"
     if not (final.exists() and meta.exists()):
         try:
             folder.mkdir(parents=True, exist_ok=True)
@@ -217,7 +217,7 @@ def _fill(folder: Path, files: list[Path], channels: int, size: int, workers: in
         os.replace(partial, folder / "images.u8")
     except OSError as e:
         raise write_error(partial, e) from None
-    atomic_write_text(folder / "meta.json", json.dumps({"shape": list(shape), "version": CACHE_VERSION}))
+    atomic_write_text(folder / "cache.json", json.dumps({"shape": list(shape), "version": CACHE_VERSION}))
     progress.unlink(missing_ok=True)
     seconds = time.perf_counter() - started
     print(f"data: cache filled in {seconds:.1f} s ({(len(files) - done) / max(seconds, 1e-9):,.0f} images/s)",

@@ -83,7 +83,7 @@ def test_the_cache_is_reused_by_a_second_run(folder, tmp_path, monkeypatch, caps
     first = plan_run(cfg)
     assert "decoding 1,797 images (1x8x8)" in capsys.readouterr().out
     files = sorted(p.name for p in next((tmp_path / "cache").iterdir()).iterdir())
-    assert files[:2] == ["images.u8", "lock"] and "meta.json" in files and len(files) == 6  # + train/val/test rows
+    assert files[:3] == ["cache.json", "images.u8", "lock"] and len(files) == 6  # + the train, val and test rows
 
     def no_decoding(*args: object) -> None:
         raise AssertionError("the cache should have been read, not filled")
