@@ -22,6 +22,7 @@ The same names the CLI uses::
     print(babysit.predict(result.run.path, ["a.png", "folder/"]).top(5))     # `babysit predict RUN a.png folder/`
     babysit.export(result.run.path, "onnx"); babysit.convert(result.run.path)  # `babysit export` / `convert`
     folded = babysit.fold_bn(model); sliding = babysit.fully_conv(model)      # BN folded; FC -> CONV score maps
+    ft = babysit.finetune(result.run.path, {"data.name": "my.npz", "transfer.strategy": "auto"})  # `babysit finetune`
 """
 
 from typing import TYPE_CHECKING
@@ -63,6 +64,7 @@ if TYPE_CHECKING:  # the public names; attach() imports each from here on first 
     from babysit.rundir import RunDir
     from babysit.start import Plan, fresh_start, load_run, make_model, plan_run
     from babysit.train.loop import Callback, LoopState, TensorData, evaluate, fit
+    from babysit.transfer import FinetuneResult, finetune
     from babysit.tune.search import SearchResult, search
 
 __version__ = "0.1.0"  # the one place; pyproject.toml must agree (tests/test_startup.py checks)
@@ -75,6 +77,7 @@ __all__ = ["Augment", "Plan", "fresh_start", "plan_run", "list_augmentations", "
            "format_summary", "get_dataset", "init_weights", "load_dataset", "load_run", "load_toml", "make_model",
            "parse", "prepare_data", "split_dataset", "summary", "train", "baseline", "BaselineResult", "search",
            "SearchResult", "recipe", "RecipeResult", "Classifier", "Predictions", "load_model", "predict", "convert",
-           "export", "fully_conv", "fold_bn"]
+           "export", "fully_conv", "fold_bn", "finetune",
+           "FinetuneResult"]
 
 __getattr__, __dir__ = attach(__name__)

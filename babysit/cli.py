@@ -336,6 +336,17 @@ def cmd_recipe(args: argparse.Namespace) -> None:
     recipe(cfg, out=args.out)
 
 
+def cmd_finetune(args: argparse.Namespace) -> None:
+    overrides = _overrides(args)
+    if args.config:  # a TOML file's keys, then the options (the source run supplies everything else)
+        overrides = {**{f"{sec}.{k}": v for sec, vals in C.load_toml_dict(args.config).items()
+                        for k, v in vals.items()}, **overrides}
+    C.apply_overrides(C.RunConfig(), overrides)  # an unknown key or bad value is answered before torch loads
+    from babysit.transfer import finetune
+
+    finetune(args.source, overrides, out=args.out, name=args.name)
+
+
 def make_parser() -> Parser:
     parser = Parser(prog="babysit", description="Train ConvNet image classifiers the way the course notes teach, "
                     "with the practitioner's checks done for you.")
@@ -439,6 +450,15 @@ def make_parser() -> Parser:
     p.add_argument("--name", default="", help="run directory name (default: DATA-DATE-TIME)")
     add_config_options(p)
     p.set_defaults(func=cmd_distill, command_parser=p)
+
+    p = sub.add_parser("finetune", help="train a new run from a finished run's network: linear probe, top layers, "
+                       "all layers, or auto (the notes' table)", formatter_class=DefaultsHelp)
+    p.add_argument("source", metavar="FROM_RUN", help="the run directory whose network is reused")
+    p.add_argument("--config", help="TOML file with [section] tables of options, over the source run's config")
+    p.add_argument("--out", default="runs", help="folder in which the run directory is made")
+    p.add_argument("--name", default="", help="run directory name (default: finetune-DATA-STRATEGY-DATE-TIME)")
+    add_config_options(p)
+    p.set_defaults(func=cmd_finetune, command_parser=p)
 
     p = sub.add_parser("summary", help="per-layer volumes, memory, weights and FLOPs of a spec")
     p.add_argument("spec", nargs="?", default=C.ModelConfig().spec,

@@ -83,6 +83,8 @@ class OptimConfig:
     decoupled: bool = False  # apply weight_decay as w -= lr*lambda*w inside the step, not in the loss (adamw always)
     decay_bias: bool = False  # also apply the L2 term to biases and norm parameters
     clip_norm: float = 0.0  # clip the gradient's global L2 norm to this before each step; 0 = off
+    layer_decay: float = 1.0  # discriminative learning rates: weight layer d below the top trains at lr*layer_decay^d
+    # (1 = one lr for all; babysit finetune's full and top strategies default to 0.5)
 
 
 @dataclass(frozen=True)
@@ -234,6 +236,20 @@ class RecipeConfig:
     #   knn | linear | two-layer
 
 
+STRATEGIES = ("linear-probe", "top", "full", "auto")
+UNFREEZE = ("none", "gradual")
+
+
+@dataclass(frozen=True)
+class TransferConfig:
+    source: str = ""  # the run whose weights start this one (set by `babysit finetune FROM_RUN`); "" = from scratch
+    strategy: str = "full"  # what fine-tuning trains: linear-probe | top | full | auto
+    # (linear-probe: a linear classifier on frozen features; auto: the notes' 2x2 table, measured)
+    layers: int = 2  # top: the top K weight layers train, the new head counted as one
+    unfreeze: str = "none"  # none | gradual (epoch 1 trains the head, each later epoch one more layer below)
+    small: int = 1000  # auto: fewer labelled training images than this is "small" data
+
+
 @dataclass(frozen=True)
 class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
@@ -251,6 +267,7 @@ class RunConfig:
     baseline: BaselineConfig = field(default_factory=BaselineConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
     recipe: RecipeConfig = field(default_factory=RecipeConfig)
+    transfer: TransferConfig = field(default_factory=TransferConfig)
 
 
 SECTIONS: tuple[str, ...] = tuple(f.name for f in fields(RunConfig))
@@ -541,6 +558,20 @@ def parse_duration(text: str) -> float:
     return seconds
 
 
+def _transfer_checks(cfg: RunConfig) -> list[tuple[bool, str]]:
+    t = cfg.transfer
+    return [
+        (0 < cfg.optim.layer_decay <= 1, f"optim.layer_decay must be in (0, 1] (1: one learning rate for all layers), "
+                                         f"got {cfg.optim.layer_decay}; try 0.5."),
+        (t.strategy in STRATEGIES, f"transfer.strategy must be one of {', '.join(STRATEGIES)}, got {t.strategy!r}."),
+        (t.unfreeze in UNFREEZE, f"transfer.unfreeze must be one of {', '.join(UNFREEZE)}, got {t.unfreeze!r}."),
+        (t.layers >= 1, f"transfer.layers must be at least 1 (the new head), got {t.layers}; try 2."),
+        (t.small >= 1, f"transfer.small must be at least 1 image, got {t.small}; try 1000."),
+        (not t.source or t.strategy != "auto", "transfer.strategy=auto is resolved by `babysit finetune`; a run's "
+                                               "config names the strategy it chose."),
+    ]
+
+
 def _recipe_checks(cfg: RunConfig) -> list[tuple[bool, str]]:
     r = cfg.recipe
     parse_duration(r.budget)
@@ -592,6 +623,7 @@ def validate(cfg: RunConfig) -> None:
         *_baseline_checks(cfg),
         *_search_checks(cfg),
         *_recipe_checks(cfg),
+        *_transfer_checks(cfg),
         (cfg.monitor.stats_every >= 0, f"monitor.stats_every must be >= 0 (0 turns the probes off), "
                                        f"got {cfg.monitor.stats_every}."),
     ]
@@ -619,6 +651,11 @@ def from_dict(data: dict[str, Any], base: RunConfig | None = None) -> RunConfig:
 
 def load_toml(path: str | Path) -> RunConfig:
     """Read a TOML config file; keys not set keep their defaults."""
+    return from_dict(load_toml_dict(path))
+
+
+def load_toml_dict(path: str | Path) -> dict[str, Any]:
+    """A TOML config file's tables as nested dicts (not yet checked against the config's keys)."""
     p = Path(path)
     if not p.exists():
         raise BabysitError(f"config file {str(p)!r} does not exist; check the path given to --config.")
@@ -626,7 +663,7 @@ def load_toml(path: str | Path) -> RunConfig:
         data = tomllib.loads(read_small_text(p))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise BabysitError(f"config file {str(p)!r} is not valid TOML ({e}); fix the line it names.") from None
-    return from_dict(data)
+    return data
 
 
 def dumps_toml(cfg: RunConfig) -> str:

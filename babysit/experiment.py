@@ -44,6 +44,7 @@ from babysit.train import distributed as ddp
 from babysit.train.checkpoint import load_checkpoint, save_checkpoint
 from babysit.train.early import stop_reason
 from babysit.train.loop import LoopState, TensorData, evaluate, fit
+from babysit.train.transfer import Freezer
 from babysit.train.tta import tta_probabilities, tta_views
 
 _log = get_logger(__name__)
@@ -191,8 +192,10 @@ def train(cfg: C.RunConfig, out: str | Path = "runs", name: str = "", resume: st
         _log.info(ddp.describe(ranks, cfg.train.batch_size, cfg.optim.lr, scaled))
     monitor = RunMonitor(cfg, run)  # sanity checks, layer probes, findings, report (cfg.monitor)
     monitor.before_fit(model, data, plan.num_classes, resume=resume is not None)
+    own = monitor.callbacks() + ([Freezer(cfg.transfer.strategy, cfg.transfer.layers, cfg.transfer.unfreeze)]
+                                 if cfg.transfer.source else [])  # fine-tuning: which layers train, by epoch
     with monitor.watching():  # a divergence becomes the "LR too high" finding before it propagates
-        state = fit(model, data, cfg, run, callbacks=monitor.callbacks() + list(callbacks or []),
+        state = fit(model, data, cfg, run, callbacks=own + list(callbacks or []),
                     resume=resume is not None, augment=augment)
     test_acc: float | None = None
     x_test = y_test = None

@@ -259,6 +259,8 @@ class RunDir:
     confused = RunPath("stats/confused.npz", "example val images (uint8) of each most-confused pair")
     augment = RunPath("stats/augment.png", "training images as the first augmented batches show them")
     events = RunPath("events", "the folder of TensorBoard event files")
+    transfer = RunPath("transfer.json", "a fine-tune run's origin: source run and data, strategy, and what "
+                       "transfer.strategy=auto measured and chose")
     log = RunPath("log.txt", "what the run printed, when a hyper-parameter search ran it as one of its trials")
     lock = RunPath("train.lock", "the PID of the process training the run; an OS lock on it refuses a second one")
 

@@ -40,6 +40,7 @@ from babysit.train import distributed as ddp
 from babysit.train.checkpoint import load_checkpoint, seed_all
 from babysit.train.loop import TensorData, auto_batch_size, check_batch_size
 from babysit.train.optim import check_choices
+from babysit.train.transfer import HeadOnly, apply_freezing, load_source, probe_features
 
 VECTOR_KINDS = ("pca", "pca-white")  # preprocessings whose output has no spatial layout
 SPATIAL = (Conv, Pool, GlobalAvgPool, Residual, Branch)  # layers that need rows and columns
@@ -173,6 +174,9 @@ def check_config(cfg: C.RunConfig) -> tuple[Spec | None, tuple[AugmentOp, ...]]:
         raise BabysitError("distillation trains on the teacher's probabilities of the unaugmented training images "
                            "(computed once) plus the softmax loss on the labels, so drop --augment.pipeline and use "
                            "--loss.name=softmax.")
+    if cfg.transfer.source and cfg.transfer.strategy == "linear-probe" and ops:
+        raise BabysitError("the linear probe computes the features of the training images once, so it cannot "
+                           "augment them; drop --augment.pipeline or use --transfer.strategy=top.")
     if kind in VECTOR_KINDS and spec is not None:
         spatial = [str(layer) for layer in spec.layers() if isinstance(layer, SPATIAL)]
         if spatial:
@@ -296,6 +300,8 @@ def fresh_start(plan: Plan, pre: Preprocessor | None = None) -> tuple[nn.Module,
         raise BabysitError(f"the preprocessed train and val splits ({mb:,.0f} MB of float32) do not fit in memory; "
                            "use --data.stream=on (image folders and CSV lists) or --data.limit to train on fewer "
                            "images.") from None
+    if cfg.transfer.source:
+        model, data = _from_source(model, data, cfg)
     return model, data, make_augment(cfg, plan.num_classes, splits.train.x, pre, list(plan.ops))
 
 
@@ -304,6 +310,36 @@ def preprocessed(pre: Preprocessor, images: ImageSet, device: torch.device) -> t
     if images.store is not None:
         return MappedImages(images.x, device, pre)
     return pre(images.x.to(device))
+
+
+def source_weights(source: str) -> Path:
+    """The weights a fine-tune run starts from: the source run's best (else last) checkpoint."""
+    try:
+        return RunDir.open(source).weights_file("best")
+    except BabysitError as e:
+        raise BabysitError(f"transfer.source={source!r} is not a usable run directory ({e}); fine-tune from a "
+                           "finished `babysit train` run.") from None
+
+
+def _from_source(model: nn.Module, data: TensorData, cfg: C.RunConfig) -> tuple[nn.Module, TensorData]:
+    """A fine-tune run's start: the source run's weights below a new head (initialised as any run's), the first
+    conv adapted to the images' channels. The linear probe freezes everything below the head and trains on the
+    head's inputs, computed here once (the HeadOnly model keeps every module, so its checkpoints are the run's)."""
+    path = source_weights(cfg.transfer.source)
+    if not path.is_file():
+        raise BabysitError(f"the source run {cfg.transfer.source} has no weights ({path} is missing); let it finish "
+                           "or resume it first.")
+    load_source(model, path, cfg.transfer.source)
+    if cfg.transfer.strategy != "linear-probe":
+        return model, data  # the Freezer callback freezes by epoch
+    if not isinstance(model, nn.Sequential) or not isinstance(model[-1], nn.Linear):
+        raise BabysitError("transfer.strategy=linear-probe needs a network ending in an fc layer (its input is the "
+                           "feature vector); use --transfer.strategy=top for this one.")
+    apply_freezing(model, 1)
+    bs = cfg.train.eval_batch_size
+    feats = TensorData(probe_features(model, data.x_train, bs), data.y_train, probe_features(model, data.x_val, bs),
+                       data.y_val)
+    return HeadOnly.of(model), feats
 
 
 def load_preprocessor(run: RunDir) -> Preprocessor:

@@ -29,6 +29,7 @@ LAYERS: dict[str, int] = {
     "clihelp": 7,  # the CLI's help and did-you-mean (config only)
     "ensemble": 8,  # trains members and students through experiment.train; reads runs through start
     "baseline": 8,  # classical baselines; two-layer trains through experiment.train
+    "transfer": 8,  # fine-tuning from a finished run (trains through experiment.train; auto measures via start)
     "tune": 8,  # many runs: the LR range test, hyper-parameter search (trains its trials through experiment)
     "recipe": 9,  # the whole process: checks, lr-find, search, final training, ensemble, baselines, test
     "deploy": 9,  # using a trained run from its directory alone: predict, export, convert (reads ensembles too)

@@ -201,15 +201,16 @@ def train_step(u: Update, xb: torch.Tensor, yb: Targets, lr: float | None = None
                check_finite: bool = False, momentum: float | None = None) -> torch.Tensor:
     """One mini-batch step: forward -> loss (+ regularisation) -> backward -> clip -> update -> max-norm.
 
-    ``lr`` and ``momentum`` (when given; Adam's beta1) are set on every parameter group first. With
+    ``lr`` (times the group's ``lr_scale``) and ``momentum`` (when given; Adam's beta1) are set on every parameter
+    group first. With
     ``check_finite`` a NaN or Inf loss or gradient raises :class:`NonFinite` before the update, so it
     never reaches the weights. Returns the
     cost (data loss + regularisation, the L2 term included when the update rule applies it) as a
     detached 0-d tensor; the regularisation part alone is left in ``u.reg_term`` (None without one), so the
     data loss and the regularisation can be reported apart without another host sync."""
-    if lr is not None:
+    if lr is not None:  # a group's lr_scale: discriminative learning rates (optim.layer_decay)
         for group in u.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)
     if momentum is not None:  # one-cycle's momentum
         for group in u.optimizer.param_groups:
             if "betas" in group:

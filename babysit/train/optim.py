@@ -32,6 +32,7 @@ from babysit.train.regularize import (
     l2_in_step,
     l2_penalty,
 )
+from babysit.train.transfer import layer_lr_scales
 
 __all__ = ["OPTIMIZERS", "AlmostAdam", "check_choices", "clip_gradients", "decayed_parameters", "describe_groups",
            "l2_penalty", "list_optimizers", "make_optimizer", "param_groups"]
@@ -127,19 +128,23 @@ def decayed_parameters(model: nn.Module, decay_bias: bool = False) -> tuple[list
 
 
 def param_groups(model: nn.Module, cfg: RunConfig) -> Groups:
-    """One group per weight-decay strength; biases and norm parameters go to a group with strength 0.
+    """One group per weight-decay strength and learning-rate multiplier; biases and norm parameters go to a group
+    with strength 0. ``lr_scale`` is optim.layer_decay^d for weight layer d below the top (train_step multiplies
+    the schedule's lr by it: discriminative learning rates).
 
     ``decay`` is the group's lambda. torch's own ``weight_decay`` carries it for adamw (decoupled decay) and
     for the rules that add lambda*W to the gradient (regularize.l2_in_step); ``optim.decoupled`` with another
     rule decays in a step pre-hook, and otherwise (almost-adam) the L2 term lives in the loss.
     """
     in_rule = cfg.optim.name == "adamw" or l2_in_step(cfg)  # the rule's own weight_decay does the decay
-    by_strength: dict[float, list[nn.Parameter]] = {}
-    for _, p, strength in decay_table(model, cfg.optim.weight_decay, cfg.optim.decay_bias,
-                                      cfg.regularize.layer_weight_decay):
-        by_strength.setdefault(strength, []).append(p)
-    return [{"params": params, "weight_decay": strength if in_rule else 0.0, "decay": strength}
-            for strength, params in sorted(by_strength.items(), key=lambda kv: -kv[0])]
+    scales = layer_lr_scales(model, cfg.optim.layer_decay)  # all 1 unless discriminative learning rates
+    by_key: dict[tuple[float, float], list[nn.Parameter]] = {}
+    for name, p, strength in decay_table(model, cfg.optim.weight_decay, cfg.optim.decay_bias,
+                                         cfg.regularize.layer_weight_decay):
+        by_key.setdefault((strength, scales.get(name, 1.0)), []).append(p)
+    return [{"params": params, "weight_decay": strength if in_rule else 0.0, "decay": strength,
+             "lr_scale": scale, "lr": cfg.optim.lr * scale}
+            for (strength, scale), params in sorted(by_key.items(), key=lambda kv: (-kv[0][0], kv[0][1]))]
 
 
 def _decoupled_hook(opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
@@ -175,6 +180,7 @@ def describe_groups(opt: torch.optim.Optimizer, cfg: RunConfig) -> str:
         weights = sum(p.ndim > 1 for p in g["params"])  # conv/fc weights (a 0 strength leaves them undecayed)
         kinds = [f"{weights} weight tensors"] * bool(weights) + ["biases, norm parameters"] * (weights < tensors)
         what = f"weight decay {g['decay']:g}" if g["decay"] else f"no decay ({', '.join(kinds)})"
+        what += f", lr x{g['lr_scale']:.3g}" if g.get("lr_scale", 1.0) != 1.0 else ""
         parts.append(f"{tensors} tensors ({values:,} values) {what}")
     return f"optimizer {cfg.optim.name}: " + "; ".join(parts) + f" [{how}]"
 
