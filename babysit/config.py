@@ -567,8 +567,6 @@ def _transfer_checks(cfg: RunConfig) -> list[tuple[bool, str]]:
         (t.unfreeze in UNFREEZE, f"transfer.unfreeze must be one of {', '.join(UNFREEZE)}, got {t.unfreeze!r}."),
         (t.layers >= 1, f"transfer.layers must be at least 1 (the new head), got {t.layers}; try 2."),
         (t.small >= 1, f"transfer.small must be at least 1 image, got {t.small}; try 1000."),
-        (not t.source or t.strategy != "auto", "transfer.strategy=auto is resolved by `babysit finetune`; a run's "
-                                               "config names the strategy it chose."),
     ]
 
 

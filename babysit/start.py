@@ -174,6 +174,9 @@ def check_config(cfg: C.RunConfig) -> tuple[Spec | None, tuple[AugmentOp, ...]]:
         raise BabysitError("distillation trains on the teacher's probabilities of the unaugmented training images "
                            "(computed once) plus the softmax loss on the labels, so drop --augment.pipeline and use "
                            "--loss.name=softmax.")
+    if cfg.transfer.source and cfg.transfer.strategy == "auto":
+        raise BabysitError("transfer.strategy=auto is chosen by measuring the data, which `babysit finetune` does; "
+                           "start the run with `babysit finetune SOURCE --transfer.strategy=auto`.")
     if cfg.transfer.source and cfg.transfer.strategy == "linear-probe" and ops:
         raise BabysitError("the linear probe computes the features of the training images once, so it cannot "
                            "augment them; drop --augment.pipeline or use --transfer.strategy=top.")

@@ -267,6 +267,24 @@ def _per_class_html(classes: list[str], confusion: Any) -> str:
             f"</th><th>{m.recall.mean():.3f}</th><th>{m.macro_f1:.3f}</th><th>{int(m.support.sum())}</th></tr></table>")
 
 
+def _transfer_html(run: RunDir) -> str:
+    """A fine-tune run's origin: the source run and its data, the strategy, and what auto measured and chose."""
+    info = _read_json(run.transfer) if run.transfer.exists() else None
+    if not isinstance(info, dict):
+        return ""
+    rows = [("source run", info.get("source")), ("source data", info.get("source_data")),
+            ("strategy", info.get("strategy")), ("unfreezing", info.get("unfreeze")),
+            ("lr multiplier per layer below the head", info.get("layer_decay"))]
+    if info.get("strategy") == "top":
+        rows.insert(3, ("top weight layers trained", info.get("layers")))
+    auto = info.get("auto")
+    if isinstance(auto, dict):
+        rows.append(("auto chose", f"{auto.get('cell')} -> {auto.get('strategy')}"))
+        rows.append(("why", auto.get("reason")))
+    body = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows)
+    return f"<h2>Transfer learning</h2><table>{body}</table>"
+
+
 def _labels(run: RunDir) -> dict[str, str]:
     """Layer name -> "3 conv3-64" from the run's spec.txt ({} without one)."""
     return layer_labels(read_small_text(run.spec).strip()) if run.spec.exists() else {}
@@ -285,7 +303,7 @@ def render_report(path: RunDir | str | Path) -> str:
         diagnose_run(run)
     title = f"babysit report: {run.path.name}"
     sections = [f"<h1>{html.escape(title)}</h1>", "<h2>Findings</h2>", _findings_html(read_findings(run)),
-                "<h2>Run</h2>", _summary_html(run, meta, result, epochs),
+                "<h2>Run</h2>", _summary_html(run, meta, result, epochs), _transfer_html(run),
                 "<h2>Input pipeline</h2>", _inputs_html(run),
                 "<h2>Sanity checks</h2>", _checks_html(checks),
                 _curves_html(steps, epochs), "<h2>Layer statistics</h2>", _layers_html(run, _labels(run)),
