@@ -102,7 +102,8 @@ def finetune(source: str | Path, overrides: dict[str, Any] | None = None, out: s
           + (", gradual unfreezing" if cfg.transfer.unfreeze == "gradual" else "")
           + (f", lr x{cfg.optim.layer_decay:g} per layer below the head" if cfg.optim.layer_decay != 1 else ""),
           flush=True)
-    result = train(cfg, out=out, name=name or f"finetune-{Path(cfg.data.name).stem}-{cfg.transfer.strategy}-{datetime.now():%Y%m%d-%H%M%S}")
+    default = f"finetune-{Path(cfg.data.name).stem}-{cfg.transfer.strategy}-{datetime.now():%Y%m%d-%H%M%S}"
+    result = train(cfg, out=out, name=name or default)
     if result.run is not None:
         info = {"source": cfg.transfer.source, "source_data": _source_data(src_run), "strategy": cfg.transfer.strategy,
                 "layers": cfg.transfer.layers, "unfreeze": cfg.transfer.unfreeze,
