@@ -66,6 +66,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
     n = int(res.confusion.sum())
     top5 = f", top-5 accuracy {res.top5:.4f}" if res.top5 is not None else ""
     print(f"{res.split}: accuracy {res.accuracy:.4f} ({round(res.accuracy * n)}/{n}){top5}, loss {res.loss:.4f}")
+    for task, acc in res.tasks.items():  # multi-task: every head (the confusion matrix below is the first task's)
+        print(f"{res.split}: task {task} accuracy {acc:.4f}")
     if res.tta_accuracy is not None:
         print(f"{res.split} with test-time augmentation ({res.tta}: {res.tta_views} views averaged): accuracy "
               f"{res.tta_accuracy:.4f} ({round(res.tta_accuracy * n)}/{n}), {res.tta_accuracy - res.accuracy:+.4f}; "

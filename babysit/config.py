@@ -68,6 +68,8 @@ class ModelConfig:
     #   | orthogonal | lsuv | data
     init_bias: float = 0.0  # every conv/fc bias starts at this constant (0, or small like 0.01 so ReLUs fire)
     init_batch: int = 256  # training images that the lsuv and data init schemes measure
+    heads: str = ""  # multi-task: one head per task on the shared trunk, NAME:CLASSES,... (e.g. class:10,group:4);
+    # the first task reads the labels y, the others a .npz's y_NAME; "" = one task
 
 
 @dataclass(frozen=True)
@@ -113,6 +115,7 @@ class LossConfig:
     name: str = "softmax"  # data loss: softmax (cross-entropy) | svm | squared-hinge | attribute-hinge | bce
     delta: float = 1.0  # svm, squared-hinge: the margin Delta in max(0, s_j - s_y + Delta)
     label_smoothing: float = 0.0  # softmax: eps; targets become eps/(k-1) for wrong classes, 1-eps for the right one
+    task_weights: str = ""  # multi-task: NAME=WEIGHT,... multiplying each task's loss in the sum (default 1 each)
 
 
 @dataclass(frozen=True)

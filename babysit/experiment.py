@@ -11,7 +11,7 @@ import platform
 import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ from babysit.start import (
     Plan,
     check_split,
     fresh_start,
+    labels,
     load_preprocessor,
     load_run,
     module_needed,
@@ -43,7 +44,7 @@ from babysit.start import (
 from babysit.train import distributed as ddp
 from babysit.train.checkpoint import load_checkpoint, save_checkpoint
 from babysit.train.early import stop_reason
-from babysit.train.loop import LoopState, TensorData, evaluate, fit
+from babysit.train.loop import LoopState, TensorData, eval_loss, evaluate, fit, task_scores
 from babysit.train.transfer import Freezer
 from babysit.train.tta import tta_probabilities, tta_views
 
@@ -71,6 +72,7 @@ class EvalResult:
     tta_accuracy: float | None = None  # accuracy of the averaged prediction (the confusion matrix is this one's)
     warnings: tuple[str, ...] = ()  # test-time views that change the class on this data (a mirrored digit)
     top5: float | None = None  # share of images whose true class is among the 5 highest scores (more than 5 classes)
+    tasks: dict[str, float] = field(default_factory=dict)  # multi-task: accuracy per task (accuracy: the first's)
 
 
 def module_path(model: nn.Module) -> str:
@@ -199,20 +201,26 @@ def train(cfg: C.RunConfig, out: str | Path = "runs", name: str = "", resume: st
                     resume=resume is not None, augment=augment)
     test_acc: float | None = None
     x_test = y_test = None
+    test_tasks: dict[str, float] = {}
     if cfg.train.score_test:
-        x_test, y_test = preprocessed(pre, splits.test, plan.device), splits.test.y.to(plan.device)
-        _, test_acc, _ = evaluate(model, x_test, y_test, cfg.train.eval_batch_size)
+        x_test, y_test = preprocessed(pre, splits.test, plan.device), labels(cfg, splits.test).to(plan.device)
+        _, test_acc, _ = evaluate(model, x_test, y_test, cfg.train.eval_batch_size,
+                                  eval_loss(cfg) if cfg.model.heads else None)
+        test_tasks = task_scores(model, x_test, y_test, cfg)
     seconds = time.perf_counter() - started
     result: dict[str, Any] = {"best_val_acc": state.best_val_acc, "best_epoch": state.best_epoch,
                               "test_acc": test_acc, "seconds": seconds, "epochs": state.epoch}
     stopped = next((r for r in reversed(run.read_history()) if r.get("kind") == "early_stop"), None)
     if stopped is not None:
         result["stopped_early"] = stop_reason(cfg, stopped)
+    if test_tasks:  # multi-task: each head's test accuracy (test_acc is the first task's)
+        result["test_acc_tasks"] = test_tasks
     result |= _averaged_scores(run, model, x_test, y_test, cfg.train.eval_batch_size)
     run.write_json(run.result, result)
     averaged = "".join(f", {k} test {v['test_acc']:.4f}" for k, v in result.items() if k in ("ema", "swa")
                        and "test_acc" in v)
     test = f"test {test_acc:.4f}{averaged}" if test_acc is not None else "test not scored (train.score_test=false)"
+    test += "".join(f", test {k} {v:.4f}" for k, v in test_tasks.items())
     _log.info(f"best val {state.best_val_acc:.4f} (epoch {state.best_epoch}), {test}, "
               f"{seconds:.1f} s; run directory {run.path}")
     monitor.after_fit(model, data, splits.val.x, splits.classes)
@@ -279,8 +287,15 @@ def evaluate_run(path: str | Path, split: str = "test", device: str = "cpu", tta
     _, cfg, model, pre, splits = load_run(path, device, weights, model)
     part = splits.get(split)
     dev = next(model.parameters()).device
+    if cfg.model.heads:
+        if tta:
+            raise BabysitError("test-time views average one task's probabilities; a multi-task run (model.heads) is "
+                               "scored without --tta.")
+        y_all = labels(cfg, part).to(dev)
+        tasks = task_scores(model, pre(part.x.to(dev)), y_all, cfg)
     y = part.y.to(dev)
-    loss, acc, pred = evaluate(model, preprocessed(pre, part, dev), y, cfg.train.eval_batch_size)
+    loss, acc, pred = evaluate(model, preprocessed(pre, part, dev), y_all if cfg.model.heads else y,
+                               cfg.train.eval_batch_size, eval_loss(cfg) if cfg.model.heads else None)
     views, tta_acc, warnings = None, None, tta_warnings(tta, cfg.data.name)
     if tta:
         views = tta_views(tta, cfg, len(splits.classes))
@@ -289,9 +304,10 @@ def evaluate_run(path: str | Path, split: str = "test", device: str = "cpu", tta
         tta_acc = (pred == y).float().mean().item()
     k = len(splits.classes)
     confusion = torch.bincount(y.cpu() * k + pred.cpu(), minlength=k * k).view(k, k)
-    top5 = topk_accuracy(_scores(model, pre, part.x, cfg.train.eval_batch_size), y, 5) if k > 5 else None
+    top5 = (topk_accuracy(_scores(model, pre, part.x, cfg.train.eval_batch_size)[:, :k], y, 5)
+            if k > 5 else None)
     return EvalResult(split, loss, acc, confusion, splits.classes, tta, len(views) if views else 0, tta_acc,
-                      tuple(warnings), top5)
+                      tuple(warnings), top5, tasks if cfg.model.heads else {})
 
 
 @torch.no_grad()
@@ -326,4 +342,5 @@ def format_confusion(res: EvalResult) -> str:
 def result_json(res: EvalResult) -> str:
     return json.dumps({"split": res.split, "loss": res.loss, "accuracy": res.accuracy,
                        "confusion": res.confusion.tolist(), "classes": res.classes, "tta": res.tta,
-                       "tta_views": res.tta_views, "tta_accuracy": res.tta_accuracy, "top5": res.top5})
+                       "tta_views": res.tta_views, "tta_accuracy": res.tta_accuracy, "top5": res.top5,
+                       "tasks": res.tasks})

@@ -39,6 +39,7 @@ from babysit.rundir import RunDir
 from babysit.train import distributed as ddp
 from babysit.train.checkpoint import load_checkpoint, seed_all
 from babysit.train.loop import TensorData, auto_batch_size, check_batch_size
+from babysit.train.multitask import label_matrix, parse_heads, parse_task_weights
 from babysit.train.optim import check_choices
 from babysit.train.transfer import HeadOnly, apply_freezing, load_source, probe_features
 
@@ -174,6 +175,12 @@ def check_config(cfg: C.RunConfig) -> tuple[Spec | None, tuple[AugmentOp, ...]]:
         raise BabysitError("distillation trains on the teacher's probabilities of the unaugmented training images "
                            "(computed once) plus the softmax loss on the labels, so drop --augment.pipeline and use "
                            "--loss.name=softmax.")
+    if cfg.model.heads:
+        parse_task_weights(cfg.loss.task_weights, parse_heads(cfg.model.heads))
+        if cfg.distill.teacher or ops or cfg.loss.name not in ("softmax", "svm", "squared-hinge"):
+            raise BabysitError("multi-task runs (model.heads) train on each task's labels with softmax or a hinge "
+                               "loss, without distillation or augmentation (a mix would need soft targets for every "
+                               "task); drop those options or train one task at a time.")
     if cfg.transfer.source and cfg.transfer.strategy == "auto":
         raise BabysitError("transfer.strategy=auto is chosen by measuring the data, which `babysit finetune` does; "
                            "start the run with `babysit finetune SOURCE --transfer.strategy=auto`.")
@@ -207,7 +214,7 @@ def check_data(cfg: C.RunConfig, spec: Spec, splits: Splits) -> None:
     if kind not in VECTOR_KINDS:  # a pca vector's length is only known once fitted; fc layers take any length
         c, h, w = splits.train.input_shape
         infer_shapes(spec, (c * cfg.data.patch_size**2, h, w) if kind == "patch-white" else (c, h, w),
-                     len(splits.classes))
+                     output_size(cfg, splits))
     check_batch_size(cfg.train.batch_size, len(splits.train))
     n, b = len(splits.train), cfg.train.batch_size
     batch_norm = any(isinstance(layer, BatchNorm) for layer in spec.layers())
@@ -262,7 +269,7 @@ def plan_run(cfg: C.RunConfig) -> Plan:
     check_run_memory(cfg, spec, splits.train.input_shape, len(splits.classes), len(splits.train) + len(splits.val),
                      device)
     steps = math.ceil(len(splits.train) / cfg.train.batch_size)
-    return Plan(cfg, ds, splits, spec, ops, splits.train.input_shape, len(splits.classes), steps, device,
+    return Plan(cfg, ds, splits, spec, ops, splits.train.input_shape, output_size(cfg, splits), steps, device,
                 tuple(augment_warnings(list(ops), ds.name, cfg.data.preprocess, ds.traits)
                       + config_warnings(cfg, steps)))
 
@@ -294,8 +301,8 @@ def fresh_start(plan: Plan, pre: Preprocessor | None = None) -> tuple[nn.Module,
         return model, data, make_augment(cfg, plan.num_classes, splits.train.x, pre, list(plan.ops))
     x_raw = splits.train.x.to(device)
     try:
-        data = TensorData(pre(x_raw), splits.train.y.to(device), pre(splits.val.x.to(device)),
-                          splits.val.y.to(device), x_raw=x_raw if plan.ops else None)
+        data = TensorData(pre(x_raw), labels(cfg, splits.train).to(device), pre(splits.val.x.to(device)),
+                          labels(cfg, splits.val).to(device), x_raw=x_raw if plan.ops else None)
     except (MemoryError, RuntimeError) as e:  # torch's allocator raises RuntimeError "can't allocate memory"
         if not isinstance(e, MemoryError) and "allocate" not in str(e):
             raise
@@ -313,6 +320,27 @@ def preprocessed(pre: Preprocessor, images: ImageSet, device: torch.device) -> t
     if images.store is not None:
         return MappedImages(images.x, device, pre)
     return pre(images.x.to(device))
+
+
+def output_size(cfg: C.RunConfig, splits: Splits) -> int:
+    """The scores the network outputs: one per class, or with model.heads the classes of every task together
+    (the first task's must be the data's classes)."""
+    heads = parse_heads(cfg.model.heads)
+    if not heads:
+        return len(splits.classes)
+    if heads[0][1] != len(splits.classes):
+        name, k = heads[0][0], len(splits.classes)
+        raise BabysitError(f"model.heads' first task {name!r} reads the labels y, which have {k} classes, not "
+                           f"{heads[0][1]}; use {name}:{k}.")
+    for part in (splits.train, splits.val, splits.test):
+        label_matrix(part.y, part.tasks, heads)  # every task's column present and in range
+    return sum(k for _, k in heads)
+
+
+def labels(cfg: C.RunConfig, part: ImageSet) -> torch.Tensor:
+    """The labels a split trains or is scored on: y (N,), or with model.heads one column per task (N, T)."""
+    heads = parse_heads(cfg.model.heads)
+    return label_matrix(part.y, part.tasks, heads) if heads else part.y
 
 
 def source_weights(source: str) -> Path:
@@ -413,6 +441,6 @@ def load_run(path: str | Path, device: str = "cpu", weights: str = "best", model
     pre = load_preprocessor(run)
     if model is None:  # the user's own module is already allocated
         check_run_memory(cfg, parse(resolve_spec(cfg.model.spec, splits.train.input_shape)), splits.train.input_shape,
-                         len(splits.classes), 0, resolve_device(device, "--device"), training=False)
-    model = load_model(run, cfg, pre, splits.train.input_shape, len(splits.classes), weights, model)
+                         output_size(cfg, splits), 0, resolve_device(device, "--device"), training=False)
+    model = load_model(run, cfg, pre, splits.train.input_shape, output_size(cfg, splits), weights, model)
     return run, cfg, model.to(resolve_device(device, "--device")), pre, splits

@@ -1,5 +1,5 @@
 """Labelled images from a NumPy ``.npz`` file: arrays ``x``, ``y``; optional ``x_test``, ``y_test``,
-``classes``.
+``classes``; and for multi-task learning more label columns ``y_NAME`` (with ``y_NAME_test``), one per task.
 
 Decisions:
 
@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,8 @@ class NpzImages:
     y: np.ndarray  # (N,) int64
     test: tuple[np.ndarray, np.ndarray] | None  # (x_test, y_test) when the file has them
     classes: list[str]
+    tasks: dict[str, np.ndarray] = field(default_factory=dict)  # multi-task: y_NAME arrays (N,) int64, by NAME
+    tasks_test: dict[str, np.ndarray] = field(default_factory=dict)  # y_NAME_test
 
 
 def _read_header(f: Any) -> tuple[tuple[int, ...], np.dtype]:
@@ -115,7 +117,14 @@ def read_npz(path: Path) -> NpzImages:
     if has_test:
         ys.append(_labels(arrays["y_test"], "y_test", len(xs[1]), path))
     classes = _classes(arrays.get("classes"), ys, path)
-    return NpzImages(xs[0], ys[0], (xs[1], ys[1]) if has_test else None, classes)
+    tasks = {k[2:]: _labels(v, k, len(xs[0]), path) for k, v in arrays.items()
+             if k.startswith("y_") and k != "y_test" and not k.endswith("_test")}
+    tasks_test = {}
+    for name in tasks if has_test else ():
+        if f"y_{name}_test" not in arrays:
+            raise BabysitError(f"{path} has y_{name} but no y_{name}_test for its x_test images; save both.")
+        tasks_test[name] = _labels(arrays[f"y_{name}_test"], f"y_{name}_test", len(xs[1]), path)
+    return NpzImages(xs[0], ys[0], (xs[1], ys[1]) if has_test else None, classes, tasks, tasks_test)
 
 
 def read_images(path: Path) -> tuple[np.ndarray, np.ndarray | None]:

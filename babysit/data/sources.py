@@ -14,7 +14,7 @@ take 47 MB; scaling to floats and normalising happen later, in ``preprocess``.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +41,7 @@ class ImageSet:
     y: torch.Tensor  # (N,) int64 class indices 0..K-1
     classes: list[str]  # class names, len K
     store: MapStore | None = None  # streaming: x is memory-mapped from this cache (subsets are written there too)
+    tasks: dict[str, torch.Tensor] = field(default_factory=dict)  # multi-task: more label columns (N,) by task name
 
     @property
     def num_classes(self) -> int:
@@ -56,12 +57,13 @@ class ImageSet:
         return int(self.x.shape[0])
 
     def subset(self, index: torch.Tensor) -> ImageSet:
-        """The images at ``index`` (an index or boolean tensor), same classes; a memory-mapped set's subset is
-        written to its cache once and memory-mapped too."""
+        """The images at ``index`` (an index or boolean tensor), same classes (and task labels); a memory-mapped
+        set's subset is written to its cache once and memory-mapped too."""
+        tasks = {k: v[index] for k, v in self.tasks.items()}
         if self.store is not None:
             x, store = gather(self.x, index, self.store)
-            return ImageSet(x, self.y[index], self.classes, store)
-        return ImageSet(self.x[index], self.y[index], self.classes)
+            return ImageSet(x, self.y[index], self.classes, store, tasks=tasks)
+        return ImageSet(self.x[index], self.y[index], self.classes, tasks=tasks)
 
     def class_counts(self) -> torch.Tensor:
         """(K,) int64 number of images per class."""
@@ -156,9 +158,12 @@ def load_dataset(name: str, channels: int = 0, size: int = 0, stream: StreamOpti
     if path.is_file() and path.suffix.lower() == ".npz":
         _refuse_stream(stream, shown(path.name))
         data = read_npz(path)
-        return Dataset(shown(path.stem), _convert((data.x, data.y), data.classes, channels, size),
-                       _convert(data.test, data.classes, channels, size) if data.test else None,
-                       str(path.resolve()))
+        train = _convert((data.x, data.y), data.classes, channels, size)
+        test = _convert(data.test, data.classes, channels, size) if data.test else None
+        train.tasks.update({k: torch.from_numpy(v) for k, v in data.tasks.items()})
+        if test is not None:
+            test.tasks.update({k: torch.from_numpy(v) for k, v in data.tasks_test.items()})
+        return Dataset(shown(path.stem), train, test, str(path.resolve()))
     if path.is_file():
         raise BabysitError(f"{shown(path)} is neither a .npz file, a .csv list nor a folder; give a folder of images "
                            "(root/<class>/<image>), a CSV with the header path,label or a .npz with arrays x and y.")

@@ -64,6 +64,10 @@ def load_run_alone(path: str | Path, weights: str = "best", device: str = "cpu",
                            "printed.")
     run = RunDir.open(path)
     cfg = C.load_toml(run.config)
+    if cfg.model.heads:
+        raise BabysitError(f"run {str(path)!r} is a multi-task run (model.heads={cfg.model.heads}); predict, export "
+                           "and "
+                           "convert serve one task's probabilities, so score it with `babysit eval` instead.")
     meta = run.read_json(run.meta)
     classes, shape = meta.get("classes"), meta.get("input_shape")
     if not (isinstance(classes, list) and len(classes) >= 2 and isinstance(shape, list) and len(shape) == 3):

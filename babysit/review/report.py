@@ -285,6 +285,20 @@ def _transfer_html(run: RunDir) -> str:
     return f"<h2>Transfer learning</h2><table>{body}</table>"
 
 
+def _tasks_html(run: RunDir, result: dict[str, Any], epochs: list[dict[str, Any]]) -> str:
+    """Multi-task runs: every head's val accuracy at the best epoch and its test accuracy."""
+    best = next((e for e in epochs if e.get("epoch") == result.get("best_epoch")), epochs[-1] if epochs else {})
+    val = best.get("val_acc_tasks") or {}
+    test = result.get("test_acc_tasks") or {}
+    if not val and not test:
+        return ""
+    rows = "".join(f"<tr><td>{html.escape(t)}</td><td>{val.get(t, float('nan')):.4f}</td>"
+                   f"<td>{test.get(t, float('nan')):.4f}</td></tr>" for t in dict.fromkeys([*val, *test]))
+    return ("<h2>Tasks</h2><p class='muted'>One head per task on a shared trunk (model.heads); the first task's "
+            f"accuracy picks the kept epoch.</p><table><tr><th>task</th><th>val (best epoch)</th><th>test</th></tr>"
+            f"{rows}</table>")
+
+
 def _labels(run: RunDir) -> dict[str, str]:
     """Layer name -> "3 conv3-64" from the run's spec.txt ({} without one)."""
     return layer_labels(read_small_text(run.spec).strip()) if run.spec.exists() else {}
@@ -304,6 +318,7 @@ def render_report(path: RunDir | str | Path) -> str:
     title = f"babysit report: {run.path.name}"
     sections = [f"<h1>{html.escape(title)}</h1>", "<h2>Findings</h2>", _findings_html(read_findings(run)),
                 "<h2>Run</h2>", _summary_html(run, meta, result, epochs), _transfer_html(run),
+                _tasks_html(run, result, epochs),
                 "<h2>Input pipeline</h2>", _inputs_html(run),
                 "<h2>Sanity checks</h2>", _checks_html(checks),
                 _curves_html(steps, epochs), "<h2>Layer statistics</h2>", _layers_html(run, _labels(run)),

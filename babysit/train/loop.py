@@ -33,7 +33,8 @@ from babysit.rundir import RunDir
 from babysit.train import distributed as ddp
 from babysit.train.average import Averages, weights_of
 from babysit.train.early import improved, patience_spent, stop_reason, stop_record
-from babysit.train.losses import LossFn, Targets, make_loss, make_train_loss
+from babysit.train.losses import LossFn, Targets, make_loss, make_train_loss, multitask_loss
+from babysit.train.multitask import parse_heads, task_accuracies
 from babysit.train.optim import clip_gradients, describe_groups, make_optimizer
 from babysit.train.record import Recorder, StepLosses, recorder, sync_due
 from babysit.train.regularize import Regularizer
@@ -118,16 +119,18 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
     was_training = model.training
     model.eval()
     total, preds = 0.0, []
+    main = getattr(loss_fn, "slices", [slice(None)])[0]  # multi-task: accuracy and predictions of the first task
     for i in range(0, len(x), batch_size):
         scores = model(x[i : i + batch_size])
         yb = y[i : i + batch_size]
         total += (F.cross_entropy(scores, yb, reduction="sum").item() if loss_fn is None
                   else loss_fn(scores, yb).item() * len(yb))
-        preds.append(scores.argmax(1))
+        preds.append(scores[:, main].argmax(1))
     model.train(was_training)
     pred = torch.cat(preds) if preds else torch.empty(0, dtype=torch.long)
     n = max(len(x), 1)
-    return total / n, (pred == y).float().mean().item() if len(x) else 0.0, pred
+    y_main = y[:, 0] if y.dim() == 2 else y
+    return total / n, (pred == y_main).float().mean().item() if len(x) else 0.0, pred
 
 
 AUTO_BATCH = (32, 512)  # train.batch_size=0: n_train/100 rounded down to a power of two, within these bounds
@@ -347,15 +350,34 @@ def fit(model: nn.Module, data: TensorData, cfg: RunConfig, run: RunDir | None =
 
 def _scorer(cfg: RunConfig) -> Callable[[nn.Module, torch.Tensor, torch.Tensor], tuple[float, float]]:
     """(model, x, y) -> (val loss without label smoothing, accuracy): how every set of weights is scored."""
+    return lambda model, x, y: evaluate(model, x, y, cfg.train.eval_batch_size, eval_loss(cfg))[:2]
+
+
+def eval_loss(cfg: RunConfig) -> LossFn:
+    """The loss validation and test report: the data loss without label smoothing (per task, summed)."""
     loss_fn = make_loss(cfg.loss, train=False)
-    return lambda model, x, y: evaluate(model, x, y, cfg.train.eval_batch_size, loss_fn)[:2]
+    return multitask_loss(loss_fn, cfg) if cfg.model.heads else loss_fn
+
+
+@torch.no_grad()
+def task_scores(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: RunConfig) -> dict[str, float]:
+    """Multi-task: each task's accuracy on (x, y), in eval mode ({} for one task)."""
+    if not cfg.model.heads:
+        return {}
+    was_training = model.training
+    model.eval()
+    bs = cfg.train.eval_batch_size
+    scores = torch.cat([model(x[i : i + bs]) for i in range(0, len(x), bs)])
+    model.train(was_training)
+    return task_accuracies(scores, y, parse_heads(cfg.model.heads))
 
 
 def _end_epoch(state: LoopState, data: TensorData, train_eval: slice, seconds: float, rec: Recorder) -> None:
     """Score, print the lecture's epoch line, record it, keep the best weights (and the EMA's best, a
     cosine-restarts snapshot, the last epochs' weights)."""
     t, epoch, score = state.cfg.train, state.epoch + 1, _scorer(state.cfg)
-    _, train_acc, _ = evaluate(state.model, data.x_train[train_eval], data.y_train[train_eval], t.eval_batch_size)
+    _, train_acc, _ = evaluate(state.model, data.x_train[train_eval], data.y_train[train_eval], t.eval_batch_size,
+                               eval_loss(state.cfg) if state.cfg.model.heads else None)
     val_loss, val_acc = score(state.model, data.x_val, data.y_val)
     cost = state.loss_sum / max(state.batch, 1)  # the notes' cost: data loss + regularisation
     reg = state.reg_sum / max(state.batch, 1)
@@ -363,10 +385,14 @@ def _end_epoch(state: LoopState, data: TensorData, train_eval: slice, seconds: f
               "train_acc": train_acc, "val_loss": val_loss, "val_acc": val_acc, "lr": state.lr, "seconds": seconds}
     if state.averages is not None:
         record |= state.averages.score(score, data.x_val, data.y_val)  # ema_val_loss, ema_val_acc
+    tasks = task_scores(state.model, data.x_val, data.y_val, state.cfg)
+    if tasks:  # multi-task: every head's val accuracy (val_acc is the first task's)
+        record["val_acc_tasks"] = tasks
     ema = f", ema val {record['ema_val_acc']:.6f}" if "ema_val_acc" in record else ""
     # the data loss beside the cost: val loss has no regularisation term, so compare it with the data loss
     _log.info(f"Finished epoch {epoch} / {t.epochs}: cost {cost:.6f} (data loss {cost - reg:.6f}, reg {reg:.6f}), "
-              f"train: {train_acc:.6f}, val {val_acc:.6f} (val loss {val_loss:.6f}){ema}, lr {state.lr:.6e}")
+              f"train: {train_acc:.6f}, val {val_acc:.6f} (val loss {val_loss:.6f}){ema}, lr {state.lr:.6e}"
+              + "".join(f", val {k} {v:.4f}" for k, v in tasks.items()))
     state.history.append(record)
     rec.append(record)
     if improved(t.monitor, record[t.monitor], state.best_score, t.min_delta):

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from babysit.config import LossConfig, RunConfig
 from babysit.registry import Registry
+from babysit.train.multitask import MultiTaskLoss, parse_heads, parse_task_weights
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 LOSSES: Registry[Callable[[LossConfig], LossFn]] = Registry("loss.name")
@@ -143,4 +144,12 @@ def make_train_loss(cfg: RunConfig) -> Callable[[torch.Tensor, Targets], torch.T
     built on it."""
     hard = make_loss(cfg.loss)
     d = cfg.distill
+    if cfg.model.heads:  # multi-task: the weighted sum of each head's loss on its slice of the scores
+        return multitask_loss(hard, cfg)
     return Distillation(hard, d.temperature, d.alpha) if d.teacher else hard
+
+
+def multitask_loss(loss: LossFn, cfg: RunConfig) -> MultiTaskLoss:
+    """``loss`` per task of ``model.heads``, weighted by ``loss.task_weights`` and summed."""
+    heads = parse_heads(cfg.model.heads)
+    return MultiTaskLoss(loss, heads, parse_task_weights(cfg.loss.task_weights, heads))
