@@ -246,8 +246,7 @@ UNFREEZE = ("none", "gradual")
 @dataclass(frozen=True)
 class TransferConfig:
     source: str = ""  # the run whose weights start this one (set by `babysit finetune FROM_RUN`); "" = from scratch
-    strategy: str = "full"  # what fine-tuning trains: linear-probe | top | full | auto
-    # (linear-probe: a linear classifier on frozen features; auto: the notes' 2x2 table, measured)
+    strategy: str = "full"  # what fine-tunes (auto measures the notes' 2x2 table): linear-probe | top | full | auto
     layers: int = 2  # top: the top K weight layers train, the new head counted as one
     unfreeze: str = "none"  # none | gradual (epoch 1 trains the head, each later epoch one more layer below)
     small: int = 1000  # auto: fewer labelled training images than this is "small" data

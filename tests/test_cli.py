@@ -215,6 +215,8 @@ CHOICES = {
     "search.sampler": ("babysit.config", "SAMPLERS"),
     "search.pruner": ("babysit.config", "PRUNERS"),
     "recipe.baselines": ("babysit.baseline.run", "BASELINES"),
+    "transfer.strategy": ("babysit.config", "STRATEGIES"),
+    "transfer.unfreeze": ("babysit.config", "UNFREEZE"),
 }
 
 
