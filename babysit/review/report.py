@@ -285,8 +285,10 @@ def _transfer_html(run: RunDir) -> str:
     return f"<h2>Transfer learning</h2><table>{body}</table>"
 
 
-def _tasks_html(run: RunDir, result: dict[str, Any], epochs: list[dict[str, Any]]) -> str:
+def _tasks_html(run: RunDir, result: dict[str, Any] | None, epochs: list[dict[str, Any]]) -> str:
     """Multi-task runs: every head's val accuracy at the best epoch and its test accuracy."""
+    result = result if isinstance(result, dict) else {}  # a run that has not finished has no result.json
+    epochs = [e for e in epochs or [] if isinstance(e, dict)]
     best = next((e for e in epochs if e.get("epoch") == result.get("best_epoch")), epochs[-1] if epochs else {})
     val = best.get("val_acc_tasks") or {}
     test = result.get("test_acc_tasks") or {}

@@ -103,9 +103,12 @@ class Freezer:
 
 def layer_lr_scales(model: nn.Module, decay: float) -> dict[str, float]:
     """Parameter name -> learning-rate multiplier decay^d, d = weight layers below the top (the head gets 1)."""
+    if decay == 1:
+        return {name: 1.0 for name, _ in model.named_parameters()}
     blocks = weight_blocks(model)
     depth = {name: len(blocks) - 1 - i for i, block in enumerate(blocks) for name in block}
-    return {name: decay ** depth[name.partition(".")[0]] for name, _ in model.named_parameters()}
+    # a parameter of the module itself (no child) counts as the top's
+    return {name: decay ** depth.get(name.partition(".")[0], 0) for name, _ in model.named_parameters()}
 
 
 def adapt_first_conv(weight: torch.Tensor, channels: int) -> torch.Tensor:
