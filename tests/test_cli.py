@@ -256,11 +256,11 @@ def test_choice_options_list_exactly_the_names_the_code_accepts():
     (["train", "--epochs", "3"], "unknown option '--epochs'; run `babysit train --help` for the options; "
                                  "did you mean --train.epochs?"),
     (["train", "--optim.lrr=0.1"], "unknown config key 'optim.lrr'; keys in [optim] are: name, lr, momentum, "
-                                   "nesterov, betas, decay_rate, eps, weight_decay, decoupled, decay_bias, clip_norm; "
-                                   "did you mean --optim.lr?"),
+                                   "nesterov, betas, decay_rate, eps, weight_decay, decoupled, decay_bias, clip_norm, "
+                                   "layer_decay; did you mean --optim.lr?"),
     (["check", "--optm.lr=0.1"], "unknown config section 'optm' in 'optm.lr'; sections are: data, augment, model, "
                                  "optim, schedule, train, checkpoint, loss, regularize, lr_find, monitor, distill, "
-                                 "baseline, search, recipe; did you mean --optim.lr?"),
+                                 "baseline, search, recipe, transfer; did you mean --optim.lr?"),
     (["data", "show", "digits", "--confg", "x.toml"], "unknown option '--confg'; run `babysit data show --help` for "
                                                        "the options; did you mean --config?"),
     (["summary", "--batch_size", "4"], "did you mean --batch-size?"),

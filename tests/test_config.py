@@ -92,16 +92,16 @@ def test_fuzz_toml_text_gives_a_config_or_our_error(text):
 
 @pytest.mark.parametrize("toml,message", [
     ("[optim]\nlrr = 0.1\n", "unknown config key 'optim.lrr'; keys in [optim] are: name, lr, momentum, nesterov, "
-                             "betas, decay_rate, eps, weight_decay, decoupled, decay_bias, clip_norm; "
+                             "betas, decay_rate, eps, weight_decay, decoupled, decay_bias, clip_norm, layer_decay; "
                              "did you mean optim.lr?"),
     ("[optm]\nlr = 0.1\n", "unknown config section 'optm' in 'optm.lr'; sections are: data, augment, model, optim, "
                            "schedule, train, checkpoint, loss, regularize, lr_find, monitor, distill, baseline, "
-                           "search, recipe; "
+                           "search, recipe, transfer; "
                            "did you mean optim.lr?"),
     ("[optim]\nepochs = 3\n", "did you mean train.epochs?"),
     ("[train]\nbatch-size = 3\n", "did you mean train.batch_size?"),
     ("[optim]\nfrobnicate = 3\n", "keys in [optim] are: name, lr, momentum, nesterov, betas, decay_rate, eps, "
-                                  "weight_decay, decoupled, decay_bias, clip_norm."),
+                                  "weight_decay, decoupled, decay_bias, clip_norm, layer_decay."),
 ])
 def test_unknown_toml_keys_suggest_the_nearest(tmp_path, toml, message):
     path = tmp_path / "c.toml"

@@ -44,8 +44,8 @@ def test_a_float_range_on_an_int_key_and_other_type_mistakes():
 @pytest.mark.parametrize("entry,message", [
     ("optim.lrr=loguniform(1e-4,1)", "search.space entry 'optim.lrr=loguniform(1e-4,1)': unknown config key "
                                      "'optim.lrr'; keys in [optim] are: name, lr, momentum, nesterov, betas, "
-                                     "decay_rate, eps, weight_decay, decoupled, decay_bias, clip_norm; did you mean "
-                                     "optim.lr?"),
+                                     "decay_rate, eps, weight_decay, decoupled, decay_bias, clip_norm, layer_decay; "
+                                     "did you mean optim.lr?"),
     ("optim.lr=logunifrom(1e-4,1)", "unknown distribution 'logunifrom' (known: loguniform, uniform, int, choice, "
                                     "grid); did you mean loguniform?"),
     ("optim.lr=loguniform(0,1)", "a log scale needs low > 0, got 0"),
