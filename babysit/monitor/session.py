@@ -59,7 +59,7 @@ class RunMonitor:
         if resume or not self.cfg.monitor.checks:
             return
         if self.cfg.model.heads:  # the checks' expectations (initial loss ln C, ...) are for one task
-            print("sanity checks skipped: they are written for one task, and this run has model.heads.", flush=True)
+            _log.info("sanity checks skipped: they are written for one task, and this run has model.heads.")
             return
         self.checks = run_checks(model, data, self.cfg, num_classes, progress=True)
         _log.info(format_checks(self.checks))

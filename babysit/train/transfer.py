@@ -28,7 +28,10 @@ import torch
 from torch import nn
 
 from babysit.errors import BabysitError
+from babysit.log import get_logger
 from babysit.train.checkpoint import load_checkpoint
+
+_log = get_logger(__name__)
 
 __all__ = ["Freezer", "HeadOnly", "adapt_first_conv", "apply_freezing", "layer_lr_scales", "load_source",
            "probe_features", "trainable_layers", "weight_blocks"]
@@ -96,8 +99,8 @@ class Freezer:
         top = trainable_layers(self.strategy, self.layers, self.unfreeze, state.epoch + 1, total)
         frozen = apply_freezing(state.model, top)
         if not self.schedule or self.schedule[-1] != top:
-            print(f"transfer: epoch {state.epoch + 1} trains the top {top} of {total} weight layers"
-                  + (f" (frozen: {', '.join(frozen)})" if frozen else ""), flush=True)
+            _log.info(f"transfer: epoch {state.epoch + 1} trains the top {top} of {total} weight layers"
+                  + (f" (frozen: {', '.join(frozen)})" if frozen else ""))
         self.schedule.append(top)
 
 

@@ -22,8 +22,11 @@ from babysit import config as C
 from babysit.commands import report
 from babysit.errors import BabysitError
 from babysit.experiment import TrainResult, train
+from babysit.log import get_logger
 from babysit.rundir import RunDir
 from babysit.transfer.auto import Choice, choose_strategy
+
+_log = get_logger(__name__)
 
 LR_FACTOR = 0.1  # fine-tuning starts at a tenth of the source run's learning rate (optim.lr overrides it)
 DEFAULT_LAYER_DECAY = 0.5  # full / top: each weight layer further from the head trains at half the lr
@@ -93,15 +96,14 @@ def finetune(source: str | Path, overrides: dict[str, Any] | None = None, out: s
     choice = None
     if cfg.transfer.strategy == "auto":
         choice = choose_strategy(cfg)
-        print(f"transfer.strategy=auto: {choice.describe()}", flush=True)
+        _log.info(f"transfer.strategy=auto: {choice.describe()}")
         t = replace(cfg.transfer, strategy=choice.strategy)
         optim = cfg.optim if choice.strategy != "linear-probe" else replace(cfg.optim, layer_decay=1.0)
         cfg = replace(cfg, transfer=t, optim=optim)
-    print(f"fine-tuning {src_run.path} ({_source_data(src_run)}) on {cfg.data.name}: strategy "
+    _log.info(f"fine-tuning {src_run.path} ({_source_data(src_run)}) on {cfg.data.name}: strategy "
           f"{cfg.transfer.strategy}" + (f", top {cfg.transfer.layers} layers" if cfg.transfer.strategy == "top" else "")
           + (", gradual unfreezing" if cfg.transfer.unfreeze == "gradual" else "")
-          + (f", lr x{cfg.optim.layer_decay:g} per layer below the head" if cfg.optim.layer_decay != 1 else ""),
-          flush=True)
+          + (f", lr x{cfg.optim.layer_decay:g} per layer below the head" if cfg.optim.layer_decay != 1 else ""))
     default = f"finetune-{Path(cfg.data.name).stem}-{cfg.transfer.strategy}-{datetime.now():%Y%m%d-%H%M%S}"
     result = train(cfg, out=out, name=name or default)
     if result.run is not None:
