@@ -38,7 +38,10 @@ import torch
 
 from babysit.data.folders import image_header, read_image, shape_from_headers, shown
 from babysit.errors import BabysitError
+from babysit.log import get_logger
 from babysit.rundir import atomic_write_text, write_error
+
+_log = get_logger(__name__)
 
 IN_MEMORY_FACTOR = 8.0
 """Peak resident memory of an in-memory run over the uint8 size of its images: 5.9 and 8.4 in two runs of
@@ -199,9 +202,8 @@ def _fill(folder: Path, files: list[Path], channels: int, size: int, workers: in
         headers = [h for batch in _batches(files, channels, size, workers, header=True) for h in batch]
         shape = (len(files), *shape_from_headers(files, headers, channels, size))
         done = 0
-    print(f"data: decoding {len(files) - done:,} images ({'x'.join(map(str, shape[1:]))}) into the cache "
-          f"{shown(folder)} with {workers} worker process(es)" + (f", continuing after {done:,}" if done else ""),
-          flush=True)
+    _log.info(f"data: decoding {len(files) - done:,} images ({'x'.join(map(str, shape[1:]))}) into the cache "
+              f"{shown(folder)} with {workers} worker process(es)" + (f", continuing after {done:,}" if done else ""))
     try:
         mm = np.memmap(partial, dtype=np.uint8, mode="r+" if done else "w+", shape=shape)
         last_save, row = time.perf_counter(), done
@@ -220,8 +222,7 @@ def _fill(folder: Path, files: list[Path], channels: int, size: int, workers: in
     atomic_write_text(folder / "cache.json", json.dumps({"shape": list(shape), "version": CACHE_VERSION}))
     progress.unlink(missing_ok=True)
     seconds = time.perf_counter() - started
-    print(f"data: cache filled in {seconds:.1f} s ({(len(files) - done) / max(seconds, 1e-9):,.0f} images/s)",
-          flush=True)
+    _log.info(f"data: cache filled in {seconds:.1f} s ({(len(files) - done) / max(seconds, 1e-9):,.0f} images/s)")
 
 
 def gather(x: torch.Tensor, index: torch.Tensor, store: MapStore) -> tuple[torch.Tensor, MapStore]:
