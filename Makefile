@@ -23,7 +23,7 @@ demo: $(STAMP)
 	$(BIN)/babysit train --data.name=digits
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -m slow
