@@ -543,6 +543,21 @@ def _baseline_checks(cfg: RunConfig) -> list[tuple[bool, str]]:
     ]
 
 
+def weight_pairs(text: str) -> list[tuple[str, str, float | None]]:
+    """``"a=0.5, b=0"`` -> [(entry, name, weight)] for each comma-separated NAME=WEIGHT entry; weight is None
+    when the entry has no "=", no name, or a value that is not a number >= 0 (the caller says what it wanted)."""
+    out: list[tuple[str, str, float | None]] = []
+    for entry in filter(None, (part.strip() for part in text.split(","))):
+        name, sep, value = entry.partition("=")
+        try:
+            weight: float | None = float(value)
+        except ValueError:
+            weight = None
+        ok = sep and name.strip() and weight is not None and weight >= 0  # NaN fails >= 0
+        out.append((entry, name.strip(), weight if ok else None))
+    return out
+
+
 def parse_duration(text: str) -> float:
     """"90s", "3m", "1h30m", "20" (minutes) -> seconds; a BabysitError for anything else or a duration <= 0."""
     t = text.strip().lower().replace(" ", "")

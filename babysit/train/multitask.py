@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 import torch
 
+from babysit.config import weight_pairs
 from babysit.errors import BabysitError
 
 Head = tuple[str, int]
@@ -41,16 +42,11 @@ def parse_heads(text: str) -> list[Head]:
 def parse_task_weights(text: str, heads: list[Head]) -> list[float]:
     """``"group=0.5"`` -> a weight per head (1 where not named)."""
     weights = {n: 1.0 for n, _ in heads}
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        name, _, value = part.partition("=")
-        try:
-            w = float(value)
-        except ValueError:
-            w = -1.0
-        if name.strip() not in weights or not w >= 0:
+    for part, name, w in weight_pairs(text):
+        if name not in weights or w is None:
             raise BabysitError(f"loss.task_weights takes NAME=WEIGHT pairs (weights >= 0) for the tasks of "
                                f"model.heads ({', '.join(weights)}), got {part!r}; e.g. {heads[-1][0]}=0.5.")
-        weights[name.strip()] = w
+        weights[name] = w
     return list(weights.values())
 
 

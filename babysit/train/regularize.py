@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from babysit.config import RunConfig
+from babysit.config import RunConfig, weight_pairs
 from babysit.errors import BabysitError
 
 
@@ -69,16 +69,11 @@ def decoupled_weight_decay_(params: list[nn.Parameter] | list[torch.Tensor], lr:
 def parse_layer_strengths(text: str) -> dict[str, float]:
     """``"0=1e-3, 9=0"`` -> {"0": 0.001, "9": 0.0}."""
     out: dict[str, float] = {}
-    for item in filter(None, (part.strip() for part in text.split(","))):
-        name, sep, value = item.partition("=")
-        try:
-            strength = float(value)
-        except ValueError:
-            strength = -1.0
-        if not sep or not name.strip() or not strength >= 0:
+    for item, name, strength in weight_pairs(text):
+        if strength is None:
             raise BabysitError(f"regularize.layer_weight_decay entry {item!r} must look like LAYER=LAMBDA with "
                                "LAMBDA >= 0, e.g. --regularize.layer_weight_decay=0=1e-3,9=0.")
-        out[name.strip()] = strength
+        out[name] = strength
     return out
 
 
