@@ -119,3 +119,23 @@ def test_unknown_toml_keys_suggest_the_nearest(tmp_path, toml, message):
 def test_nearest_key(typed, near):
     assert C.nearest(typed, [k for k, _, _ in C.option_table()]) == near
     assert C.unknown_key_error("optim.lr") is None
+
+
+def test_weight_pairs_and_the_two_options_that_use_them():
+    import math
+
+    from babysit.config import weight_pairs
+    from babysit.train.multitask import parse_task_weights
+    from babysit.train.regularize import parse_layer_strengths
+
+    assert weight_pairs(" a=0.5, b=0 ,") == [("a=0.5", "a", 0.5), ("b=0", "b", 0.0)]
+    for bad in ("a", "=1", "a=x", "a=-1", "a=nan"):
+        assert weight_pairs(bad)[0][2] is None
+    assert weight_pairs("a=inf")[0][2] == math.inf
+    heads = [("class", 10), ("group", 4)]
+    assert parse_task_weights("group=0.5", heads) == [1.0, 0.5]
+    with pytest.raises(BabysitError, match=r"loss.task_weights takes NAME=WEIGHT pairs .* got 'other=1'"):
+        parse_task_weights("other=1", heads)
+    assert parse_layer_strengths("0=1e-3, 9=0") == {"0": 1e-3, "9": 0.0}
+    with pytest.raises(BabysitError, match=r"regularize.layer_weight_decay entry '9=-1' must look like LAYER=LAMBDA"):
+        parse_layer_strengths("0=1, 9=-1")
