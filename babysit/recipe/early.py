@@ -106,8 +106,8 @@ def step_lr(ctx: Ctx, window: Window) -> StepResult:
     from babysit.figures import plot_lr_find
 
     steps = min(200, max(100, ctx.outputs("data")["steps_per_epoch"]))
-    cfg = replace(ctx.cfg, lr_find=replace(ctx.cfg.lr_find, seeds=1, steps=steps))
-    plan = replace(ctx.plan(), cfg=replace(ctx.plan().cfg, lr_find=cfg.lr_find))
+    base = ctx.plan()  # the data loaded once; only the range test's own settings change
+    plan = replace(base, cfg=replace(base.cfg, lr_find=replace(base.cfg.lr_find, seeds=1, steps=steps)))
     model, data, augment = fresh_start(plan)
     started = time.perf_counter()
     result = lr_range_test(model, data, plan.cfg, augment=augment)
@@ -120,7 +120,7 @@ def step_lr(ctx: Ctx, window: Window) -> StepResult:
     plot_lr_find(result, ctx.rdir.lr_plot)
     low, high = lr_range(result.steepest[0], result.min_loss[0])
     evidence = [f"{ran} mini-batches of {plan.cfg.train.batch_size} with lr growing from "
-                f"{cfg.lr_find.start_lr:g} to {result.lrs[ran - 1]:.3g}: steepest descent at lr "
+                f"{plan.cfg.lr_find.start_lr:g} to {result.lrs[ran - 1]:.3g}: steepest descent at lr "
                 f"{result.steepest[0]:.3g}, smoothed loss lowest at lr {result.min_loss[0]:.3g}",
                 f"one step took {1000 * step_s:.1f} ms: an epoch ~{epoch_s:.1f} s on {torch.get_num_threads()} "
                 f"thread(s)"]
