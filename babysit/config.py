@@ -89,6 +89,11 @@ class OptimConfig:
     # (1 = one lr for all; babysit finetune's full and top strategies default to 0.5)
 
 
+READ_BY = {"momentum": ("sgd",), "nesterov": ("sgd",), "betas": ("adam", "almost-adam", "adamw"),
+           "decay_rate": ("rmsprop",), "eps": ("adagrad", "rmsprop", "adam", "almost-adam", "adamw")}
+"""Which update rules (optim.name) read which OptimConfig options; the rest are ignored by that rule."""
+
+
 @dataclass(frozen=True)
 class ScheduleConfig:
     name: str = "onecycle"  # learning-rate schedule:

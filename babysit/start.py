@@ -123,30 +123,27 @@ def resolve_auto(cfg: C.RunConfig, input_shape: tuple[int, int, int], n_train: i
     return replace(cfg, model=model, train=train)
 
 
-# which update rules read which optimiser options (the rest are ignored by that rule)
-_READ_BY = {"momentum": ("sgd",), "nesterov": ("sgd",), "betas": ("adam", "almost-adam", "adamw"),
-            "decay_rate": ("rmsprop",), "eps": ("adagrad", "rmsprop", "adam", "almost-adam", "adamw")}
-
 
 def config_warnings(cfg: C.RunConfig, steps_per_epoch: int) -> list[str]:
     """Settings that are legal but almost surely not what the user meant: an option the chosen update
     rule ignores, and a schedule constant left at its per-epoch default after ``schedule.unit=step``."""
     out = []
     default, o = C.OptimConfig(), cfg.optim
-    for key, rules in _READ_BY.items():
+    for key, rules in C.READ_BY.items():
         if o.name not in rules and getattr(o, key) != getattr(default, key):
             out.append(f"optim.{key}={getattr(o, key)} is ignored by optim.name={o.name} (only "
                        f"{', '.join(rules)} read it); drop it, or choose one of those rules.")
     s, sd = cfg.schedule, C.ScheduleConfig()
     if s.name == "onecycle" and s.momentum_low > 0:  # one-cycle replaces the rule's own momentum by its cycle
+        given = ""
         if o.name == "sgd" and o.momentum not in (0, default.momentum):
-            out.append(f"optim.momentum={o.momentum} is replaced by one-cycle's momentum cycle "
-                       f"({s.momentum_high:g} -> {s.momentum_low:g} -> {s.momentum_high:g}); set "
-                       "--schedule.momentum_low=0 to keep it fixed, or move the cycle with --schedule.momentum_high.")
-        elif o.name in _READ_BY["betas"] and o.betas[0] != default.betas[0]:
-            out.append(f"optim.betas' beta1={o.betas[0]} is replaced by one-cycle's momentum cycle "
-                       f"({s.momentum_high:g} -> {s.momentum_low:g} -> {s.momentum_high:g}); set "
-                       "--schedule.momentum_low=0 to keep it fixed, or move the cycle with --schedule.momentum_high.")
+            given = f"optim.momentum={o.momentum}"
+        elif o.name in C.READ_BY["betas"] and o.betas[0] != default.betas[0]:
+            given = f"optim.betas' beta1={o.betas[0]}"
+        if given:
+            out.append(f"{given} is replaced by one-cycle's momentum cycle ({s.momentum_high:g} -> {s.momentum_low:g} "
+                       f"-> {s.momentum_high:g}); set --schedule.momentum_low=0 to keep it fixed, or move the cycle "
+                       "with --schedule.momentum_high.")
     if s.unit == "step":
         for key, names in (("step_size", ("step",)), ("k", ("exp", "inv-time", "inv-sqrt")),
                            ("half_cycle", ("cyclical",))):

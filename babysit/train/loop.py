@@ -205,12 +205,10 @@ def train_step(u: Update, xb: torch.Tensor, yb: Targets, lr: float | None = None
     """One mini-batch step: forward -> loss (+ regularisation) -> backward -> clip -> update -> max-norm.
 
     ``lr`` (times the group's ``lr_scale``) and ``momentum`` (when given; Adam's beta1) are set on every parameter
-    group first. With
-    ``check_finite`` a NaN or Inf loss or gradient raises :class:`NonFinite` before the update, so it
-    never reaches the weights. Returns the
-    cost (data loss + regularisation, the L2 term included when the update rule applies it) as a
-    detached 0-d tensor; the regularisation part alone is left in ``u.reg_term`` (None without one), so the
-    data loss and the regularisation can be reported apart without another host sync."""
+    group first. With ``check_finite`` a NaN or Inf loss or gradient raises :class:`NonFinite` before the update,
+    so it never reaches the weights. Returns the cost (data loss + regularisation, the L2 term included when the
+    update rule applies it) as a detached 0-d tensor; the regularisation part alone is left in ``u.reg_term`` (None
+    without one), so the data loss and the regularisation can be reported apart without another host sync."""
     if lr is not None:  # a group's lr_scale: discriminative learning rates (optim.layer_decay)
         for group in u.optimizer.param_groups:
             group["lr"] = lr * group.get("lr_scale", 1.0)

@@ -31,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from babysit.config import RunConfig, ScheduleConfig
+from babysit.config import READ_BY, RunConfig, ScheduleConfig
 from babysit.registry import Registry
 
 
@@ -262,7 +262,7 @@ def rule_momentum(cfg: RunConfig) -> float:
     o = cfg.optim
     if o.name == "sgd":
         return o.momentum
-    return o.betas[0] if o.name in ("adam", "almost-adam", "adamw") else 0.0
+    return o.betas[0] if o.name in READ_BY["betas"] else 0.0
 
 
 def lr_curve(cfg: ScheduleConfig, base_lr: float, epochs: int, steps_per_epoch: int) -> list[float]:
