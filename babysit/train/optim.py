@@ -34,8 +34,8 @@ from babysit.train.regularize import (
 )
 from babysit.train.transfer import layer_lr_scales
 
-__all__ = ["OPTIMIZERS", "AlmostAdam", "check_choices", "clip_gradients", "decayed_parameters",
-           "describe_groups", "l2_penalty", "list_optimizers", "make_optimizer", "param_groups"]
+__all__ = ["OPTIMIZERS", "AlmostAdam", "check_choices", "clip_gradients", "decayed_parameters", "describe_groups",
+           "l2_penalty", "list_optimizers", "make_optimizer", "param_groups"]
 
 Groups = list[dict[str, Any]]
 OptimizerFn = Callable[[Groups, OptimConfig], torch.optim.Optimizer]
