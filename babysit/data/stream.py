@@ -38,6 +38,7 @@ import torch
 
 from babysit.data.folders import image_header, read_image, shape_from_headers, shown
 from babysit.errors import BabysitError
+from babysit.limits import read_small_text
 from babysit.log import get_logger
 from babysit.rundir import atomic_write_text, write_error
 
@@ -99,6 +100,21 @@ def available_memory() -> int:
     return max(0, min(limits)) if limits else 1 << 62
 
 
+def _cache_record(path: Path, folder: Path, counted: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A cache's own small JSON file (cache.json, progress.json: a "shape" list, and whole numbers under
+    ``counted``), read with a size bound; a damaged one is one sentence saying to delete the folder, as for a cache
+    of the wrong size."""
+    try:
+        record = json.loads(read_small_text(path))
+        if not isinstance(record, dict) or not isinstance(record.get("shape"), list) or \
+                not all(type(v) is int for v in record["shape"] + [record.get(k) for k in counted]):
+            raise ValueError(record)
+        return record
+    except ValueError:  # not JSON, not UTF-8, or not the record babysit wrote
+        raise BabysitError(f"the cache file {shown(path)} is damaged; delete the folder {shown(folder)} so babysit "
+                           "decodes the images again.") from None
+
+
 def _read(path: str) -> str:
     try:
         return Path(path).read_text()
@@ -142,7 +158,7 @@ def map_images(files: list[Path], channels: int, size: int, opts: StreamOptions)
             fcntl.flock(lock, fcntl.LOCK_EX)  # another process filling it: wait, then read what it made
             if not (final.exists() and meta.exists()):
                 _fill(folder, files, channels, size, opts.workers)
-    shape = tuple(json.loads(meta.read_text())["shape"])
+    shape = tuple(_cache_record(meta, folder)["shape"])
     if shape[0] != len(files):
         raise BabysitError(f"the cache {shown(folder)} holds {shape[0]} images, not {len(files)}; delete that folder "
                            "so babysit decodes the images again.")
@@ -196,7 +212,7 @@ def _fill(folder: Path, files: list[Path], channels: int, size: int, workers: in
     started = time.perf_counter()
     done, shape = 0, None
     if partial.exists() and progress.exists():
-        saved = json.loads(progress.read_text())
+        saved = _cache_record(progress, folder, ("rows",))
         done, shape = int(saved["rows"]), tuple(saved["shape"])
     if shape is None:
         headers = [h for batch in _batches(files, channels, size, workers, header=True) for h in batch]

@@ -176,3 +176,14 @@ def test_running_out_of_memory_in_memory_says_to_stream(monkeypatch):
     monkeypatch.setattr(Preprocessor, "__call__", no_memory)
     with pytest.raises(BabysitError, match=r"do not fit in memory; use --data.stream=on"):
         fresh_start(plan)
+
+
+@pytest.mark.parametrize("damage", [b"{not json", b'{"shape": "1797x1x8x8"}', b'{"shape": [1797, 1, 8, 8.5]}',
+                                    b"\xff\xfe", b"[]"])
+def test_a_damaged_cache_record_says_to_delete_the_folder(folder, tmp_path, damage):
+    cfg = _cfg(folder, tmp_path / "cache", "on")
+    plan_run(cfg)
+    cache = next((tmp_path / "cache").iterdir())
+    (cache / "cache.json").write_bytes(damage)
+    with pytest.raises(BabysitError, match=r"cache\.json is damaged; delete the folder .* decodes the images again"):
+        plan_run(cfg)
