@@ -11,6 +11,7 @@ start to the next, less the lean epoch inside it; the first epoch of each is a w
 
     python bench/loop_overhead.py [--data digits|mnist|fashion-mnist] [--limit N] [--epochs 5]
                                   [--device cpu|cuda] [--spec SPEC] [--batch-size 64] [--threads T]
+                                  [--set KEY=VALUE ...]   (fit's config only: e.g. monitor.stats_every=0 prices the probes)
 """
 
 from __future__ import annotations
@@ -98,6 +99,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: babysit's automatic choice)")
     ap.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                     help="NHWC in both loops (train.channels_last; default: babysit's)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a babysit option for fit alone")
     args = ap.parse_args()
     over = {"data.name": args.data, "data.limit": args.limit, "train.progress": False, "train.device": args.device,
             "schedule.name": "constant", "schedule.warmup_epochs": 0, "train.epochs": 1, "train.threads": args.threads,
@@ -127,7 +129,7 @@ def main() -> None:
                           nesterov=cfg.optim.nesterov)
     lean = Interleaved(model_lean, opt, data, cfg.train.batch_size, device)
     load = os.getloadavg()[0]
-    cfg = C.apply_overrides(cfg, {"train.epochs": args.epochs + 1})
+    cfg = C.apply_overrides(cfg, {"train.epochs": args.epochs + 1, **dict(item.split("=", 1) for item in args.set)})
     with tempfile.TemporaryDirectory() as tmp:
         run = RunDir.create(f"{tmp}/run")
         fit(model_fit, data, cfg, run, callbacks=RunMonitor(cfg, run).callbacks() + [lean])
@@ -136,7 +138,8 @@ def main() -> None:
     print(f"data {args.data}: {len(data.x_train)} train images, batch {cfg.train.batch_size}, device {device}, "
           f"{torch.get_num_threads()} threads, {args.epochs} timed epochs each, load {load:.2f} -> "
           f"{os.getloadavg()[0]:.2f}")
-    print(f"spec: {cfg.model.spec}, channels_last {cfg.train.channels_last}")
+    print(f"spec: {cfg.model.spec}, channels_last {cfg.train.channels_last}"
+          + (f"; fit with {', '.join(args.set)}" if args.set else ""))
     print(f"fit  epoch: median {fit_s:.3f} s  (all: {', '.join(f'{t:.3f}' for t in times['fit'])})")
     print(f"lean epoch: median {lean_s:.3f} s  (all: {', '.join(f'{t:.3f}' for t in times['lean'])})")
     print(f"epoch-time ratio fit/lean: {fit_s / lean_s:.3f}  (target <= 1.05 on CPU, <= 1.10 on CUDA)")

@@ -46,6 +46,8 @@ def main() -> None:
     print(f"{state.step} steps in {wall:.2f} s: {1000 * wall / state.step:.3f} ms per step (epoch ends included); "
           f"spec {cfg.model.spec}, batch {cfg.train.batch_size}, device {plan.device}")
     pstats.Stats(prof).sort_stats("tottime").print_stats(args.top)
+    print("babysit's own functions by cumulative time (what each adds, the torch calls inside included):")
+    pstats.Stats(prof).sort_stats("cumulative").print_stats("babysit/", args.top)
 
 
 if __name__ == "__main__":
