@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 import math
+import time
 from typing import Any, Protocol
 
 import numpy as np
@@ -40,12 +41,16 @@ RECORDS_CAPACITY = 256
 HISTOGRAMS_CAPACITY = 16
 """Histogram snapshots kept in RunDir.histograms."""
 HISTOGRAM_BINS = 32
-HISTOGRAM_SAMPLE = 1 << 14
+HISTOGRAM_SAMPLE = 1 << 12
 """Values per tensor that a histogram counts (evenly strided); its shape needs no more, the cost does."""
 HISTOGRAM_RANGE = (0.005, 0.995)
 """The quantiles a histogram spans: a few outliers no longer squeeze the bulk into one bin."""
 FIRST_LAYER_MAX = 1 << 20
 """The first layer's weights are kept raw for the report (stats/first_layer) up to this many values."""
+FILTERS_EVERY_S = 30.0
+"""While training, stats/filters.png and stats/first_layer are redrawn at an epoch end when this many seconds have
+passed since they last were, and always when fit ends: on a GPU an epoch of a small net takes a fraction of a
+second, and redrawing them every epoch cost more than the probes (TensorBoard still gets an image every epoch)."""
 SATURATION = 0.99
 """|tanh| above this (|2*sigmoid - 1| above 2*this - 1) counts as saturated."""
 
@@ -79,38 +84,79 @@ def probe_layers(model: nn.Module) -> list[tuple[str, nn.Module, str]]:
     return [(n, m, layer_kind(m)) for n, m in named if layer_kind(m) in kinds]
 
 
+def histogram_sample(t: torch.Tensor, sample: int = HISTOGRAM_SAMPLE) -> torch.Tensor:
+    """A float copy of ``min(numel, sample)`` values of ``t`` evenly spaced in its logical (row-major) order: what a
+    histogram counts. A copy, so an in-place op after the hook (ReLU(inplace)) cannot change it; ``take`` reads a
+    channels-last tensor without copying the whole of it first."""
+    flat_n = t.numel()
+    n = min(flat_n, sample)
+    return t.detach().take(_spaced(flat_n, n, t.device)).to(torch.float32, copy=True)
+
+
+_SPACED: dict[tuple[int, int, torch.device], torch.Tensor] = {}
+
+
+def _spaced(total: int, n: int, device: torch.device) -> torch.Tensor:
+    """Indices of ``n`` evenly spaced positions in ``range(total)``, made once per size and device (no host-to-device
+    copy per probe: on a GPU that would wait for the launch queue)."""
+    key = (total, n, device)
+    if key not in _SPACED:
+        _SPACED[key] = torch.arange(n, device=device) * total // n
+    return _SPACED[key]
+
+
+def histograms(samples: list[torch.Tensor], bins: int = HISTOGRAM_BINS,
+               span: tuple[float, float] = HISTOGRAM_RANGE) -> torch.Tensor:
+    """Histograms of many samples at once, without leaving the device: a (len(samples), 6 + bins) tensor whose
+    rows are [lo, hi, values below lo, values above hi, min, max, counts of the ``bins`` equal bins of [lo, hi]].
+
+    [lo, hi] is a sample's ``span`` quantiles (0.5 % and 99.5 %, numpy's linear interpolation): the values
+    outside are counted in the first and last bin, so a few huge gradients no longer make the histogram one
+    spike. Where those quantiles coincide (a ReLU output that is 0 almost everywhere) the range is [min, max].
+    Samples of one length are stacked and done together (one sort, one ``searchsorted`` for every bin edge), so a
+    probe of ten layers launches a few dozen kernels, not ten times that; nothing is read back to the host
+    (``torch.bincount`` would: it sizes its output from the data)."""
+    groups: dict[int, list[int]] = {}
+    for i, t in enumerate(samples):
+        groups.setdefault(t.numel(), []).append(i)
+    rows_of: list[torch.Tensor | None] = [None] * len(samples)
+    for n, members in groups.items():
+        rows = torch.stack([samples[i].reshape(-1) for i in members])  # (L, n)
+        ordered = rows.sort(dim=1).values
+        q_lo, q_hi = (_quantile(ordered, s) for s in span)
+        vmin, vmax = ordered[:, 0], ordered[:, -1]
+        narrow = q_hi > q_lo
+        lo, hi = torch.where(narrow, q_lo, vmin), torch.where(narrow, q_hi, vmax)
+        # bin b holds lo + b*w <= x < lo + (b+1)*w (w = (hi - lo) / bins); below lo -> bin 0, above hi -> the last
+        frac = torch.arange(1, bins, device=rows.device, dtype=rows.dtype) / bins
+        inner = lo[:, None] + (hi - lo)[:, None] * frac  # (L, bins - 1) inner edges
+        below_edge = torch.searchsorted(ordered, inner.contiguous())  # values < each inner edge
+        cum = torch.cat([below_edge.new_zeros(len(members), 1), below_edge, below_edge.new_full((len(members), 1), n)], 1)
+        counts = (cum[:, 1:] - cum[:, :-1]).to(rows.dtype)
+        below = (rows < lo[:, None]).sum(1).to(rows.dtype)
+        above = (rows > hi[:, None]).sum(1).to(rows.dtype)
+        table = torch.cat([torch.stack([lo, hi, below, above, vmin, vmax], 1), counts], 1)
+        for k, i in enumerate(members):
+            rows_of[i] = table[k : k + 1]  # a view: putting the rows back in order costs one cat
+    return torch.cat(rows_of) if rows_of else torch.empty(0, 6 + bins)  # type: ignore[arg-type]
+
+
 def histogram(t: torch.Tensor, bins: int = HISTOGRAM_BINS, sample: int = HISTOGRAM_SAMPLE,
               span: tuple[float, float] = HISTOGRAM_RANGE
               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(lo, hi, counts, extra) of ``t`` in ``bins`` equal bins over a robust range, without leaving the device.
-
-    The counts come from at most ``sample`` evenly strided values. [lo, hi] is their ``span`` quantiles
-    (0.5 % and 99.5 %): the values outside are counted in the first and last bin, so a few huge gradients
-    no longer make the histogram one spike. Where those quantiles coincide (a ReLU output that is 0 almost
-    everywhere) the range is [min, max]. ``extra`` = (values below lo, values above hi, min, max) of the
-    sample, so a reader knows how much the edge bins hold. No host sync: ``torch.bincount`` on a GPU reads
-    its input's maximum back to size the output, which stalls the launch queue once per histogram;
-    comparing against each bin index keeps it on the device.
-    """
-    flat = t.detach().reshape(-1)
-    part = flat[:: max(1, -(-flat.numel() // sample))].float()
-    ordered = part.sort().values  # quantiles by index (numpy's "linear"): positions are known on the host
-    q = [_quantile(ordered, s) for s in span]
-    vmin, vmax = ordered[0], ordered[-1]
-    narrow = q[1] > q[0]
-    lo, hi = torch.where(narrow, q[0], vmin), torch.where(narrow, q[1], vmax)
-    idx = ((part - lo) / (hi - lo).clamp_min(1e-12) * bins).floor().clamp_(0, bins - 1).long()
-    counts = (idx[:, None] == torch.arange(bins, device=idx.device)).sum(0)  # (bins,), one pass, no sync
-    extra = torch.stack([(part < lo).sum().float(), (part > hi).sum().float(), vmin, vmax])
-    return lo, hi, counts, extra
+    """(lo, hi, counts, extra) of one tensor (see :func:`histograms`): ``extra`` = (values below lo, values above
+    hi, min, max) of the sample, so a reader knows how much the edge bins hold."""
+    row = histograms([histogram_sample(t, sample)], bins, span)[0]
+    return row[0], row[1], row[6:].long(), row[2:6]
 
 
 def _quantile(ordered: torch.Tensor, q: float) -> torch.Tensor:
-    """The ``q`` quantile of sorted values, interpolated linearly between neighbours (numpy's default)."""
-    pos = q * (ordered.numel() - 1)
-    i = min(int(pos), ordered.numel() - 1)
-    j = min(i + 1, ordered.numel() - 1)
-    return ordered[i] + (ordered[j] - ordered[i]) * (pos - i)
+    """The ``q`` quantile of each row of sorted values, interpolated linearly between neighbours (numpy's default)."""
+    n = ordered.shape[-1]
+    pos = q * (n - 1)
+    i = min(int(pos), n - 1)
+    j = min(i + 1, n - 1)
+    return ordered[..., i] + (ordered[..., j] - ordered[..., i]) * (pos - i)
 
 
 def _activation_stats(kind: str, a: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -146,9 +192,11 @@ class LayerProbes:
         self.latest: dict[str, Any] | None = None
         self._hooks: list[Any] = []
         self._stats: dict[str, dict[str, torch.Tensor]] = {}
-        self._hist: dict[str, dict[str, tuple[torch.Tensor, ...]]] = {}
+        self._hist: dict[str, dict[str, torch.Tensor]] = {}  # layer -> act / grad -> the sample a histogram counts
         self._before: dict[str, torch.Tensor] = {}
         self._want_hist = False
+        self._filters_at = time.monotonic()  # when stats/filters.png was last drawn
+        self._initial: torch.Tensor | None = None  # the first layer's weights at initialisation (stats/first_layer)
         self._step = 0
         self._printed = -1
 
@@ -176,7 +224,9 @@ class LayerProbes:
             self._before = {}
 
     def on_epoch_end(self, state: LoopState) -> None:
-        if self.run is not None and self.enabled:
+        if self.enabled and self.sink is not None and (image := first_layer_image(state.model)) is not None:
+            self.sink.log_image("filters/first_layer", image, state.step)
+        if self.enabled and time.monotonic() - self._filters_at >= FILTERS_EVERY_S:
             self._write_filters(state, initial=False)
         if self.live and self.latest is not None and self.latest["step"] != self._printed:
             self._printed = self.latest["step"]  # one line per new probe, not a repeat of an old one
@@ -185,6 +235,8 @@ class LayerProbes:
     def on_fit_end(self, state: LoopState) -> None:
         self._disarm()
         self.flush()
+        if self.enabled:
+            self._write_filters(state, initial=False)
 
     def state_dict(self) -> dict[str, Any]:
         """Counters only; the records themselves are flushed to stats/ now (a checkpoint is being written)."""
@@ -228,40 +280,54 @@ class LayerProbes:
             a = out.detach()
             self._stats[name] = _activation_stats(kind, a)
             if self._want_hist:
-                self._hist[name] = {"act": histogram(a)}
+                self._hist[name] = {"act": histogram_sample(a)}
             if out.requires_grad:
                 out.register_hook(self._grad_hook(name))
         return hook
 
     def _grad_hook(self, name: str) -> Any:
         def hook(g: torch.Tensor) -> None:
-            self._stats[name]["grad_rms"] = g.detach().pow(2).mean().sqrt()
+            self._stats[name]["grad_rms"] = torch.linalg.vector_norm(g.detach()) * (g.numel() ** -0.5)
             if self._want_hist:
-                self._hist[name]["grad"] = histogram(g)
+                self._hist[name]["grad"] = histogram_sample(g)
         return hook
 
     def _collect(self, state: LoopState) -> None:
-        """Turn the hooked tensors into numbers (one device sync), store them, disarm."""
+        """Turn the hooked tensors into numbers (one device sync for the whole probe), store them, disarm."""
         self._disarm()
-        for name, module, _ in self.layers:
-            if name in self._before and name in self._stats:
-                weight = _weight(module)
-                w, w0 = weight.detach(), self._before[name]
-                s = self._stats[name]
-                s["w_norm"] = torch.linalg.vector_norm(w)
-                s["update_ratio"] = torch.linalg.vector_norm(w - w0) / torch.linalg.vector_norm(w0).clamp_min(1e-30)
-                if weight.grad is not None:
-                    s["grad_norm"] = torch.linalg.vector_norm(weight.grad.detach())
+        weighted = [(name, _weight(module)) for name, module, _ in self.layers
+                    if name in self._before and name in self._stats]
+        if weighted:  # ||W||, ||W - W_before|| / ||W_before||, ||dW||: a few fused kernels for every layer at once
+            ws = [w.detach() for _, w in weighted]
+            befores = [self._before[name] for name, _ in weighted]
+            w_norm = torch._foreach_norm(ws)
+            ratios = torch._foreach_div(torch._foreach_norm(torch._foreach_sub(ws, befores)),
+                                        torch._foreach_clamp_min(torch._foreach_norm(befores), 1e-30))
+            with_grad = [(name, w.grad.detach()) for name, w in weighted if w.grad is not None]
+            grad_norm = dict(zip([name for name, _ in with_grad], torch._foreach_norm([g for _, g in with_grad])))
+            for (name, _), norm, ratio in zip(weighted, w_norm, ratios):
+                self._stats[name] |= {"w_norm": norm, "update_ratio": ratio}
+                if name in grad_norm:
+                    self._stats[name]["grad_norm"] = grad_norm[name]
         self._before = {}
         keys = [(n, k) for n in self._stats for k in self._stats[n]]
         if not keys:
             return
-        values = torch.stack([self._stats[n][k].float() for n, k in keys]).tolist()
+        parts = [(name, part) for name, kinds in self._hist.items() for part in kinds] if self._want_hist else []
+        table = histograms([self._hist[n][p] for n, p in parts]) if parts else None
+        flat = torch.stack([self._stats[n][k].float() for n, k in keys])
+        if table is not None:
+            flat = torch.cat([flat, table.flatten()])
+        read = flat.tolist()  # the one transfer: every statistic and histogram of this probe
+        values, rows = read[: len(keys)], read[len(keys):]
         layers: dict[str, dict[str, Any]] = {n: {"kind": kind} for n, _, kind in self.layers if n in self._stats}
         for (n, k), v in zip(keys, values):
             layers[n][k] = v if math.isfinite(v) else None
         record = {"step": state.step, "epoch": state.epoch + 1, "lr": state.lr, "layers": layers}
-        hist = self._histogram_record(state.step) if self._want_hist else None
+        hist = None
+        if self._want_hist:
+            width = 6 + HISTOGRAM_BINS
+            hist = _histogram_record(state.step, parts, [rows[i * width : (i + 1) * width] for i in range(len(parts))])
         self.latest = record
         kept = self.records.offer(record)
         if hist is not None:
@@ -270,37 +336,33 @@ class LayerProbes:
             self.sink.log_layers(record, hist)
         self._stats, self._hist = {}, {}
 
-    def _histogram_record(self, step: int) -> dict[str, Any]:
-        """Every histogram of this probe, read back in one transfer."""
-        out: dict[str, Any] = {"step": step, "layers": {}}
-        keys = [(name, part) for name, parts in self._hist.items() for part in parts]
-        if not keys:
-            return out
-        rows = torch.stack([torch.cat([lo.view(1).double(), hi.view(1).double(), extra.double(), counts.double()])
-                            for lo, hi, counts, extra in (self._hist[n][p] for n, p in keys)]).tolist()
-        for (name, part), row in zip(keys, rows):  # [lo, hi, counts, below lo, above hi, min, max]
-            below, above, vmin, vmax = row[2:6]
-            out["layers"].setdefault(name, {})[part] = [row[0], row[1], [int(c) for c in row[6:]], int(below),
-                                                        int(above), vmin, vmax]
-        return out
-
     def _write_filters(self, state: LoopState, initial: bool) -> None:
-        """The first layer's image at initialisation (``initial``) or now; only "now" goes to the sink. The raw
-        weights (at initialisation and now) go to stats/first_layer, so the report can draw both on one scale."""
-        image = first_layer_image(state.model)
-        if image is None or self.run is None:
+        """The first layer's image at initialisation (``initial``) or now into stats/. The raw weights (at
+        initialisation and now) go to stats/first_layer, so the report can draw both on one scale."""
+        self._filters_at = time.monotonic()
+        if self.run is None or (w := first_layer_weights(state.model)) is None:
             return
-        atomic_write_bytes(self.run.filters_initial if initial else self.run.filters, png_bytes(image))
-        if self.sink is not None and not initial:
-            self.sink.log_image("filters/first_layer", image, state.step)
-        w = first_layer_weights(state.model)
-        if w is None or w.numel() > FIRST_LAYER_MAX:
+        atomic_write_bytes(self.run.filters_initial if initial else self.run.filters, png_bytes(_grid(w)))
+        if w.numel() > FIRST_LAYER_MAX:
             return
-        tensors = {"initial": w}
-        if not initial and self.run.first_layer.exists():  # the initial weights were saved at step 0
-            saved, _ = load_checkpoint(self.run.first_layer)
-            tensors = {"initial": saved.get("initial", w), "latest": w}
+        if initial:
+            self._initial = w
+        elif self._initial is None:  # a resumed run: the initial weights were saved at step 0
+            saved = load_checkpoint(self.run.first_layer)[0] if self.run.first_layer.exists() else {}
+            self._initial = saved.get("initial", w)
+        tensors = {"initial": w} if initial else {"initial": self._initial, "latest": w}
         save_checkpoint(self.run.first_layer, tensors, {"step": state.step, "epoch": state.epoch})
+
+
+def _histogram_record(step: int, parts: list[tuple[str, str]], rows: list[list[float]]) -> dict[str, Any]:
+    """The histograms.json entry of one probe: per layer, per part (act, grad), [lo, hi, counts, below lo,
+    above hi, min, max], from the rows of :func:`histograms`."""
+    out: dict[str, Any] = {"step": step, "layers": {}}
+    for (name, part), row in zip(parts, rows):  # [lo, hi, below lo, above hi, min, max, counts]
+        below, above, vmin, vmax = row[2:6]
+        out["layers"].setdefault(name, {})[part] = [row[0], row[1], [int(c) for c in row[6:]], int(below),
+                                                    int(above), vmin, vmax]
+    return out
 
 
 def _weight(module: nn.Module) -> torch.Tensor:

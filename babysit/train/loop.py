@@ -13,6 +13,7 @@ Batches are drawn from tensors already on the device: no per-sample Python work.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import signal
 import sys
@@ -220,7 +221,7 @@ def train_step(u: Update, xb: torch.Tensor, yb: Targets, lr: float | None = None
                 group["momentum"] = momentum
     if u.channels_last and xb.dim() == 4:
         xb = xb.contiguous(memory_format=torch.channels_last)
-    with torch.autocast(xb.device.type, dtype=u.autocast or torch.bfloat16, enabled=u.autocast is not None):
+    with (torch.autocast(xb.device.type, dtype=u.autocast) if u.autocast is not None else contextlib.nullcontext()):
         loss = u.criterion(u.model(xb), yb)  # scores (B, classes) -> data loss
     if u.share != 1.0:  # DDP: rows_r * N / B, so the mean over the N processes is the global batch's mean loss
         loss = loss * u.share

@@ -246,19 +246,63 @@ def recorder(run: RunDir | None, main: bool = True) -> Recorder:
 
 
 class WeightSnapshot:
-    """A copy of the model's weights and buffers and the optimiser's state, on their own device."""
+    """A copy of the model's weights and buffers and the optimiser's state, on their own device.
+
+    Taken at every loss read-back (``train.sync_every``), so it is refreshed in place: one fused copy into buffers
+    made once, a few kernels however many tensors the model has (a clone per tensor was the biggest cost of a
+    read-back on a GPU). The buffers are made again when the set of tensors changes (the optimiser creates its
+    state at the first step)."""
 
     def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
         self.model, self.optimizer = model, optimizer
+        self._layout: list[tuple[Any, ...]] = []
+        self._saved: list[torch.Tensor] = []
+        self._numbers: list[dict[str, Any]] = []
+        self._groups: list[dict[str, Any]] = []
         self.take()
 
-    def take(self) -> None:
-        self.weights = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-        self.optim = copy.deepcopy(self.optimizer.state_dict())
+    def _params(self) -> list[torch.nn.Parameter]:
+        return [p for g in self.optimizer.param_groups for p in g["params"]]
 
+    def _live(self) -> tuple[list[torch.Tensor], list[tuple[Any, ...]]]:
+        """The tensors to copy and their layout (where each lives, shape, dtype, device)."""
+        tensors, layout = [], []
+        for key, t in self.model.state_dict().items():
+            tensors.append(t.detach())
+            layout.append(("model", key, t.shape, t.dtype, t.device))
+        for i, p in enumerate(self._params()):
+            for k, v in self.optimizer.state.get(p, {}).items():
+                if isinstance(v, torch.Tensor):
+                    tensors.append(v)
+                    layout.append(("optim", i, k, v.shape, v.dtype, v.device))
+        return tensors, layout
+
+    @torch.no_grad()
+    def take(self) -> None:
+        tensors, layout = self._live()
+        if layout != self._layout:
+            self._layout, self._saved = layout, [t.clone() for t in tensors]
+        elif tensors:
+            torch._foreach_copy_(self._saved, tensors)
+        # the optimiser's other state: numbers (a step count) per parameter, the groups' hyper-parameters
+        self._numbers = copy.deepcopy([{k: v for k, v in self.optimizer.state.get(p, {}).items()
+                                        if not isinstance(v, torch.Tensor)} for p in self._params()])
+        self._groups = copy.deepcopy([{k: v for k, v in g.items() if k != "params"}
+                                      for g in self.optimizer.param_groups])
+
+    @torch.no_grad()
     def restore(self) -> None:
-        self.model.load_state_dict(self.weights)
-        self.optimizer.load_state_dict(self.optim)
+        tensors, layout = self._live()
+        if layout != self._layout:  # the optimiser made its state after the snapshot: back to none
+            self.optimizer.state.clear()
+            tensors, layout = self._live()
+        if tensors:
+            torch._foreach_copy_(tensors, self._saved)
+        for p, numbers in zip(self._params(), self._numbers):
+            if p in self.optimizer.state:
+                self.optimizer.state[p].update(numbers)
+        for g, saved in zip(self.optimizer.param_groups, self._groups):
+            g.update(saved)
 
 
 def check_position(meta: dict[str, Any], path: Path, steps_per_epoch: int) -> None:

@@ -144,14 +144,13 @@ class Regularizer:
         return cls(sorted(groups.items(), key=lambda kv: kv[0]), r.l1, l1_params, r.max_norm, constrained,
                    l2_in_step(cfg))
 
-    def penalty(self) -> torch.Tensor:
+    def penalty(self) -> torch.Tensor | None:
         """R(W) = sum over layers of lambda_l/2 * ||W_l||^2  +  lambda1 * sum |W| (without the L2 part when
-        the update rule applies it)."""
-        total = l1_penalty(self.l1_params, self.l1)
+        the update rule applies it); None when that leaves nothing to add to the loss (no kernel per step for a 0)."""
+        terms = [l1_penalty(self.l1_params, self.l1)] if self.l1 and self.l1_params else []
         if not self.l2_step:
-            for strength, params in self.l2_groups:
-                total = total + l2_penalty(params, strength)
-        return total
+            terms += [l2_penalty(params, strength) for strength, params in self.l2_groups]
+        return sum(terms[1:], terms[0]) if terms else None
 
     @torch.no_grad()
     def l2_value(self) -> torch.Tensor | None:

@@ -77,7 +77,8 @@ def test_stats_files_are_bounded_whatever_the_run_length(data, tmp_path, monkeyp
     hists = read_histograms(run.path)
     assert 1 <= len(hists) <= 3
     lo, hi, counts, below, above, vmin, vmax = hists[-1]["layers"]["0"]["act"]
-    assert vmin <= lo < hi <= vmax and sum(counts) == 32 * 8 * 8 * 8  # batch x channels x 8 x 8
+    assert vmin <= lo < hi <= vmax and sum(counts) == min(32 * 8 * 8 * 8, P.HISTOGRAM_SAMPLE)  # a sample of
+    # batch x channels x 8 x 8 values
     assert 0 < below + above <= 0.011 * sum(counts)  # about 0.5 % each side sits in the edge bins
     assert (run.path / "stats" / "filters.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (run.path / "stats" / "filters_initial.png").is_file()
@@ -109,7 +110,7 @@ def test_histogram_spans_the_robust_range_and_counts_outliers_in_the_edge_bins()
     np = pytest.importorskip("numpy")
     g = torch.Generator().manual_seed(0)
     t = torch.cat([torch.randn(9990, generator=g), torch.full((10,), 1000.0)])  # a few huge gradients
-    lo, hi, counts, extra = P.histogram(t, bins=32)
+    lo, hi, counts, extra = P.histogram(t, bins=32, sample=len(t))  # every value, to compare with numpy
     q_lo, q_hi = np.quantile(t.numpy(), [0.005, 0.995])  # numpy's linear interpolation
     assert lo.item() == pytest.approx(q_lo, rel=1e-5) and hi.item() == pytest.approx(q_hi, rel=1e-5)
     assert hi.item() < 4  # [min, max] would be [-4, 1000]: every normal value in one bin
@@ -122,6 +123,22 @@ def test_histogram_spans_the_robust_range_and_counts_outliers_in_the_edge_bins()
     dead[:3] = 1.0  # a ReLU output that is 0 almost everywhere: the quantiles coincide, so [min, max]
     lo, hi, _, _ = P.histogram(dead)
     assert (lo.item(), hi.item()) == (0.0, 1.0)
+
+
+def test_histograms_of_many_samples_at_once_equal_each_one_alone_in_their_order():
+    g = torch.Generator().manual_seed(1)
+    xs = [torch.randn(5000, generator=g) * 3, torch.rand(300, generator=g), torch.randn(4096, generator=g),
+          torch.relu(torch.randn(64, 8, 8, generator=g)), torch.randn(300, generator=g) + 10]
+    samples = [P.histogram_sample(x) for x in xs]  # lengths 4096, 300, 4096, 4096, 300: three groups of one length
+    table = P.histograms(samples)
+    assert table.shape == (5, 6 + P.HISTOGRAM_BINS)
+    for row, x in zip(table, xs):
+        lo, hi, counts, extra = P.histogram(x)
+        torch.testing.assert_close(row, torch.cat([lo.view(1), hi.view(1), extra, counts.float()]))
+    spaced = P.histogram_sample(torch.arange(10_000.0))  # evenly spaced over the whole tensor, not its start
+    assert len(spaced) == P.HISTOGRAM_SAMPLE and spaced[0] == 0 and spaced[-1] > 9990
+    cl = torch.randn(8, 3, 32, 32).contiguous(memory_format=torch.channels_last)  # the logical order, not memory's
+    torch.testing.assert_close(P.histogram_sample(cl), P.histogram_sample(cl.contiguous()))
 
 
 def test_histogram_reads_nothing_back_to_the_host():
@@ -146,6 +163,7 @@ def test_histogram_reads_nothing_back_to_the_host():
     with Count() as mode:
         P.histogram(t)
         P.histogram(torch.relu(t))
+        P.histograms([P.histogram_sample(x) for x in (t, torch.relu(t), torch.randn(300), torch.randn(5, 7))])
     assert mode.seen == []
     with Count() as mode:
         torch.randn(3).sum().item()  # the counter can fail

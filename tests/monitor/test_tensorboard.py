@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from babysit.monitor.probes import LayerProbes
+from babysit.monitor.probes import HISTOGRAM_SAMPLE, LayerProbes
 from babysit.monitor.tensorboard import TensorBoardLogger
 from babysit.train.loop import fit
 from tests.monitor.conftest import cfg, tiny_model
@@ -31,7 +31,7 @@ def test_scalars_histograms_and_images_are_readable(data, tmp_path):
     assert [e.step for e in losses] == list(range(1, 21))  # 10 steps per epoch, 2 epochs
     assert [e.step for e in acc.Scalars("accuracy/val")] == [10, 20]
     h = acc.Histograms("activations/layer0")[-1].histogram_value
-    assert h.num == 32 * 8 * 8 * 8 and h.min < h.max
+    assert h.num == min(32 * 8 * 8 * 8, HISTOGRAM_SAMPLE) and h.min < h.max  # a sample of the layer's values
     assert acc.Images("filters/first_layer")[-1].width > 0
 
 

@@ -1,5 +1,6 @@
 """train_step (the one SGD step fit, the LR range test and the sanity checks share) and the recorders."""
 
+import copy
 import math
 
 import pytest
@@ -126,3 +127,42 @@ def test_diverged_carries_step_loss_and_lr(tmp_path):
     assert [r["step"] for r in steps] == list(range(1, len(steps) + 1)) and len(steps) <= err.step <= 4
     assert all(math.isfinite(r["loss"]) for r in steps)  # a NaN loss never becomes a record
     assert f"at step {err.step} (lr 1e+06)" in str(err)
+
+
+@pytest.mark.parametrize("rule", ["sgd", "adam"])
+def test_weight_snapshot_restores_weights_buffers_and_optimizer_state_exactly(rule):
+    """The divergence rollback: the snapshot is refreshed in place (fused copies), so check it against the state
+    itself, including a snapshot taken before the optimiser made any state."""
+    from babysit.train.record import WeightSnapshot
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 3))
+    opt = (torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9) if rule == "sgd"
+           else torch.optim.Adam(model.parameters(), lr=0.01))
+    x, y = torch.randn(16, 1, 8, 8), torch.randint(0, 3, (16,))
+
+    def step():
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+
+    snap = WeightSnapshot(model, opt)  # no optimiser state yet
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    step()
+    snap.restore()
+    assert all(torch.equal(v, start[k]) for k, v in model.state_dict().items()) and not opt.state
+    for _ in range(2):
+        step()
+    snap.take()
+    kept = copy.deepcopy(opt.state_dict()), {k: v.clone() for k, v in model.state_dict().items()}
+    for g in opt.param_groups:
+        g["lr"] = 123.0
+    step()
+    step()
+    snap.restore()
+    assert all(torch.equal(v, kept[1][k]) for k, v in model.state_dict().items())
+    now = opt.state_dict()
+    assert now["param_groups"] == kept[0]["param_groups"]
+    for i, st in kept[0]["state"].items():
+        for k, v in st.items():
+            assert torch.equal(torch.as_tensor(now["state"][i][k]), torch.as_tensor(v)), (i, k)
