@@ -251,7 +251,8 @@ class RunDir:
     stats = RunPath("stats", "the folder of what the report shows besides the history")
     layers = RunPath("stats/layers.json", "layer-statistics records of the probes, bounded in number")
     histograms = RunPath("stats/histograms.json", "activation / gradient histogram snapshots, bounded in number")
-    filters = RunPath("stats/filters.png", "the first layer's filters at the end of training (while it runs: redrawn every 30 s or so)")
+    filters = RunPath("stats/filters.png", "the first layer's filters at the end of training (while it runs: redrawn "
+                      "every 30 s or so)")
     filters_initial = RunPath("stats/filters_initial.png", "the first layer's filters at initialisation")
     first_layer = RunPath("stats/first_layer.safetensors", "the first weighted layer's weights at initialisation and "
                           "at the last epoch end (the report draws both on one scale)")

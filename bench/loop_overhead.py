@@ -11,7 +11,7 @@ start to the next, less the lean epoch inside it; the first epoch of each is a w
 
     python bench/loop_overhead.py [--data digits|mnist|fashion-mnist] [--limit N] [--epochs 5]
                                   [--device cpu|cuda] [--spec SPEC] [--batch-size 64] [--threads T]
-                                  [--set KEY=VALUE ...]   (fit's config only: e.g. monitor.stats_every=0 prices the probes)
+                                  [--set KEY=VALUE ...]   (fit's options alone: monitor.stats_every=0 prices the probes)
 """
 
 from __future__ import annotations

@@ -131,7 +131,8 @@ def histograms(samples: list[torch.Tensor], bins: int = HISTOGRAM_BINS,
         frac = torch.arange(1, bins, device=rows.device, dtype=rows.dtype) / bins
         inner = lo[:, None] + (hi - lo)[:, None] * frac  # (L, bins - 1) inner edges
         below_edge = torch.searchsorted(ordered, inner.contiguous())  # values < each inner edge
-        cum = torch.cat([below_edge.new_zeros(len(members), 1), below_edge, below_edge.new_full((len(members), 1), n)], 1)
+        ends = below_edge.new_zeros(len(members), 1), below_edge.new_full((len(members), 1), n)
+        cum = torch.cat([ends[0], below_edge, ends[1]], 1)
         counts = (cum[:, 1:] - cum[:, :-1]).to(rows.dtype)
         below = (rows < lo[:, None]).sum(1).to(rows.dtype)
         above = (rows > hi[:, None]).sum(1).to(rows.dtype)
