@@ -40,7 +40,7 @@ TAIL=3 step 60 profile python3 bench/profile_fit.py --data mnist --epochs 2 --de
 TAIL=3 step 60 profile-lecture python3 bench/profile_fit.py --data mnist --epochs 2 --device cuda --top 40 \
     --set model.spec=lecture --set train.batch_size=64 --set optim.lr=0.05
 TAIL=20 step 60 train-defaults python3 -m babysit train --data.name=mnist --out "$LOGS/runs" --name defaults
-TAIL=8 step 150 soak-deterministic python3 scripts/kill_resume_soak.py --kills 4 \
+TAIL=8 step 170 soak-deterministic python3 scripts/kill_resume_soak.py --kills 3 \
     --train-arg=--train.deterministic=true
 TAIL=8 step 150 time-to-accuracy python3 bench/time_to_accuracy.py --data mnist --seeds 5 --only babysit,bn \
     --json "$LOGS/tta_mnist.json"
