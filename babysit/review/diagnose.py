@@ -48,7 +48,11 @@ LINEAR_SLOWDOWN = 0.7
 """Loss decreasing linearly: the drop over the last third of the full-LR steps is at least this
 fraction of the drop over the middle third (an exponential-looking curve slows down far more)."""
 LINEAR_MAX_DROP = 0.5
-"""... and the loss lost less than half its value over those steps ("linearly and slowly")."""
+"""... and the loss lost less than half its value over those steps ("linearly and slowly") ..."""
+LINEAR_MIN_LEFT = 0.5
+"""... and it still held at least half its initial value when those steps began. A one-cycle run falls fast in its
+warm-up, then creeps down at the peak lr, where the steps are large (MNIST: 2.30 -> 0.12 -> 0.08): that is the
+fast-then-slow curve of a good rate, with its fast part before the full-lr steps."""
 NOISY_RATIO = 0.1
 """Curve too noisy: the std of the loss around its moving average (second half of the run) exceeds
 this fraction of the loss's overall drop. The width of the curve comes from the batch size; on the
@@ -172,7 +176,9 @@ def loss_linear(ev: Evidence, found: set[str]) -> list[Finding]:
     n = len(losses) // 3
     m1, m2, m3 = mean(losses[:n]), mean(losses[n : 2 * n]), mean(losses[2 * n :])
     d1, d2 = m1 - m2, m2 - m3
-    if not (d1 > 0 and d2 > 0 and d2 / d1 > LINEAR_SLOWDOWN and (m1 - m3) / m1 < LINEAR_MAX_DROP):
+    initial = _ends(ev.losses())[0]
+    if not (d1 > 0 and d2 > 0 and d2 / d1 > LINEAR_SLOWDOWN and (m1 - m3) / m1 < LINEAR_MAX_DROP
+            and m1 >= LINEAR_MIN_LEFT * initial):
         return []
     lr = ev.lr()
     return [Finding("loss_linear", "warning", "loss decreases linearly — LR too low",

@@ -228,3 +228,22 @@ def test_diagnose_run_writes_findings_json(tmp_path):
     saved = json.loads((tmp_path / "findings.json").read_text())["findings"]
     assert [f["rule"] for f in saved] == [f.rule for f in found] == ["loss_flat"]
     assert D.read_findings(tmp_path) == found
+
+
+def test_a_recorded_one_cycle_run_is_not_called_linear():
+    """The default MNIST run (one-cycle, H100): the loss falls 2.36 -> 0.12 in the warm-up, then creeps down at
+    the peak lr. Its full-lr steps alone look linear (0.1175 -> 0.0763, thirds dropping 0.023 then 0.018), which
+    the rule once reported as "LR too low" on a run that ended at 99.24 % test."""
+    from pathlib import Path
+
+    trace = json.loads((Path(__file__).parents[1] / "traces" / "defaults_mnist_h100.json").read_text())
+    history = [{"kind": "step", "step": s, "epoch": 1, "loss": loss, "lr": lr} for s, loss, lr in trace["steps"]]
+    evidence = Evidence.from_history(history, layers=[], config={"optim": {"lr": 0.2}})
+    assert "loss_linear" not in rules(evidence)
+    full = [float(r["loss"]) for r in evidence.full_lr_steps()]
+    n = len(full) // 3
+    thirds = [sum(full[i * n:(i + 1) * n]) / n for i in range(2)] + [sum(full[2 * n:]) / len(full[2 * n:])]
+    assert (thirds[1] - thirds[2]) / (thirds[0] - thirds[1]) > D.LINEAR_SLOWDOWN  # the shape alone would fire
+    # a run that starts slow and stays slow at the same lr schedule is still called linear
+    slow = [{**r, "loss": 2.3 - 0.001 * i} for i, r in enumerate(history)]
+    assert "loss_linear" in rules(Evidence.from_history(slow, layers=[], config={"optim": {"lr": 0.2}}))
