@@ -41,6 +41,13 @@ class ChecksFailed(BabysitError):
     exit_code = 1
 
 
+class ChecksDiverged(ChecksFailed):
+    """`babysit train` did not start because the overfit sanity check's loss blew up at the run's learning rate:
+    the run itself would diverge, so the exit code is a divergence's (3), not a failed check's."""
+
+    exit_code = 3
+
+
 class Interrupted(BabysitError):
     """Ctrl-C or SIGTERM: a checkpoint was saved and the run can be resumed (exit 130 / 143)."""
 

@@ -180,6 +180,7 @@ def overfit_tiny(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: RunCon
         return CheckResult("overfit_tiny", "overfit a tiny sample", True, summary, "", numbers)
     if blew_up or not math.isfinite(last) or last > first:
         advice = f"the loss blew up: learning rate too high (try --optim.lr={cfg.optim.lr / 10:g}) or a bad init"
+        numbers["blew_up"] = True
     elif last > OVERFIT_STALLED * first:
         advice = (f"the loss barely moved: learning rate too low (try --optim.lr={cfg.optim.lr * 10:g}) "
                   "or a bad init (see the initial loss)")

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from babysit.config import RunConfig
-from babysit.errors import ChecksFailed, Diverged
+from babysit.errors import ChecksDiverged, ChecksFailed, Diverged
 from babysit.limits import read_small_text
 from babysit.log import get_logger
 from babysit.monitor.probes import LayerProbes
@@ -76,7 +76,8 @@ class RunMonitor:
             return
         self._conclude()
         advice = next((r.advice.rstrip(".") for r in blocking(self.checks) if r.advice), "")
-        raise ChecksFailed(f"{len(failed)} of {len(self.checks)} sanity checks failed ({'; '.join(failed)}), so "
+        blew_up = any(r.numbers.get("blew_up") for r in blocking(self.checks))  # training would diverge: exit 3
+        raise (ChecksDiverged if blew_up else ChecksFailed)(f"{len(failed)} of {len(self.checks)} sanity checks failed ({'; '.join(failed)}), so "
                            f"training did not start{': ' + advice if advice else ''}; see {self.run.checks}. "
                            "Fix that and train again, or pass --monitor.force=true to train anyway.")
 

@@ -113,3 +113,15 @@ def test_only_the_zero_input_heuristic_fails_without_stopping_a_run():
     assert ADVISORY == ("zero_input_check",) and blocking(results) == []
     results[2] = CheckResult("overfit_tiny", "overfit", False, "")
     assert blocking(results) == [results[2]]
+
+
+def test_lr_1e6_with_the_checks_on_stops_before_training_with_exit_3(tmp_path):
+    """The overfit check blows up at lr 1e6: training does not start, and the exit code is a divergence's (3), as
+    when the guard stops a run, not a failed check's (1)."""
+    code, out, err = run_main(["train", *TINY_RUN, "--optim.lr=1e6", "--monitor.report=false", "--out", str(tmp_path),
+                               "--name", "hi"])
+    assert code == 3 and "Traceback" not in err and "training did not start" in err
+    assert "the loss blew up: learning rate too high (try --optim.lr=100000)" in err
+    assert not [r for r in read_history(tmp_path / "hi" / "history.jsonl") if r["kind"] == "step"]
+    code, _, err = run_main(["check", *TINY_RUN, "--optim.lr=1e6", "--out", str(tmp_path), "--name", "c"])
+    assert code == 1  # `babysit check` says "a check failed", whatever the check
