@@ -132,8 +132,8 @@ class RegularizeConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = 6  # passes over the training split
-    batch_size: int = 0  # examples per mini-batch; 0 = auto: n_train/100 rounded down to a power of 2, in 32..512
+    epochs: int = 0  # passes over the training split; 0 = auto: enough for about 800 steps, in 2..30 epochs
+    batch_size: int = 0  # examples per mini-batch; 0 = auto: n_train/400 rounded down to a power of 2, in 32..512
     seed: int = 0  # seeds the split, init, shuffling and dropout
     device: str = "auto"  # where to train: auto (cuda when available, else cpu), cpu, cuda or cuda:N
     progress: bool = True  # progress bar during an epoch (only when stdout is a terminal)
@@ -513,11 +513,11 @@ def _ensemble_checks(cfg: RunConfig) -> list[tuple[bool, str]]:
         (t.patience >= 0, f"train.patience must be >= 0 epochs (0 turns early stopping off), got {t.patience}."),
         (t.min_delta >= 0, f"train.min_delta must be >= 0, got {t.min_delta}; e.g. 0.001."),
         (0 <= t.ema < 1, f"train.ema is a decay in [0, 1) (0 is off), got {t.ema}; try 0.999."),
-        (0 <= t.swa_epochs <= t.epochs, f"train.swa_epochs must be between 0 (off) and train.epochs={t.epochs}, "
-                                        f"got {t.swa_epochs}."),
+        (0 <= t.swa_epochs and (t.epochs == 0 or t.swa_epochs <= t.epochs),
+         f"train.swa_epochs must be between 0 (off) and train.epochs={t.epochs}, got {t.swa_epochs}."),
         (0 <= t.swa_lr < float("inf"), f"train.swa_lr must be >= 0 (0 keeps the schedule), got {t.swa_lr}."),
         (s.cycles >= 1, f"schedule.cycles must be at least 1, got {s.cycles}."),
-        (s.name != "cosine-restarts" or s.cycles < 1 or t.epochs % s.cycles == 0,
+        (s.name != "cosine-restarts" or s.cycles < 1 or t.epochs % s.cycles == 0,  # auto (0) picks a multiple
          f"schedule.cycles={s.cycles} must divide train.epochs={t.epochs}, so that every cycle ends at an epoch end "
          f"(where its snapshot is saved); e.g. --train.epochs={max(s.cycles, t.epochs // max(s.cycles, 1) * s.cycles)}"
          "."),
@@ -619,7 +619,7 @@ def validate(cfg: RunConfig) -> None:
          f"optim.lr must be a positive number, got {cfg.optim.lr}; try --optim.lr=0.01."),
         (cfg.optim.momentum >= 0, f"optim.momentum must be >= 0, got {cfg.optim.momentum}."),
         (cfg.optim.weight_decay >= 0, f"optim.weight_decay must be >= 0, got {cfg.optim.weight_decay}."),
-        (cfg.train.epochs > 0, f"train.epochs must be at least 1, got {cfg.train.epochs}."),
+        (cfg.train.epochs >= 0, f"train.epochs must be at least 1 (or 0 for auto), got {cfg.train.epochs}."),
         (cfg.train.batch_size >= 0,
          f"train.batch_size must be at least 1 (or 0 for auto), got {cfg.train.batch_size}."),
         (cfg.train.eval_batch_size > 0, f"train.eval_batch_size must be at least 1, got {cfg.train.eval_batch_size}."),

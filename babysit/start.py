@@ -38,7 +38,7 @@ from babysit.models.summary import memory_estimate, summary
 from babysit.rundir import RunDir
 from babysit.train import distributed as ddp
 from babysit.train.checkpoint import load_checkpoint, seed_all
-from babysit.train.loop import TensorData, auto_batch_size, check_batch_size
+from babysit.train.loop import TensorData, auto_batch_size, check_batch_size, resolve_length
 from babysit.train.multitask import label_matrix, parse_heads, parse_task_weights
 from babysit.train.optim import check_choices
 from babysit.train.transfer import HeadOnly, apply_freezing, load_source, probe_features
@@ -109,18 +109,18 @@ def set_hardware(cfg: C.RunConfig, device: torch.device) -> None:
 
 
 def resolve_auto(cfg: C.RunConfig, input_shape: tuple[int, int, int], n_train: int) -> C.RunConfig:
-    """``cfg`` with its data-dependent defaults made concrete (a spec name, ``train.batch_size=0``): what
+    """``cfg`` with its data-dependent defaults made concrete (a spec name, ``train.batch_size=0``, ``epochs=0``): what
     the run directory's config.toml records, so a resumed or repeated run never re-derives them."""
     model, train = cfg.model, cfg.train
     if is_named(model.spec):
         model = replace(model, spec=resolve_spec(model.spec, input_shape))
     if train.batch_size == 0:
         train = replace(train, batch_size=auto_batch_size(n_train))
-    world = ddp.ranks().world
+    optim, world = cfg.optim, ddp.ranks().world
     if train.scale_lr and world > 1:  # the linear scaling rule, made concrete (config.toml holds what was trained)
         train = replace(train, batch_size=train.batch_size * world, scale_lr=False)
-        return replace(cfg, model=model, train=train, optim=replace(cfg.optim, lr=cfg.optim.lr * world))
-    return replace(cfg, model=model, train=train)
+        optim = replace(optim, lr=optim.lr * world)
+    return resolve_length(replace(cfg, model=model, train=train, optim=optim), n_train)  # epochs for the global batch
 
 
 
@@ -269,6 +269,12 @@ def plan_run(cfg: C.RunConfig) -> Plan:
     return Plan(cfg, ds, splits, spec, ops, splits.train.input_shape, output_size(cfg, splits), steps, device,
                 tuple(augment_warnings(list(ops), ds.name, cfg.data.preprocess, ds.traits)
                       + config_warnings(cfg, steps)))
+
+
+def concrete_epochs(cfg: C.RunConfig) -> C.RunConfig:
+    """``cfg`` with ``train.epochs=0`` (auto) made concrete for its data, which this loads: for a command that needs
+    the number before any run exists (a search shares the epochs out between its stages)."""
+    return cfg if cfg.train.epochs else replace(cfg, train=replace(cfg.train, epochs=plan_run(cfg).cfg.train.epochs))
 
 
 def make_model(cfg: C.RunConfig, input_shape: tuple[int, int, int], num_classes: int,

@@ -173,7 +173,7 @@ CASES = [
     ("negative momentum", "train --optim.momentum=-1", "optim.momentum must be >= 0"),
     ("negative batch size", "train --train.batch_size=-1", "train.batch_size must be at least 1 (or 0 for auto)"),
     ("batch larger than data", "train --data.limit=30 --train.batch_size=64", "larger than the 30 training images"),
-    ("epochs 0", "train --train.epochs=0", "train.epochs must be at least 1"),
+    ("epochs -1", "train --train.epochs=-1", "train.epochs must be at least 1 (or 0 for auto)"),
     ("checkpoint every 0", "train --checkpoint.every=0", "checkpoint.every must be at least 1"),
     ("val fraction above 1", "train --data.val_fraction=1.5", "data.val_fraction must be between 0 and 1"),
     ("channels 2", "train --data.channels=2", "data.channels must be 0"),

@@ -31,7 +31,7 @@ def test_toml_file_sets_only_given_keys(tmp_path):
     ("optim.lr", "fast", "optim.lr must be a float"),
     ("optim.lr", "-1", "optim.lr must be a positive number"),
     ("train.batch_size", "-1", "train.batch_size must be at least 1 (or 0 for auto)"),
-    ("train.epochs", "0", "train.epochs must be at least 1"),
+    ("train.epochs", "-1", "train.epochs must be at least 1 (or 0 for auto)"),
     ("train.epochs", "2.5", "train.epochs must be a int"),
     ("optim.nesterov", "maybe", "optim.nesterov must be a bool"),
     ("data.channels", "2", "data.channels must be 0"),

@@ -1,5 +1,7 @@
 """The one run setup: plan_run checks a config against its data once and every entry point starts from it."""
 
+import math
+
 import pytest
 import torch
 
@@ -59,8 +61,26 @@ def test_fresh_start_is_seeded_and_on_the_plan():
     assert a3 is None and d3.x_raw is None
 
 
-def test_auto_batch_is_a_hundredth_of_the_data_as_a_power_of_two_in_32_to_512():
-    assert [auto_batch_size(n) for n in (20, 1293, 6400, 12800, 54001, 10**6)] == [20, 32, 64, 128, 512, 512]
+def test_auto_batch_is_a_400th_of_the_data_as_a_power_of_two_in_32_to_512():
+    sizes = (20, 1293, 6400, 12800, 25600, 54001, 10**6)
+    assert [auto_batch_size(n) for n in sizes] == [20, 32, 32, 32, 64, 128, 512]  # n // 400 = 0, 3, 16, 32, 64, 135
+
+
+def test_auto_epochs_are_about_800_steps_in_2_to_30_a_multiple_of_the_restart_cycles():
+    from babysit.train.loop import AUTO_STEPS, auto_epochs, resolve_length
+
+    assert AUTO_STEPS == 800
+    assert [auto_epochs(s) for s in (422, 400, 399, 45, 10, 5000)] == [2, 2, 3, 18, 30, 2]  # ceil(800 / s) in 2..30
+    assert auto_epochs(45, cycles=4) == 20 and auto_epochs(422, at_least=5) == 5  # restarts; SWA epochs + 1
+    mnist = resolve_length(C.RunConfig(), 54001)
+    assert (mnist.train.batch_size, mnist.train.epochs) == (128, 2)  # 422 steps an epoch
+    digits = resolve_length(C.RunConfig(), 1293)
+    assert (digits.train.batch_size, digits.train.epochs) == (32, 20)  # 41 steps an epoch
+    given = resolve_length(C.apply_overrides(C.RunConfig(), {"train.epochs": 7, "train.batch_size": 16}), 1293)
+    assert (given.train.batch_size, given.train.epochs) == (16, 7)  # numbers given are kept
+    swa = C.apply_overrides(C.RunConfig(), {"train.swa_epochs": 4, "schedule.name": "cosine-restarts",
+                                            "schedule.cycles": 3})
+    assert resolve_length(swa, 54001).train.epochs == 6  # at least 5 (SWA over 4, after 1), a multiple of 3
 
 
 def test_auto_values_are_made_concrete_and_recorded(tmp_path):
@@ -69,6 +89,8 @@ def test_auto_values_are_made_concrete_and_recorded(tmp_path):
                 name="r")
     recorded = C.load_toml(res.run.config)
     assert recorded.model.spec == auto_spec((1, 8, 8)) and recorded.train.batch_size == 32
+    auto = plan_run(cfg(**{"train.epochs": "0"}))
+    assert auto.cfg.train.epochs == math.ceil(800 / auto.steps_per_epoch)  # the epochs made concrete too
     assert (tmp_path / "r" / "spec.txt").read_text().strip() == recorded.model.spec
     lecture = plan_run(cfg(**{"model.spec": "lecture", "train.batch_size": "16"}))
     assert str(lecture.spec) == LECTURE and lecture.cfg.train.batch_size == 16  # a number given is kept

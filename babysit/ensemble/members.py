@@ -128,12 +128,14 @@ def seed_configs(cfg: C.RunConfig, seeds: int) -> list[C.RunConfig]:
 
 
 def same_run(saved: C.RunConfig, wanted: C.RunConfig) -> bool:
-    """A run's config.toml is ``wanted``, its automatic values aside (a spec name such as auto, batch size 0:
+    """A run's config.toml is ``wanted``, its automatic values aside (a spec name such as auto, batch size or epochs 0:
     the run records them made concrete)."""
     if is_named(wanted.model.spec):
         saved = replace(saved, model=replace(saved.model, spec=wanted.model.spec))
     if wanted.train.batch_size == 0:
         saved = replace(saved, train=replace(saved.train, batch_size=0))
+    if wanted.train.epochs == 0:
+        saved = replace(saved, train=replace(saved.train, epochs=0))
     return saved == wanted
 
 

@@ -77,9 +77,10 @@ class RunMonitor:
         self._conclude()
         advice = next((r.advice.rstrip(".") for r in blocking(self.checks) if r.advice), "")
         blew_up = any(r.numbers.get("blew_up") for r in blocking(self.checks))  # training would diverge: exit 3
-        raise (ChecksDiverged if blew_up else ChecksFailed)(f"{len(failed)} of {len(self.checks)} sanity checks failed ({'; '.join(failed)}), so "
-                           f"training did not start{': ' + advice if advice else ''}; see {self.run.checks}. "
-                           "Fix that and train again, or pass --monitor.force=true to train anyway.")
+        error = ChecksDiverged if blew_up else ChecksFailed
+        raise error(f"{len(failed)} of {len(self.checks)} sanity checks failed ({'; '.join(failed)}), so training "
+                    f"did not start{': ' + advice if advice else ''}; see {self.run.checks}. "
+                    "Fix that and train again, or pass --monitor.force=true to train anyway.")
 
     def callbacks(self) -> list[Any]:
         """The callbacks for fit(), always in the same order (resume restores their state by position)."""

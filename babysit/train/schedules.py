@@ -221,6 +221,8 @@ class LRSchedule:
     def from_config(cls, cfg: RunConfig, steps_per_epoch: int) -> LRSchedule:
         """The schedule of a run: optim.lr, schedule.*, train.epochs, and train.swa_lr over the SWA epochs."""
         t, o = cfg.train, cfg.optim
+        if t.epochs == 0:
+            raise ValueError("train.epochs=0 (auto) is made concrete for the data first: loop.resolve_length")
         hold = t.swa_lr if t.swa_epochs > 0 else 0.0
         return cls(o.lr, cfg.schedule, steps_per_epoch, t.epochs * steps_per_epoch, hold,
                    (t.epochs - t.swa_epochs) * steps_per_epoch, rule_momentum(cfg))

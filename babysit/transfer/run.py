@@ -76,7 +76,7 @@ def finetune_config(source: str | Path, overrides: dict[str, Any] | None = None)
                            "keeps the images.")
     _, h, _ = source_input(run, src)
     data = C.DataConfig(preprocess=src.data.preprocess, size=h)
-    train_cfg = replace(src.train, batch_size=0)  # chosen for the new data
+    train_cfg = replace(src.train, batch_size=0, epochs=0)  # chosen for the new data
     base = replace(src, data=data, train=train_cfg, augment=C.AugmentConfig(), distill=C.DistillConfig(),
                    transfer=C.TransferConfig(source=str(run.path.resolve())))
     strategy = str(overrides.get("transfer.strategy", "full"))

@@ -38,7 +38,7 @@ from babysit.log import get_logger
 from babysit.monitor.sanity import format_checks, run_checks
 from babysit.monitor.session import write_checks
 from babysit.rundir import RunDir, SearchDir, atomic_write_text, named_dir, new_folder
-from babysit.start import check_against, cpu_threads, fresh_start, plan_run
+from babysit.start import check_against, concrete_epochs, cpu_threads, fresh_start, plan_run
 from babysit.tune.narrow import narrow
 from babysit.tune.space import Space, check_sampler, grid_size, parse_space
 from babysit.tune.study import (
@@ -274,6 +274,7 @@ def search(cfg: C.RunConfig | None = None, space: list[str] | tuple[str, ...] | 
             cfg = replace(cfg, search=replace(cfg.search, space=tuple(space)))
     if workers is not None:
         cfg = replace(cfg, search=replace(cfg.search, workers=workers))
+    cfg = concrete_epochs(cfg)  # auto epochs: fixed once for the full data, so every stage shares the same number
     parsed, n_train, _ = check_search(cfg)
     n_workers = cfg.search.workers
     threads = cfg.train.threads or max(1, cpu_threads() // n_workers)

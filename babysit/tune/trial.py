@@ -39,6 +39,9 @@ class Budget:
     data_share: float = 1.0  # of the training images (data.limit)
 
     def epochs(self, cfg: C.RunConfig) -> int:
+        """The stage's epochs; 0 while train.epochs is 0 (auto: search() makes it concrete before any trial)."""
+        if cfg.train.epochs == 0:
+            return 0
         return max(1, math.floor(cfg.train.epochs * self.epochs_share + 1e-9))
 
     def limit(self, cfg: C.RunConfig, n_train: int) -> int:
@@ -60,7 +63,7 @@ def trial_config(cfg: C.RunConfig, params: dict[str, Any], b: Budget, n_train: i
     K-fold validation the fold's split."""
     run = apply_params(cfg, params)
     epochs = b.epochs(run)
-    warmup = run.schedule.warmup_epochs * epochs / run.train.epochs
+    warmup = run.schedule.warmup_epochs * epochs / run.train.epochs if run.train.epochs else run.schedule.warmup_epochs
     folds = {"data.folds": cfg.search.folds, "data.fold": fold} if fold is not None else {}
     return C.apply_overrides(run, {
         "train.epochs": epochs, "schedule.warmup_epochs": warmup, "data.limit": b.limit(run, n_train),

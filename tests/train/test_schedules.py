@@ -147,7 +147,7 @@ def test_cycled_momentum_reaches_the_optimiser(rule, key):
     from babysit import config as C
     from babysit.train.loop import Update, train_step
 
-    cfg = C.RunConfig(optim=C.OptimConfig(name=rule, momentum=0.9, betas=(0.9, 0.999)),
+    cfg = C.RunConfig(optim=C.OptimConfig(name=rule, momentum=0.9, betas=(0.9, 0.999)), train=C.TrainConfig(epochs=6),
                       schedule=sched(name="onecycle", momentum_low=0.85, momentum_high=0.95))
     schedule = S.LRSchedule.from_config(cfg, 10)
     model = torch.nn.Linear(4, 3)
