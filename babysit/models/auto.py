@@ -9,10 +9,11 @@ the first conv is made "valid" (no padding, 5x5 or 3x3) so that it does (28 -> 2
 LeNet-5 way. Fewer than two pools still give two conv blocks (digits' 8x8: one pool, 8 -> 4); a volume with
 no rows and columns (a pca vector, shape (k, 1, 1)) gets the two-layer net ``fc-256 relu fc``.
 
-Why this net: on MNIST with batch 512 and one-cycle (peak lr 0.2, momentum cycled 0.95 -> 0.85 -> 0.95) it
-ends at 99.16-99.25 % test after 6 epochs (5 seeds), each epoch faster on two CPU cores than the hand-written BN
-anchor's in bench/time_to_accuracy.py (README, "Measured"). BN lets the high one-cycle learning rate work; the conv
-bias before a BN is redundant but kept, so ``auto`` prints as an ordinary spec that any user can copy and edit.
+Why this net: on MNIST with one-cycle (peak lr 0.2, momentum cycled 0.95 -> 0.85 -> 0.95) it ends at 99.2 % test
+after 6 epochs of batch 512 (99.16-99.25 %, 5 seeds) or 2 of batch 128 (the defaults; README "Speed and hardware"),
+each epoch faster on two CPU cores than the hand-written BN anchor's in bench/time_to_accuracy.py. BN lets the high
+one-cycle learning rate work; the conv bias before a BN is redundant but kept, so ``auto`` prints as an ordinary
+spec that any user can copy and edit.
 """
 
 from __future__ import annotations

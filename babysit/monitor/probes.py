@@ -85,24 +85,26 @@ def probe_layers(model: nn.Module) -> list[tuple[str, nn.Module, str]]:
 
 
 def histogram_sample(t: torch.Tensor, sample: int = HISTOGRAM_SAMPLE) -> torch.Tensor:
-    """A float copy of ``min(numel, sample)`` values of ``t`` evenly spaced in its logical (row-major) order: what a
-    histogram counts. A copy, so an in-place op after the hook (ReLU(inplace)) cannot change it; ``take`` reads a
-    channels-last tensor without copying the whole of it first."""
-    flat_n = t.numel()
-    n = min(flat_n, sample)
-    return t.detach().take(_spaced(flat_n, n, t.device)).to(torch.float32, copy=True)
+    """A float copy of ``min(numel, sample)`` values of ``t`` at fixed random positions: what a histogram counts. A
+    copy, so an in-place op after the hook (ReLU(inplace)) cannot change it; ``take`` reads a channels-last tensor
+    without copying the whole of it first."""
+    return t.detach().take(_positions(t.numel(), min(t.numel(), sample), t.device)).to(torch.float32, copy=True)
 
 
-_SPACED: dict[tuple[int, int, torch.device], torch.Tensor] = {}
+_POSITIONS: dict[tuple[int, int, torch.device], torch.Tensor] = {}
 
 
-def _spaced(total: int, n: int, device: torch.device) -> torch.Tensor:
-    """Indices of ``n`` evenly spaced positions in ``range(total)``, made once per size and device (no host-to-device
-    copy per probe: on a GPU that would wait for the launch queue)."""
+def _positions(total: int, n: int, device: torch.device) -> torch.Tensor:
+    """``n`` positions in ``range(total)`` (all of them when n == total): drawn at random once per size and device,
+    seeded by the size, sorted. Evenly spaced positions would alias with the layout: a stride that divides an
+    activation map's plane samples the same few pixels of every channel and image (MNIST's empty corners).
+    Made once, so no host-to-device copy per probe (on a GPU that would wait for the launch queue)."""
     key = (total, n, device)
-    if key not in _SPACED:
-        _SPACED[key] = torch.arange(n, device=device) * total // n
-    return _SPACED[key]
+    if key not in _POSITIONS:
+        g = torch.Generator().manual_seed(total)
+        picked = torch.arange(total) if n >= total else torch.randint(total, (n,), generator=g).sort().values
+        _POSITIONS[key] = picked.to(device)
+    return _POSITIONS[key]
 
 
 def histograms(samples: list[torch.Tensor], bins: int = HISTOGRAM_BINS,

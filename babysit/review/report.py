@@ -51,10 +51,10 @@ def _img(data: bytes, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(data).decode()}">'
 
 
-def _fig(fig: Any, alt: str) -> str:
+def _fig(fig: Any, alt: str, tight: bool = True) -> str:
     from babysit.figures import png
 
-    return _img(png(fig), alt)
+    return _img(png(fig, tight=tight), alt)
 
 
 def _read_json(path: Path) -> Any:
@@ -188,7 +188,7 @@ def _layers_html(run: RunDir, labels: dict[str, str]) -> str:
                   "(the panel says what share). Compare shapes along a row; the numbers on the x axes give the "
                   "scale.</p>",
                   _fig(histograms_figure(hists[0]["layers"], hists[-1]["layers"], layer_kinds, labels,
-                                         (hists[0]["step"], hists[-1]["step"])), "histograms")]
+                                         (hists[0]["step"], hists[-1]["step"])), "histograms", tight=False)]
     return "".join(parts)
 
 

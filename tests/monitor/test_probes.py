@@ -135,8 +135,11 @@ def test_histograms_of_many_samples_at_once_equal_each_one_alone_in_their_order(
     for row, x in zip(table, xs):
         lo, hi, counts, extra = P.histogram(x)
         torch.testing.assert_close(row, torch.cat([lo.view(1), hi.view(1), extra, counts.float()]))
-    spaced = P.histogram_sample(torch.arange(10_000.0))  # evenly spaced over the whole tensor, not its start
-    assert len(spaced) == P.HISTOGRAM_SAMPLE and spaced[0] == 0 and spaced[-1] > 9990
+    spread = P.histogram_sample(torch.arange(10_000.0))  # over the whole tensor, not its start
+    assert len(spread) == P.HISTOGRAM_SAMPLE and spread[0] < 10 and spread[-1] > 9990
+    planes = torch.arange(576.0).repeat(128 * 16)  # 128 x 16 planes of 24 x 24: a stride of 288 sees 2 pixels
+    assert len(P.histogram_sample(planes).unique()) > 500  # random positions see (nearly) every pixel of a plane
+    torch.testing.assert_close(P.histogram_sample(planes), P.histogram_sample(planes))  # the same positions
     cl = torch.randn(8, 3, 32, 32).contiguous(memory_format=torch.channels_last)  # the logical order, not memory's
     torch.testing.assert_close(P.histogram_sample(cl), P.histogram_sample(cl.contiguous()))
 
