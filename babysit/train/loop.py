@@ -33,7 +33,7 @@ from babysit.log import get_logger, shows_progress
 from babysit.rundir import RunDir
 from babysit.train import distributed as ddp
 from babysit.train.average import Averages, weights_of
-from babysit.train.early import improved, patience_spent, stop_reason, stop_record
+from babysit.train.early import better_epoch, patience_spent, stop_reason, stop_record
 from babysit.train.losses import LossFn, Targets, make_loss, make_train_loss, multitask_loss
 from babysit.train.multitask import parse_heads, task_accuracies
 from babysit.train.optim import clip_gradients, describe_groups, make_optimizer
@@ -419,7 +419,8 @@ def _end_epoch(state: LoopState, data: TensorData, train_eval: slice, seconds: f
               + "".join(f", val {k} {v:.4f}" for k, v in tasks.items()))
     state.history.append(record)
     rec.append(record)
-    if improved(t.monitor, record[t.monitor], state.best_score, t.min_delta):
+    best = next((r for r in state.history if r.get("epoch") == state.best_epoch and t.monitor in r), None)
+    if better_epoch(t.monitor, record, best, t.min_delta):
         state.best_val_acc, state.best_epoch, state.best_score = val_acc, epoch, record[t.monitor]
         rec.keep_best(state, {"epoch": epoch, "step": state.step, "val_acc": val_acc, "val_loss": val_loss,
                               "monitor": t.monitor})

@@ -1,6 +1,7 @@
 """Early stopping and the kept (best) weights on digits: the run stops at the epoch its patience allows."""
 
 import copy
+import math
 
 import pytest
 import torch
@@ -80,3 +81,15 @@ def test_stop_survives_a_kill_in_the_stopping_epoch(tmp_path):
     assert (resumed.epoch, resumed.best_epoch, resumed.step) == (whole.epoch, whole.best_epoch, whole.step)
     assert [r for r in run.read_history() if r["kind"] == "early_stop"] == \
         [r for r in RunDir(tmp_path / "whole").read_history() if r["kind"] == "early_stop"]
+
+
+def test_a_val_accuracy_tie_goes_to_the_lower_val_loss():
+    from babysit.train.early import better_epoch
+
+    best = {"epoch": 4, "val_acc": 0.9832, "val_loss": 0.0538}
+    later = {"epoch": 20, "val_acc": 0.9832, "val_loss": 0.0340}  # the digits demo: same 176 of 179, lower loss
+    assert better_epoch("val_acc", later, best) and not better_epoch("val_acc", best, later)
+    assert better_epoch("val_acc", {**later, "val_acc": 0.99, "val_loss": 9.0}, best)  # accuracy first
+    assert not better_epoch("val_acc", later, best, min_delta=0.001)  # a min_delta asks for a real gain
+    assert not better_epoch("val_loss", {**later, "val_loss": 0.0538}, best)  # val_loss: no tie-break needed
+    assert better_epoch("val_acc", best, None) and not better_epoch("val_acc", {**best, "val_acc": math.nan}, None)
