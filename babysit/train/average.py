@@ -33,7 +33,7 @@ from torch.optim.swa_utils import AveragedModel, update_bn
 
 from babysit.config import RunConfig
 from babysit.log import get_logger
-from babysit.train.early import improved
+from babysit.train.early import better_epoch
 
 _log = get_logger(__name__)
 
@@ -101,7 +101,7 @@ class Averages:
         self.monitor, self.min_delta = t.monitor, t.min_delta
         self.ema = EMAWeights(model, t.ema) if t.ema > 0 else None
         self.swa = SWAWeights(model, t.epochs - t.swa_epochs + 1) if t.swa_epochs > 0 else None
-        self.best_ema: float | None = None  # the EMA's best train.monitor score so far, and its epoch
+        self.best_ema: dict[str, float] | None = None  # EMA val_acc, val_loss at its best so far
         self.best_ema_epoch = 0
 
     def after_step(self, step: int) -> None:
@@ -120,10 +120,12 @@ class Averages:
         """Add this epoch's weights to SWA; the EMA weights to keep when their score improved."""
         if self.swa is not None:
             self.swa.epoch_end(model, record["epoch"])
-        if self.ema is None or not improved(self.monitor, record[f"ema_{self.monitor}"], self.best_ema,
-                                            self.min_delta):
+        if self.ema is None:
             return []
-        self.best_ema, self.best_ema_epoch = record[f"ema_{self.monitor}"], record["epoch"]
+        scores = {"val_acc": record["ema_val_acc"], "val_loss": record["ema_val_loss"]}
+        if not better_epoch(self.monitor, scores, self.best_ema, self.min_delta):  # the run's own rule, ties included
+            return []
+        self.best_ema, self.best_ema_epoch = scores, record["epoch"]
         meta = {"epoch": record["epoch"], "step": record["step"], "val_acc": record["ema_val_acc"],
                 "val_loss": record["ema_val_loss"], "decay": self.ema.decay}
         return [("ema", weights_of(self.ema.model), meta)]
@@ -152,4 +154,7 @@ class Averages:
             self.ema.model.load_state_dict(state["ema"])
         if self.swa is not None:
             self.swa.averaged.load_state_dict(state["swa"])
-        self.best_ema, self.best_ema_epoch = state["best_ema"], state["best_ema_epoch"]
+        best = state["best_ema"]
+        if isinstance(best, (int, float)):  # a checkpoint from before the tie-break kept the monitor's score alone
+            best = {"val_acc": -1.0, "val_loss": 0.0, self.monitor: best}  # its loss unknown: it breaks no tie
+        self.best_ema, self.best_ema_epoch = best, state["best_ema_epoch"]

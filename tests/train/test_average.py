@@ -187,3 +187,18 @@ def test_a_distillation_resumes_bit_identical(tmp_path):
     assert not torch.equal(plain.state_dict()["1.weight"], whole.state_dict()["1.weight"])  # the teacher mattered
     with pytest.raises(ValueError, match="data.soft_train"):
         fit(bn_model(), digits_data(n_train=200, n_val=100), c)
+
+
+def test_the_ema_best_breaks_a_val_accuracy_tie_by_the_val_loss_as_the_run_does():
+    from babysit import config as C
+    from babysit.train.average import Averages
+
+    avg = Averages(nn.Linear(2, 2), C.apply_overrides(C.RunConfig(), {"train.ema": 0.9}))
+    rec = {"step": 10, "ema_val_acc": 0.9832, "ema_val_loss": 0.054}
+    assert [k for k, _, _ in avg.epoch_end(nn.Linear(2, 2), {**rec, "epoch": 1})] == ["ema"]
+    assert avg.epoch_end(nn.Linear(2, 2), {**rec, "epoch": 2, "ema_val_loss": 0.06}) == []  # tie, higher loss
+    assert [k for k, _, _ in avg.epoch_end(nn.Linear(2, 2), {**rec, "epoch": 3, "ema_val_loss": 0.034})] == ["ema"]
+    assert avg.best_ema_epoch == 3
+    old = {**avg.state_dict(), "best_ema": 0.99}  # a checkpoint from before: the monitor's score alone
+    avg.load_state_dict(old)
+    assert avg.epoch_end(nn.Linear(2, 2), {**rec, "epoch": 4, "ema_val_acc": 0.99}) == []  # no loss to break a tie
