@@ -204,13 +204,12 @@ def cmd_schedule(args: argparse.Namespace) -> None:
         print("schedules: " + ", ".join(list_schedules()) + " (`babysit schedule NAME --plot out.png` draws one)")
         return
     cfg = _config(args, **{"schedule.name": args.name})
-    from babysit.train.loop import auto_epochs
+    from babysit.train.loop import epochs_for
     from babysit.train.optim import check_choices
     from babysit.train.schedules import lr_curve
 
     check_choices(cfg)
-    epochs = cfg.train.epochs or auto_epochs(args.steps_per_epoch,
-                                             cfg.schedule.cycles if args.name == "cosine-restarts" else 1)
+    epochs = epochs_for(cfg, args.steps_per_epoch)
     lrs = lr_curve(cfg.schedule, cfg.optim.lr, epochs, args.steps_per_epoch)
     for epoch in range(epochs):
         print(f"epoch {epoch + 1:3d}: lr {lrs[epoch * args.steps_per_epoch]:.6g} at its first step")

@@ -159,15 +159,21 @@ def auto_epochs(steps_per_epoch: int, cycles: int = 1, at_least: int = 0) -> int
     return math.ceil(epochs / max(cycles, 1)) * max(cycles, 1)
 
 
+def epochs_for(cfg: RunConfig, steps_per_epoch: int) -> int:
+    """``train.epochs``, or for 0 (auto) :func:`auto_epochs` with the run's restart cycles and SWA epochs."""
+    t = cfg.train
+    if t.epochs:
+        return t.epochs
+    cycles = cfg.schedule.cycles if cfg.schedule.name == "cosine-restarts" else 1
+    return auto_epochs(steps_per_epoch, cycles, t.swa_epochs + 1 if t.swa_epochs else 0)
+
+
 def resolve_length(cfg: RunConfig, n_train: int) -> RunConfig:
     """``cfg`` with ``train.batch_size=0`` and ``train.epochs=0`` made concrete for ``n_train`` training images."""
     t = cfg.train
     if t.batch_size == 0:
         t = replace(t, batch_size=auto_batch_size(n_train))
-    if t.epochs == 0:
-        cycles = cfg.schedule.cycles if cfg.schedule.name == "cosine-restarts" else 1
-        t = replace(t, epochs=auto_epochs(math.ceil(n_train / t.batch_size), cycles,
-                                          t.swa_epochs + 1 if t.swa_epochs else 0))
+    t = replace(t, epochs=epochs_for(cfg, math.ceil(n_train / t.batch_size)))
     return cfg if t == cfg.train else replace(cfg, train=t)
 
 
