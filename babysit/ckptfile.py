@@ -9,6 +9,7 @@ goes into a checkpoint (optimiser and RNG state) is babysit.train.checkpoint's b
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,22 +17,24 @@ from safetensors import SafetensorError
 
 from babysit.errors import BabysitError
 from babysit.limits import check_memory, read_bounded
-from babysit.rundir import atomic_write_bytes, atomic_write_text
+from babysit.rundir import atomic_write_bytes
 
 if TYPE_CHECKING:
     import torch
 
 
-def save_checkpoint(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+def save_checkpoint(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any],
+                    write: Callable[[Path, bytes], None] = atomic_write_bytes) -> None:
     """Atomically write ``tensors`` and the JSON-able ``meta`` to one safetensors file.
 
-    A readable copy of ``meta`` goes next to it as ``<name>.json`` (informational only).
+    A readable copy of ``meta`` goes next to it as ``<name>.json`` (informational only). Both are serialised
+    here, so ``write`` may put the bytes on disk later (babysit.writer.write_later: off the training thread).
     """
     from safetensors.torch import save as st_save  # torch is imported where tensors are written, not before
 
     flat = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-    atomic_write_bytes(path, st_save(flat, metadata={"babysit": json.dumps(meta)}))
-    atomic_write_text(path.with_suffix(".json"), json.dumps(meta, indent=2) + "\n")
+    write(path, st_save(flat, metadata={"babysit": json.dumps(meta)}))
+    write(path.with_suffix(".json"), (json.dumps(meta, indent=2) + "\n").encode())
 
 
 def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

@@ -315,7 +315,14 @@ def fresh_start(plan: Plan, pre: Preprocessor | None = None) -> tuple[nn.Module,
                            "images.") from None
     if cfg.transfer.source:
         model, data = _from_source(model, data, cfg)
+    if cfg.train.channels_last:  # stored NHWC once, like the weights: a mini-batch drawn from it needs no copy
+        data = replace(data, x_train=_nhwc(data.x_train), x_val=_nhwc(data.x_val))
     return model, data, make_augment(cfg, plan.num_classes, splits.train.x, pre, list(plan.ops))
+
+
+def _nhwc(x: torch.Tensor) -> torch.Tensor:
+    """Image batches (N, C, H, W) in channels-last memory (the same tensor when already so, e.g. one channel)."""
+    return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
 
 
 def preprocessed(pre: Preprocessor, images: ImageSet, device: torch.device) -> torch.Tensor | MappedImages:

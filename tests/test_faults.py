@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from babysit import config as C
+from babysit import writer
 from babysit.cli import main
 from babysit.errors import BabysitError, Diverged
 from babysit.rundir import RunDir, atomic_write_bytes, read_history
@@ -357,6 +358,7 @@ def test_checkpoint_every_n_steps_or_each_epoch_whichever_first(tmp_path: Path) 
 
     class Watch:
         def on_batch_end(self, state) -> None:
+            writer.flush()  # checkpoints are written in the background: wait for them before reading
             if run.last.exists():
                 step = json.loads(run.last.with_suffix(".json").read_text())["step"]
                 if not saved or saved[-1] != step:

@@ -57,7 +57,7 @@ def test_channels_last_trains_the_same_network():
     for _ in range(5):
         la = train_step(ua, data.x_train, data.y_train, 0.05)
         lb = train_step(ub, data.x_train, data.y_train, 0.05)
-        torch.testing.assert_close(la, lb, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(la.total(), lb.total(), rtol=1e-4, atol=1e-5)
     for p, q in zip(a.parameters(), b.parameters()):
         torch.testing.assert_close(p, q, rtol=1e-3, atol=1e-5)
 

@@ -20,6 +20,7 @@ LAYERS: dict[str, int] = {
     "limits": 1,  # memory estimates checked before allocating; bounded reads of run files
     "config": 2, "rundir": 2, "divergence": 2,
     "ckptfile": 3,  # the checkpoint file format, written through rundir's atomic writes
+    "writer": 3,  # checkpoints and statistics files put on disk by a background thread (rundir's atomic writes)
     # the stages of the data flow
     "data": 3, "models": 3,
     "train": 4, "review": 4,  # review reads finished runs; it imports nothing of training

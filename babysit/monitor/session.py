@@ -32,6 +32,7 @@ from babysit.review.diagnose import diagnose_run
 from babysit.review.findings import Finding, format_findings
 from babysit.rundir import RunDir
 from babysit.train.loop import TensorData
+from babysit.writer import flush as flush_writes
 
 _log = get_logger(__name__)
 
@@ -109,6 +110,7 @@ class RunMonitor:
             self.run.append_history(divergence_record(e.step, e.loss, e.lr, self.run, str(e), e.what))
         if self.probes is not None:
             self.probes.flush()
+            flush_writes()  # stats/ on disk before the diagnosis reads it
         if self.tensorboard is not None:
             self.tensorboard.close()
         self._conclude()

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from babysit.rundir import atomic_write_text
+from babysit.writer import write_later
 
 
 class Thinned:
@@ -46,4 +46,5 @@ class Thinned:
         self.items = [it for it in items if it.get("step", 0) <= max_step]
 
     def dump(self, path: Path, meta: dict[str, Any]) -> None:
-        atomic_write_text(path, json.dumps({**meta, **self.state(), "records": self.items}) + "\n")
+        """Write the items as JSON: serialised now, put on disk by the background writer (babysit.writer)."""
+        write_later(path, (json.dumps({**meta, **self.state(), "records": self.items}) + "\n").encode())

@@ -18,7 +18,7 @@ import math
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -196,7 +196,6 @@ class Update:
     autocast: torch.dtype | None = None  # forward and loss under autocast to this dtype (bf16 on CUDA)
     channels_last: bool = False  # image batches go in channels-last (NHWC) like the model's weights
     share: float = 1.0  # DDP: this process's weight of its rows in the global batch's mean loss (1 alone)
-    reg_term: torch.Tensor | None = field(default=None, repr=False)  # the last step's regularisation term (0-d)
 
     @classmethod
     def from_config(cls, model: nn.Module, cfg: RunConfig, optimizer: torch.optim.Optimizer | None = None) -> Update:
@@ -207,6 +206,40 @@ class Update:
         return cls(model, optimizer if optimizer is not None else make_optimizer(model, cfg), make_train_loss(cfg),
                    Regularizer.from_config(model, cfg), cfg.optim.clip_norm,
                    torch.bfloat16 if cfg.train.precision == "bf16" else None, cfg.train.channels_last)
+
+
+@dataclass
+class StepCost:
+    """One step's cost J = data loss + R(W), still on the device, so that recording it costs no host sync.
+
+    ``loss`` is what the step minimised (the data loss plus the penalty terms in the loss: L1, or L2 when the rule
+    does not apply it), ``penalty`` those terms alone. When the update rule applies the L2 term (SGD's weight decay)
+    its value lambda/2 ||W||^2 is kept as the weights' norms, one fused kernel, and summed into the cost only at the
+    read-back (:meth:`~babysit.train.record.StepLosses.sync` does it for a whole block at once)."""
+
+    loss: torch.Tensor
+    penalty: torch.Tensor | None = None
+    l2_norms: list[torch.Tensor] | None = None  # ||W_i|| before the update, of the tensors the rule decays
+    reg: Regularizer | None = field(default=None, repr=False)  # turns l2_norms into the L2 term
+
+    def l2(self) -> torch.Tensor | None:
+        """The L2 term the update rule applied (0-d), or None."""
+        if self.l2_norms is None or self.reg is None:
+            return None
+        return self.reg.l2_values(torch.stack(self.l2_norms)[None])[0]
+
+    def regularization(self) -> torch.Tensor | None:
+        """R(W): the penalty in the loss plus the L2 term the rule applied (0-d), or None without either."""
+        terms = [t for t in (self.penalty, self.l2()) if t is not None]
+        return sum(terms[1:], terms[0]) if terms else None
+
+    def total(self) -> torch.Tensor:
+        """The cost J (0-d)."""
+        l2 = self.l2()
+        return self.loss if l2 is None else self.loss + l2
+
+    def item(self) -> float:
+        return self.total().item()
 
 
 class NonFinite(Exception):
@@ -234,14 +267,14 @@ def next_batch(data: TensorData, idx: torch.Tensor, step: int,
 
 
 def train_step(u: Update, xb: torch.Tensor, yb: Targets, lr: float | None = None,
-               check_finite: bool = False, momentum: float | None = None) -> torch.Tensor:
+               check_finite: bool = False, momentum: float | None = None) -> StepCost:
     """One mini-batch step: forward -> loss (+ regularisation) -> backward -> clip -> update -> max-norm.
 
     ``lr`` (times the group's ``lr_scale``) and ``momentum`` (when given; Adam's beta1) are set on every parameter
     group first. With ``check_finite`` a NaN or Inf loss or gradient raises :class:`NonFinite` before the update,
-    so it never reaches the weights. Returns the cost (data loss + regularisation, the L2 term included when the
-    update rule applies it) as a detached 0-d tensor; the regularisation part alone is left in ``u.reg_term`` (None
-    without one), so the data loss and the regularisation can be reported apart without another host sync."""
+    so it never reaches the weights. Returns the step's cost (data loss + regularisation, the L2 term included when
+    the update rule applies it) as a :class:`StepCost` on the device: ``.item()`` reads it, and the loop reads a
+    block of them with one host sync, the data loss and the regularisation apart."""
     if lr is not None:  # a group's lr_scale: discriminative learning rates (optim.layer_decay)
         for group in u.optimizer.param_groups:
             group["lr"] = lr * group.get("lr_scale", 1.0)
@@ -262,7 +295,7 @@ def train_step(u: Update, xb: torch.Tensor, yb: Targets, lr: float | None = None
         loss = loss + reg
     u.optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    l2 = u.reg.l2_value() if u.reg is not None else None  # the reported cost includes the L2 term the rule applies
+    norms = u.reg.l2_norms() if u.reg is not None else None  # the cost includes the L2 term the rule applies
     if check_finite:
         value = loss.item()
         grads = [p.grad for p in u.model.parameters() if p.grad is not None]
@@ -273,9 +306,7 @@ def train_step(u: Update, xb: torch.Tensor, yb: Targets, lr: float | None = None
     u.optimizer.step()
     if u.reg is not None:
         u.reg.project()  # max-norm constraint, when set
-    terms = [t.detach() for t in (reg, l2) if t is not None]
-    u.reg_term = sum(terms[1:], terms[0]) if terms else None
-    return loss.detach() if l2 is None else loss.detach() + l2
+    return StepCost(loss.detach(), None if reg is None else reg.detach(), norms, u.reg)
 
 
 def fit(model: nn.Module, data: TensorData, cfg: RunConfig, run: RunDir | None = None,
@@ -319,62 +350,63 @@ def fit(model: nn.Module, data: TensorData, cfg: RunConfig, run: RunDir | None =
     stopper = _SignalFlag()
     _call(callbacks, "on_fit_start", state)
     eta = RunETA(state.step, t.epochs * steps_per_epoch)  # after the checks and the restore: training time only
-    with stopper:
-        while state.epoch < t.epochs and not state.stop and not patience_spent(state):
-            perm = epoch_permutation(n, t.seed, state.epoch, data.x_train.device)
-            _call(callbacks, "on_epoch_start", state)
-            model.train()
-            started = time.perf_counter()
-            shown = t.progress and sys.stdout.isatty() and shows_progress()  # -q hides the bar
-            bar = tqdm(total=state.steps_per_epoch, initial=state.batch, leave=False, unit="batch",
-                       desc=f"epoch {state.epoch + 1}/{t.epochs}", disable=not shown)
-            while state.batch < state.steps_per_epoch and not state.stop:
-                xb, yb = next_batch(data, perm[state.batch * t.batch_size : (state.batch + 1) * t.batch_size],
-                                    state.step, augment)  # the global batch: augmentation draws per (seed, step)
-                xb, yb, update.share = ddp.shard(xb, yb, ranks)  # DDP: this process's rows (alone: all of them)
-                state.lr = schedule.lr(state.step)
-                # the loss stays on the device: no host sync per step
-                loss = train_step(update, xb, yb, state.lr, momentum=schedule.momentum(state.step))
-                state.step += 1
-                averages.after_step(state.step)  # ema = d*ema + (1-d)*w
-                state.batch += 1
-                losses.add({"kind": "step", "step": state.step, "epoch": state.epoch + 1, "loss": None,
-                            "lr": state.lr}, loss, update.reg_term)
-                synced = sync_due(state.step, t.sync_every)
-                if synced:  # read back, check (NaN, guard), record
-                    losses.sync(state)
-                    bar.set_postfix(loss=f"{state.loss:.4f}", run=eta.text(state.step), refresh=False)
-                _call(callbacks, "on_batch_end", state)
-                bar.update(1)
-                signum = ddp.agree(stopper.signum, synced)  # DDP: every process stops at the same sync step
-                due = state.step % cfg.checkpoint.every == 0 and state.batch < state.steps_per_epoch
-                if due or signum is not None:
-                    losses.sync(state)
-                    rec.save(state, callbacks)
-                    signum = ddp.agree(stopper.signum, True)  # one that came during the save is covered by it
-                if signum is not None:  # Ctrl-C / SIGTERM: saved just now, between two steps
+    with _written(rec):  # checkpoints are written in the background; on disk when fit() returns or raises
+        with stopper:
+            while state.epoch < t.epochs and not state.stop and not patience_spent(state):
+                perm = epoch_permutation(n, t.seed, state.epoch, data.x_train.device)
+                _call(callbacks, "on_epoch_start", state)
+                model.train()
+                started = time.perf_counter()
+                shown = t.progress and sys.stdout.isatty() and shows_progress()  # -q hides the bar
+                bar = tqdm(total=state.steps_per_epoch, initial=state.batch, leave=False, unit="batch",
+                           desc=f"epoch {state.epoch + 1}/{t.epochs}", disable=not shown)
+                while state.batch < state.steps_per_epoch and not state.stop:
+                    xb, yb = next_batch(data, perm[state.batch * t.batch_size : (state.batch + 1) * t.batch_size],
+                                        state.step, augment)  # the global batch: augmentation draws per (seed, step)
+                    xb, yb, update.share = ddp.shard(xb, yb, ranks)  # DDP: this process's rows (alone: all of them)
+                    state.lr = schedule.lr(state.step)
+                    # the loss stays on the device: no host sync per step
+                    loss = train_step(update, xb, yb, state.lr, momentum=schedule.momentum(state.step))
+                    state.step += 1
+                    averages.after_step(state.step)  # ema = d*ema + (1-d)*w
+                    state.batch += 1
+                    losses.add({"kind": "step", "step": state.step, "epoch": state.epoch + 1, "loss": None,
+                                "lr": state.lr}, loss)
+                    synced = sync_due(state.step, t.sync_every)
+                    if synced:  # read back, check (NaN, guard), record
+                        losses.sync(state)
+                        bar.set_postfix(loss=f"{state.loss:.4f}", run=eta.text(state.step), refresh=False)
+                    _call(callbacks, "on_batch_end", state)
+                    bar.update(1)
+                    signum = ddp.agree(stopper.signum, synced)  # DDP: every process stops at the same sync step
+                    due = state.step % cfg.checkpoint.every == 0 and state.batch < state.steps_per_epoch
+                    if due or signum is not None:
+                        losses.sync(state)
+                        rec.save(state, callbacks)
+                        signum = ddp.agree(stopper.signum, True)  # one that came during the save is covered by it
+                    if signum is not None:  # Ctrl-C / SIGTERM: saved just now, between two steps
+                        raise Interrupted(rec.stopped(signum), signum)
+                bar.close()
+                losses.sync(state)
+                ddp.sync_buffers(model)  # DDP: rank 0's BN statistics everywhere, so every process scores the same
+                _end_epoch(state, data, train_eval, time.perf_counter() - started, rec)
+                schedule.epoch_end(state.history[-1]["val_loss"])  # reduce-on-plateau looks at the val loss
+                state.epoch += 1  # before the callbacks: they see epoch N after "Finished epoch N"
+                _call(callbacks, "on_epoch_end", state)
+                state.batch, state.loss_sum, state.reg_sum = 0, 0.0, 0.0
+                if patience_spent(state):  # the history says why the run stops here
+                    rec.append(record := stop_record(state))
+                    _log.info(f"{stop_reason(cfg, record)}.")
+                rec.save(state, callbacks)
+                signum = ddp.agree(stopper.signum, True)
+                if signum is not None:  # a signal during the epoch-end evaluation; just saved
                     raise Interrupted(rec.stopped(signum), signum)
-            bar.close()
-            losses.sync(state)
-            ddp.sync_buffers(model)  # DDP: rank 0's BN statistics everywhere, so every process scores the same
-            _end_epoch(state, data, train_eval, time.perf_counter() - started, rec)
-            schedule.epoch_end(state.history[-1]["val_loss"])  # reduce-on-plateau looks at the val loss
-            state.epoch += 1  # before the callbacks: they see epoch N after "Finished epoch N"
-            _call(callbacks, "on_epoch_end", state)
-            state.batch, state.loss_sum, state.reg_sum = 0, 0.0, 0.0
-            if patience_spent(state):  # the history says why the run stops here
-                rec.append(record := stop_record(state))
-                _log.info(f"{stop_reason(cfg, record)}.")
-            rec.save(state, callbacks)
-            signum = ddp.agree(stopper.signum, True)
-            if signum is not None:  # a signal during the epoch-end evaluation; just saved
-                raise Interrupted(rec.stopped(signum), signum)
-    _call(callbacks, "on_fit_end", state)
-    for kind, weights, meta in averages.finish(data.x_train, t.batch_size, _scorer(cfg), data.x_val, data.y_val):
-        rec.keep_weights(kind, weights, meta)  # SWA, batch-norm statistics recomputed
-    best = rec.best_weights()
-    if best is not None:
-        model.load_state_dict(best)
+        _call(callbacks, "on_fit_end", state)
+        for kind, weights, meta in averages.finish(data.x_train, t.batch_size, _scorer(cfg), data.x_val, data.y_val):
+            rec.keep_weights(kind, weights, meta)  # SWA, batch-norm statistics recomputed
+        best = rec.best_weights()
+        if best is not None:
+            model.load_state_dict(best)
     return state
 
 
@@ -468,6 +500,16 @@ def format_duration(seconds: float) -> str:
     if s < 3600:
         return f"{s // 60}m{s % 60:02d}s"
     return f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
+@contextlib.contextmanager
+def _written(rec: Recorder) -> Iterator[None]:
+    """Wait for the checkpoints handed to the background writer at the end of the block, however it ends (a write
+    error, e.g. a full disk, is raised then, over a signal's or a divergence's exception)."""
+    try:
+        yield
+    finally:
+        rec.flush()
 
 
 class _SignalFlag:

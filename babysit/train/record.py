@@ -36,13 +36,15 @@ from babysit.train.checkpoint import (
     set_rng_state,
     unflatten_state,
 )
+from babysit.writer import flush as flush_writes
+from babysit.writer import later, write_later
 
 _log = get_logger(__name__)
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from babysit.train.loop import LoopState
+    from babysit.train.loop import LoopState, StepCost
 
 # Options a resumed run may change in config.toml: none of them alters the weights (epochs stretches the schedule).
 RESUME_FREE_KEYS = ("train.epochs", "train.patience", "train.progress", "train.device", "train.eval_batch_size",
@@ -79,6 +81,9 @@ class MemoryRecorder:
     def save(self, state: LoopState, callbacks: list[Any]) -> None:
         """Nothing to write: a run without a directory cannot be resumed."""
 
+    def flush(self) -> None:
+        """Nothing is written in the background."""
+
     def restore(self, state: LoopState, callbacks: list[Any]) -> None:
         raise BabysitError("resume needs a run directory; pass fit(..., run=RunDir(...)).")
 
@@ -101,7 +106,8 @@ class RunRecorder:
         self.run.append_history(records)
 
     def keep_best(self, state: LoopState, meta: dict[str, Any]) -> None:
-        save_checkpoint(self.run.best, {f"model.{k}": v for k, v in state.model.state_dict().items()}, meta)
+        save_checkpoint(self.run.best, {f"model.{k}": v for k, v in state.model.state_dict().items()}, meta,
+                        write_later)
 
     def keep_weights(self, kind: str, weights: dict[str, torch.Tensor], meta: dict[str, Any], index: int = 0,
                      keep_last: int = 0) -> None:
@@ -110,14 +116,19 @@ class RunRecorder:
         run = self.run
         paths = {"ema": lambda: run.best_ema, "swa": lambda: run.swa, "snapshot": lambda: run.snapshot(index),
                  "epoch": lambda: run.epoch_weights(index)}
-        save_checkpoint(paths[kind](), {f"model.{k}": v for k, v in weights.items()}, meta)
+        save_checkpoint(paths[kind](), {f"model.{k}": v for k, v in weights.items()}, meta, write_later)
         if keep_last and kind == "epoch":
-            for number, path in RunDir.numbered(run.epochs):
-                if number <= index - keep_last:
-                    path.unlink(missing_ok=True)
-                    path.with_suffix(".json").unlink(missing_ok=True)
+            later(lambda: self._drop_epochs(index - keep_last))
+
+    def _drop_epochs(self, upto: int) -> None:
+        """Remove the kept epochs' weights numbered ``upto`` and below (on the writer, after their writes)."""
+        for number, path in RunDir.numbered(self.run.epochs):
+            if number <= upto:
+                path.unlink(missing_ok=True)
+                path.with_suffix(".json").unlink(missing_ok=True)
 
     def best_weights(self) -> dict[str, torch.Tensor] | None:
+        flush_writes()
         if not self.run.best.exists():
             return None
         best, _ = load_checkpoint(self.run.best)
@@ -148,8 +159,12 @@ class RunRecorder:
         for r, states in enumerate(rank_rngs):
             for key, value in states.items():
                 tensors[f"rng.rank{r}.{key}"] = value
-        self.run.sync_history()  # the history up to this step is durable before the checkpoint that resumes from it
-        save_checkpoint(self.run.last, tensors, meta)
+        later(self.run.sync_history)  # the history up to this step is durable before the checkpoint resuming from it
+        save_checkpoint(self.run.last, tensors, meta, write_later)
+
+    def flush(self) -> None:
+        """Wait until the checkpoints handed to the background writer are on disk (raises its write error)."""
+        flush_writes()
 
     def restore(self, state: LoopState, callbacks: list[Any], write: bool = True) -> None:
         """Inverse of :meth:`save`; errors in words when the checkpoint does not fit this model or config.
@@ -206,6 +221,7 @@ class RunRecorder:
             run.append_history({"kind": "resume", "step": state.step, "epoch": state.epoch + 1})
 
     def kept(self) -> str:
+        flush_writes()  # the last checkpoint handed to the writer counts
         saved = checkpoint_step(self.run.last)
         return (f"the last good checkpoint, step {saved}, is kept in {self.run.last}" if saved is not None
                 else "no checkpoint was saved before it")
@@ -337,6 +353,18 @@ def sync_due(step: int, every: int) -> bool:
     return step % every == 0 or (step < every and step & (step - 1) == 0)
 
 
+def _l2_terms(costs: list[StepCost]) -> torch.Tensor | None:
+    """Each step's L2 term (the update rule's weight decay) from its weights' norms: one stack and one product
+    for a block whose steps share a regulariser (the loop's), else step by step; None when no step has one."""
+    if all(c.l2_norms is None for c in costs):
+        return None
+    reg = costs[0].reg
+    if reg is not None and all(c.reg is reg and c.l2_norms is not None for c in costs):
+        norms = torch.stack([v for c in costs for v in c.l2_norms]).view(len(costs), -1)
+        return reg.l2_values(norms)
+    return torch.stack([c.l2() if c.l2_norms is not None else torch.zeros_like(c.loss) for c in costs])
+
+
 class StepLosses:
     """Mini-batch losses kept on the device and read back in blocks: one host sync per block, not per step.
 
@@ -349,29 +377,34 @@ class StepLosses:
     def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, rec: Recorder,
                  callbacks: list[Any]) -> None:
         self.rec, self.callbacks = rec, callbacks
-        # (record without its loss, 0-d cost, 0-d regularisation term or None)
-        self.pending: list[tuple[dict[str, Any], torch.Tensor, torch.Tensor | None]] = []
+        self.pending: list[tuple[dict[str, Any], StepCost]] = []  # (record without its loss, the step's cost)
         self.good = WeightSnapshot(model, optimizer)  # the state after the last synced step
 
-    def add(self, record: dict[str, Any], loss: torch.Tensor, reg: torch.Tensor | None = None) -> None:
-        """One step's record, its cost (data loss + regularisation) and its regularisation term, all on the device."""
-        self.pending.append((record, loss, reg))
+    def add(self, record: dict[str, Any], cost: StepCost) -> None:
+        """One step's record and its cost (data loss + regularisation), still on the device."""
+        self.pending.append((record, cost))
 
     def sync(self, state: LoopState) -> None:
         """Read the pending losses (one transfer), check them, record them; updates ``state.loss``/``loss_sum``."""
         if not self.pending:
             return
-        # one transfer: the losses and the weights' norm (a NaN gradient in the last step shows only there)
-        weights = [p.detach() for p in self.good.model.parameters()]
-        norm = torch.nn.utils.get_total_norm(weights).to(self.pending[0][1])
-        n = len(self.pending)
-        has_reg = any(reg is not None for _, _, reg in self.pending)
-        regs = ([reg.to(loss) if reg is not None else torch.zeros_like(loss) for _, loss, reg in self.pending]
-                if has_reg else [])
+        # one transfer: the costs, the regularisation terms and the weights' norm (a NaN gradient in the last
+        # step shows only there); the block's L2 terms are formed here, a few kernels for all its steps
+        costs = [c for _, c in self.pending]
+        n, first = len(costs), costs[0].loss
+        loss, reg = torch.stack([c.loss for c in costs]), None
+        if any(c.penalty is not None for c in costs):  # L1, or L2 when the rule does not apply it
+            reg = torch.stack([c.penalty.to(first) if c.penalty is not None else torch.zeros_like(first)
+                               for c in costs])
+        l2 = _l2_terms(costs)
+        if l2 is not None:  # the L2 term the update rule applied
+            l2 = l2.to(loss)
+            loss, reg = loss + l2, l2 if reg is None else reg + l2
+        norm = torch.nn.utils.get_total_norm([p.detach() for p in self.good.model.parameters()]).to(first)
         # DDP: the mean over processes of their weighted losses is the global batch's (alone: unchanged)
-        *values, weight_norm = ddp.mean(torch.cat([torch.stack([loss for _, loss, _ in self.pending] + regs),
-                                                   norm.view(1)])).tolist()
-        records = [{**r, "loss": v} for (r, _, _), v in zip(self.pending, values[:n])]
+        parts = [loss] + ([reg] if reg is not None else []) + [norm.view(1)]
+        *values, weight_norm = ddp.mean(torch.cat(parts)).tolist()
+        records = [{**r, "loss": v} for (r, _), v in zip(self.pending, values[:n])]
         for r, v in zip(records, values[n:]):  # the regularisation term, when the run has one
             r["reg"] = v
         self.pending = []

@@ -120,7 +120,7 @@ class Regularizer:
     """The run's regularisation, built once: ``penalty()`` goes into the loss, ``project()`` after each step.
 
     When the update rule applies the L2 term itself (:func:`l2_in_step`), ``penalty()`` holds only L1 and
-    ``l2_value()`` gives the L2 term's value for the reported cost (data loss + regularisation)."""
+    ``l2_norms()`` / ``l2_values()`` give the L2 term's value for the reported cost (data loss + regularisation)."""
 
     l2_groups: list[tuple[float, list[nn.Parameter]]]  # (lambda, weights) of the L2 term
     l1: float  # lambda1 of the L1 term
@@ -153,17 +153,32 @@ class Regularizer:
         return sum(terms[1:], terms[0]) if terms else None
 
     @torch.no_grad()
-    def l2_value(self) -> torch.Tensor | None:
-        """sum over layers of lambda_l/2 * ||W_l||^2 when the update rule applies it (for the reported
-        cost, no autograd graph); None when the L2 term is in :meth:`penalty` or there is none."""
+    def l2_norms(self) -> list[torch.Tensor] | None:
+        """||W_i|| of every tensor whose L2 term the update rule applies, in one fused call (one kernel per step
+        where the cost is recorded; :meth:`l2_values` turns a block of them into the L2 terms at the read-back).
+        None when the L2 term is in :meth:`penalty` or there is none."""
         if not self.l2_step or not self.l2_groups:
             return None
-        if self._l2_flat is None:  # every L2 tensor and its lambda/2, gathered once: a few kernels per step
+        params, _ = self._flat()
+        return list(torch._foreach_norm(params))
+
+    def l2_values(self, norms: torch.Tensor) -> torch.Tensor:
+        """lambda_i/2 * ||W_i||^2 summed over i, for each row of ``norms`` (steps, tensors) from :meth:`l2_norms`."""
+        _, halves = self._flat()
+        return (norms.square() * halves.to(norms)).sum(1)  # row by row: the same sums however many rows
+
+    def l2_value(self) -> torch.Tensor | None:
+        """sum over layers of lambda_l/2 * ||W_l||^2 when the update rule applies it (no autograd graph); None
+        when the L2 term is in :meth:`penalty` or there is none."""
+        norms = self.l2_norms()
+        return None if norms is None else self.l2_values(torch.stack(norms)[None])[0]
+
+    def _flat(self) -> tuple[list[nn.Parameter], torch.Tensor]:
+        """Every L2 tensor and its lambda/2, gathered once."""
+        if self._l2_flat is None:
             flat = [(p, 0.5 * strength) for strength, params in self.l2_groups for p in params]
             self._l2_flat = [p for p, _ in flat], torch.tensor([c for _, c in flat], device=flat[0][0].device)
-        params, halves = self._l2_flat
-        norms = torch.stack(torch._foreach_norm(params))  # ||W_i|| of every tensor in one fused call
-        return torch.dot(norms * norms, halves.to(norms.dtype))
+        return self._l2_flat
 
     def project(self) -> None:
         """The max-norm constraint, applied after the parameter update (no-op when max_norm is 0)."""

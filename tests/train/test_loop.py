@@ -83,8 +83,8 @@ def test_epoch_records_the_data_loss_and_the_regularisation_term_apart(capsys):
     weights = [p for n, p in model.named_parameters() if n.endswith("weight")]
     by_hand = 0.5 * 0.05 * sum(float((w.detach() ** 2).sum()) for w in weights)  # R(W) before the step
     cost = train_step(u, data.x_train[:32], data.y_train[:32])
-    assert u.reg_term.item() == pytest.approx(by_hand, rel=1e-5)
-    assert cost.item() - u.reg_term.item() == pytest.approx(
+    assert cost.regularization().item() == pytest.approx(by_hand, rel=1e-5)
+    assert cost.item() - cost.regularization().item() == pytest.approx(
         nn.functional.cross_entropy(small_model()(data.x_train[:32]), data.y_train[:32]).item(), rel=1e-5)
     plain = fit(small_model(), data, cfg(**{"train.epochs": 1, "optim.weight_decay": 0.0})).history[-1]
     assert plain["reg"] == 0.0 and plain["data_loss"] == plain["cost"]
