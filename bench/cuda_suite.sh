@@ -27,8 +27,8 @@ step() {  # step SECONDS NAME COMMAND...: run with a time limit, log to $OUT/NAM
   echo "=== $name: rc $rc, $((SECONDS - t0)) s"
 }
 
-step 60 tests python3 -m pytest -q -x -p no:cacheprovider tests/test_hardware.py tests/test_start.py \
-    tests/train/test_step.py
+step 90 tests python3 -m pytest -q -x -p no:cacheprovider tests/test_hardware.py tests/test_start.py \
+    tests/train/test_step.py tests/train/test_step_cost.py tests/test_writer.py
 TAIL=6 step 80 overhead-lecture python3 bench/loop_overhead.py --device cuda --data mnist --epochs 3 \
     --spec lecture --batch-size 64 --lr 0.05
 TAIL=6 step 50 overhead-auto python3 bench/loop_overhead.py --device cuda --data mnist --epochs 3

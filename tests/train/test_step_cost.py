@@ -68,8 +68,9 @@ def test_fit_adds_at_most_one_op_per_step_to_the_lean_loop_between_read_backs():
         fit(model, data, plan.cfg, run, callbacks=RunMonitor(plan.cfg, run).callbacks() + [window])
     steps = last - first
     opt = make_optimizer(lean_model, plan.cfg)  # the same update rule, its weight decay in the step
-    bs, total = plan.cfg.train.batch_size, torch.zeros(())
-    perm = torch.randperm(len(data.x_train))
+    device = data.x_train.device
+    bs, total = plan.cfg.train.batch_size, torch.zeros((), device=device)
+    perm = torch.randperm(len(data.x_train)).to(device)
 
     def lean_step(i: int) -> None:
         nonlocal total
