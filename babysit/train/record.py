@@ -14,6 +14,7 @@ writes nothing, reads rank 0's checkpoint when resuming and sends its random-num
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import signal
 from dataclasses import asdict
@@ -44,6 +45,7 @@ _log = get_logger(__name__)
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from babysit.config import RunConfig
     from babysit.train.loop import LoopState, StepCost
 
 # Options a resumed run may change in config.toml: none of them alters the weights (epochs stretches the schedule).
@@ -146,7 +148,7 @@ class RunRecorder:
             "reg_sum": state.reg_sum,
             "lr": state.lr, "best_val_acc": state.best_val_acc, "best_epoch": state.best_epoch,
             "best_score": state.best_score, "history": state.history, "spec": state.cfg.model.spec,
-            "config": asdict(state.cfg),
+            "config": _config_dict(state.cfg),
             "optimizer": flatten_state("optim", state.optimizer.state_dict(), tensors),
             "schedule": state.schedule.state_dict() if state.schedule is not None else None,
             "averages": (flatten_state("avg", state.averages.state_dict(), tensors) if state.averages is not None
@@ -251,6 +253,13 @@ class RankRecorder(MemoryRecorder):
 
 Recorder = MemoryRecorder | RunRecorder | RankRecorder
 """Where fit() records: a run directory, memory, or (DDP ranks other than 0) nowhere."""
+
+
+@functools.lru_cache(maxsize=4)
+def _config_dict(cfg: RunConfig) -> dict[str, Any]:
+    """``asdict(cfg)`` once per config (it is frozen): a checkpoint is written at every epoch end and every
+    checkpoint.every steps, and asdict walks every field each time. Only read (serialised), never changed."""
+    return asdict(cfg)
 
 
 def recorder(run: RunDir | None, main: bool = True) -> Recorder:
