@@ -304,7 +304,8 @@ def fresh_start(plan: Plan, pre: Preprocessor | None = None) -> tuple[nn.Module,
         return model, data, make_augment(cfg, plan.num_classes, splits.train.x, pre, list(plan.ops))
     x_raw = splits.train.x.to(device)
     try:
-        data = TensorData(pre(x_raw), labels(cfg, splits.train).to(device), pre(splits.val.x.to(device)),
+        nhwc = _nhwc if cfg.train.channels_last else (lambda x: x)  # stored like the weights: no copy per batch
+        data = TensorData(nhwc(pre(x_raw)), labels(cfg, splits.train).to(device), nhwc(pre(splits.val.x.to(device))),
                           labels(cfg, splits.val).to(device), x_raw=x_raw if plan.ops else None)
     except (MemoryError, RuntimeError) as e:  # torch's allocator raises RuntimeError "can't allocate memory"
         if not isinstance(e, MemoryError) and "allocate" not in str(e):
@@ -315,8 +316,6 @@ def fresh_start(plan: Plan, pre: Preprocessor | None = None) -> tuple[nn.Module,
                            "images.") from None
     if cfg.transfer.source:
         model, data = _from_source(model, data, cfg)
-    if cfg.train.channels_last:  # stored NHWC once, like the weights: a mini-batch drawn from it needs no copy
-        data = replace(data, x_train=_nhwc(data.x_train), x_val=_nhwc(data.x_val))
     return model, data, make_augment(cfg, plan.num_classes, splits.train.x, pre, list(plan.ops))
 
 

@@ -128,3 +128,24 @@ def test_a_momentum_that_one_cycle_replaces_is_warned():
     assert config_warnings(cfg(**{"optim.momentum": "0.5", "schedule.momentum_low": "0"}), 10) == []
     assert config_warnings(cfg(**{"optim.momentum": "0"}), 10) == []
     assert config_warnings(cfg(**{"optim.momentum": "0.5", "schedule.name": "cosine"}), 10) == []
+
+
+def test_colour_inputs_are_stored_channels_last_once(tmp_path):
+    """A batch drawn from NHWC storage is NHWC already: train_step's conversion copies nothing per step."""
+    import numpy as np
+    from PIL import Image
+
+
+    rng = np.random.default_rng(0)
+    for c in ("a", "b"):
+        (tmp_path / c).mkdir()
+        for i in range(20):
+            Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(tmp_path / c / f"{i}.png")
+    for channels_last in (True, False):
+        plan = plan_run(cfg(**{"data.name": str(tmp_path), "train.channels_last": channels_last,
+                               "train.batch_size": 8}))
+        _, data, _ = fresh_start(plan)
+        assert data.x_train.shape[1] == 3
+        assert data.x_train.is_contiguous(memory_format=torch.channels_last) == channels_last
+        assert data.x_val.is_contiguous(memory_format=torch.channels_last) == channels_last
+        assert data.x_train[torch.tensor([3, 1])].is_contiguous(memory_format=torch.channels_last) == channels_last
