@@ -9,7 +9,6 @@ Everything is read from the run directory; sections whose data the run lacks say
 
 from __future__ import annotations
 
-import base64
 import html
 import json
 from pathlib import Path
@@ -21,6 +20,7 @@ from babysit.errors import BabysitError
 from babysit.limits import read_small_text
 from babysit.models.spec import layer_labels
 from babysit.review.diagnose import UPDATE_RATIO_HIGH, UPDATE_RATIO_LOW, diagnose_run, read_findings
+from babysit.review.drawing import Drawings, figure, img
 from babysit.review.findings import LOW_LR_SHARE, Finding
 from babysit.review.metrics import per_class
 from babysit.review.stats import read_histograms, read_layer_records, read_val_analysis
@@ -48,13 +48,12 @@ def page(title: str, sections: list[str]) -> str:
 
 
 def _img(data: bytes, alt: str) -> str:
-    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(data).decode()}">'
+    return img(data, alt)
 
 
 def _fig(fig: Any, alt: str, tight: bool = True) -> str:
-    from babysit.figures import png
-
-    return _img(png(fig, tight=tight), alt)
+    """The figure as an embedded PNG (inside render_report: drawn with the page's other figures, in parallel)."""
+    return figure(fig, alt, tight)
 
 
 def _read_json(path: Path) -> Any:
@@ -318,14 +317,20 @@ def render_report(path: RunDir | str | Path) -> str:
     if not run.findings.is_file():
         diagnose_run(run)
     title = f"babysit report: {run.path.name}"
-    sections = [f"<h1>{html.escape(title)}</h1>", "<h2>Findings</h2>", _findings_html(read_findings(run)),
-                "<h2>Run</h2>", _summary_html(run, meta, result, epochs), _transfer_html(run),
-                _tasks_html(run, result, epochs),
-                "<h2>Input pipeline</h2>", _inputs_html(run),
-                "<h2>Sanity checks</h2>", _checks_html(checks),
-                _curves_html(steps, epochs), "<h2>Layer statistics</h2>", _layers_html(run, _labels(run)),
-                "<h2>First-layer filters</h2>", _filters_html(run), "<h2>Validation</h2>", _val_html(run)]
-    return page(title, sections)
+    with Drawings() as drawings:
+        sections = _sections(run, title, steps, epochs, meta, result, checks)
+    return drawings.fill(page(title, sections))
+
+
+def _sections(run: RunDir, title: str, steps: list[dict[str, Any]], epochs: list[dict[str, Any]],
+              meta: dict[str, Any], result: Any, checks: list[Any]) -> list[str]:
+    return [f"<h1>{html.escape(title)}</h1>", "<h2>Findings</h2>", _findings_html(read_findings(run)),
+            "<h2>Run</h2>", _summary_html(run, meta, result, epochs), _transfer_html(run),
+            _tasks_html(run, result, epochs),
+            "<h2>Input pipeline</h2>", _inputs_html(run),
+            "<h2>Sanity checks</h2>", _checks_html(checks),
+            _curves_html(steps, epochs), "<h2>Layer statistics</h2>", _layers_html(run, _labels(run)),
+            "<h2>First-layer filters</h2>", _filters_html(run), "<h2>Validation</h2>", _val_html(run)]
 
 
 def write_report(path: RunDir | str | Path) -> Path:

@@ -21,6 +21,7 @@ from typing import Any
 
 from babysit.limits import read_small_text
 from babysit.review.diagnose import best_on_border
+from babysit.review.drawing import Drawings
 from babysit.review.findings import Finding
 from babysit.review.report import _fig, _findings_html, page
 from babysit.rundir import SearchDir, atomic_write_text
@@ -271,9 +272,10 @@ def render_search_report(path: SearchDir | str | Path) -> str:
                 "effect, few trials killed.</div>",
                 "<h2>Search</h2>", _summary_html(sdir, rows, info), f"<ul>{ranges}</ul>",
                 "<h2>Val accuracy against each parameter</h2>", '<p class="muted">Blue: coarse trials, orange: fine; '
-                "hollow: pruned; red crosses: killed or failed; dotted: the searched range.</p>",
-                _plots_html(rows, info), "<h2>Trials</h2>", _table_html(rows)]
-    return page(title, sections)
+                "hollow: pruned; red crosses: killed or failed; dotted: the searched range.</p>"]
+    with Drawings() as drawings:  # one figure per parameter, drawn in parallel
+        sections += [_plots_html(rows, info), "<h2>Trials</h2>", _table_html(rows)]
+    return drawings.fill(page(title, sections))
 
 
 def write_search_report(path: SearchDir | str | Path) -> Path:

@@ -96,3 +96,15 @@ def test_the_chromium_check_can_fail(tmp_path):
     blank = tmp_path / "blank.html"
     blank.write_text("<html><body style='background:#fff'></body></html>")
     assert check_html(blank).distinct_colours == 1
+
+
+def test_figures_drawn_in_forked_workers_give_the_same_page_as_drawn_in_order(trained_run, monkeypatch):
+    from babysit.review import drawing
+
+    if drawing._workers(2) < 2:
+        pytest.skip("one core, or no fork: the figures are drawn in order anyway")
+    run, _ = trained_run
+    forked = render_report(run)
+    monkeypatch.setattr(drawing, "_workers", lambda jobs: 1)
+    assert render_report(run) == forked  # every PNG byte for byte, in its place
+    assert "\0" not in forked and forked.count("data:image/png") >= 8
