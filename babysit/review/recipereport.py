@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from babysit.limits import read_small_text
-from babysit.review.report import _img, page
+from babysit.review.drawing import img
+from babysit.review.report import page
 from babysit.rundir import RecipeDir, RunDir, SearchDir, atomic_write_text
 
 GAP_POINTS = 2.0
@@ -87,7 +88,7 @@ def _links(name: str, out: dict[str, Any], rdir: RecipeDir) -> str:
         links.append(("ensemble directory", rdir.ensemble))
     html_links = " · ".join(f'<a href="{html.escape(os.path.relpath(p, rdir.path))}">{html.escape(t)}</a>'
                             for t, p in links)
-    picture = _img(rdir.lr_plot.read_bytes(), "LR range test") if name == "lr" and rdir.lr_plot.is_file() else ""
+    picture = img(rdir.lr_plot.read_bytes(), "LR range test") if name == "lr" and rdir.lr_plot.is_file() else ""
     return (f"<p>{html_links}</p>" if html_links else "") + picture
 
 

@@ -47,15 +47,6 @@ def page(title: str, sections: list[str]) -> str:
             f'<style>{CSS}</style></head><body>{"".join(sections)}</body></html>\n')
 
 
-def _img(data: bytes, alt: str) -> str:
-    return img(data, alt)
-
-
-def _fig(fig: Any, alt: str, tight: bool = True) -> str:
-    """The figure as an embedded PNG (inside render_report: drawn with the page's other figures, in parallel)."""
-    return figure(fig, alt, tight)
-
-
 def _read_json(path: Path) -> Any:
     try:
         return json.loads(read_small_text(path)) if path.exists() else None
@@ -111,13 +102,15 @@ def _curves_html(steps: list[dict[str, Any]], epochs: list[dict[str, Any]]) -> s
     smoothed = ema(losses, 0.9 if len(losses) < 500 else 0.98)
     bounds = [int(e["step"]) for e in epochs]
     parts = ["<h2>Loss</h2>", '<input type="checkbox" id="logy"><label for="logy"> log-scale y axis</label>',
-             f'<div class="lin">{_fig(loss_figure(xs, losses, smoothed, False, bounds), "loss curve")}</div>']
-    positive = all(v > 0 for v in losses)
-    parts.append(f'<div class="log">{_fig(loss_figure(xs, losses, smoothed, True, bounds), "loss curve, log y")}</div>'
-                 if positive else '<div class="log muted">The loss has values <= 0: no log scale.</div>')
+             f'<div class="lin">{figure(loss_figure(xs, losses, smoothed, False, bounds), "loss curve")}</div>']
+    if all(v > 0 for v in losses):
+        parts.append(f'<div class="log">{figure(loss_figure(xs, losses, smoothed, True, bounds), "loss curve, log y")}'
+                     "</div>")
+    else:
+        parts.append('<div class="log muted">The loss has values <= 0: no log scale.</div>')
     scored = [e for e in epochs if e.get("val_loss") is not None and e.get("cost") is not None]
     if scored:  # runs from before the split recorded only the cost: their data loss is shown as the cost
-        parts += ["<h2>Train data loss / val loss</h2>", _fig(epoch_loss_figure(
+        parts += ["<h2>Train data loss / val loss</h2>", figure(epoch_loss_figure(
             [e["epoch"] for e in scored], [e.get("data_loss", e["cost"]) for e in scored],
             [e["val_loss"] for e in scored], [e.get("reg", 0.0) for e in scored]), "train and val loss"),
             "<p class='muted'>The val loss has no regularisation term, so it is drawn beside the training "
@@ -126,9 +119,9 @@ def _curves_html(steps: list[dict[str, Any]], epochs: list[dict[str, Any]]) -> s
             "once at the epoch's end.</p>"]
     acc = [e for e in epochs if e.get("train_acc") is not None and e.get("val_acc") is not None]
     if acc:
-        parts += ["<h2>Train / val accuracy</h2>", _fig(accuracy_figure(
+        parts += ["<h2>Train / val accuracy</h2>", figure(accuracy_figure(
             [e["epoch"] for e in acc], [e["train_acc"] for e in acc], [e["val_acc"] for e in acc]), "accuracy")]
-    parts += ["<h2>Learning rate</h2>", _fig(lr_figure(xs, [float(r["lr"]) for r in steps]), "learning rate")]
+    parts += ["<h2>Learning rate</h2>", figure(lr_figure(xs, [float(r["lr"]) for r in steps]), "learning rate")]
     return "".join(parts)
 
 
@@ -165,19 +158,19 @@ def _layers_html(run: RunDir, labels: dict[str, str]) -> str:
     records = read_layer_records(run)
     if not records:
         return '<p class="muted">No layer statistics (monitor.stats_every was 0, or the run stopped first).</p>'
-    parts = [_fig(layer_stat_figure(_series(records, "update_ratio", ("conv", "fc")), "||dW|| / ||W||",
+    parts = [figure(layer_stat_figure(_series(records, "update_ratio", ("conv", "fc")), "||dW|| / ||W||",
                                     "update / weight ratio per layer (want ~1e-3)", log=True,
                                     band=(UPDATE_RATIO_LOW, UPDATE_RATIO_HIGH), target=1e-3, labels=labels,
                                     low_lr=low_lr_spans(records)), "update/weight ratio")]
-    parts.append(_fig(layer_stat_figure(_series(records, "act_std", ("conv", "fc", "relu", "lrelu", "elu", "tanh",
+    parts.append(figure(layer_stat_figure(_series(records, "act_std", ("conv", "fc", "relu", "lrelu", "elu", "tanh",
                                                                      "sigmoid", "bn")), "std",
                                         "activation std per layer", log=True, labels=labels), "activation std"))
     for stat, kinds, title in (("dead", ("relu",), "dead ReLU fraction (never positive over the probed batch)"),
                                ("saturated", ("tanh", "sigmoid"), "saturated fraction (|y| > 0.99)")):
         series = _series(records, stat, kinds)
         if series:
-            parts.append(_fig(layer_stat_figure(series, "fraction", title, labels=labels), title))
-    parts.append(_fig(layer_stat_figure(_series(records, "grad_norm", ("conv", "fc")), "||dL/dW||",
+            parts.append(figure(layer_stat_figure(series, "fraction", title, labels=labels), title))
+    parts.append(figure(layer_stat_figure(_series(records, "grad_norm", ("conv", "fc")), "||dL/dW||",
                                         "weight-gradient norm per layer", log=True, labels=labels), "gradient norm"))
     hists = read_histograms(run)
     if hists:
@@ -186,7 +179,7 @@ def _layers_html(run: RunDir, labels: dict[str, str]) -> str:
                   "each panel on its own range: its 0.5-99.5 % quantiles, the values outside counted in the edge bins "
                   "(the panel says what share). Compare shapes along a row; the numbers on the x axes give the "
                   "scale.</p>",
-                  _fig(histograms_figure(hists[0]["layers"], hists[-1]["layers"], layer_kinds, labels,
+                  figure(histograms_figure(hists[0]["layers"], hists[-1]["layers"], layer_kinds, labels,
                                          (hists[0]["step"], hists[-1]["step"])), "histograms", tight=False)]
     return "".join(parts)
 
@@ -201,11 +194,11 @@ def _filters_html(run: RunDir) -> str:
             tensors = {}
         if "initial" in tensors:
             latest = tensors.get("latest")
-            return (_fig(filters_figure(tensors["initial"].numpy(), None if latest is None else latest.numpy()),
+            return (figure(filters_figure(tensors["initial"].numpy(), None if latest is None else latest.numpy()),
                          "first-layer filters") +
                     '<p class="muted">Both on one scale. Noisy filters suggest an unconverged network, a badly set '
                     "learning rate or too little regularisation; smooth, diverse ones that training goes well.</p>")
-    cells = [f"<figure>{_img(path.read_bytes(), label)}<figcaption>{label}</figcaption></figure>"
+    cells = [f"<figure>{img(path.read_bytes(), label)}<figcaption>{label}</figcaption></figure>"
              for path, label in ((run.filters_initial, "at initialisation"), (run.filters, "at the end"))
              if path.is_file()]
     if not cells:
@@ -234,7 +227,7 @@ def _inputs_html(run: RunDir) -> str:
              f"augmentation (training batches only): <code>{html.escape(pipeline)}</code>"
              + (f", fill {html.escape(str(augment.get('fill')))}" if augment.get("pipeline") else "") + "</p>"]
     if run.augment.is_file():
-        parts.append(_img(run.augment.read_bytes(), "augmented training images") +
+        parts.append(img(run.augment.read_bytes(), "augmented training images") +
                      '<p class="muted">First column: the training image; then the same image in the first '
                      "training batches. If a class is no longer recognisable, the augmentation is too strong.</p>")
     return "".join(parts)
@@ -248,11 +241,11 @@ def _val_html(run: RunDir) -> str:
         return '<p class="muted">No validation analysis (the run did not finish).</p>'
     classes = summary["classes"]
     parts = [f"<p>val accuracy {summary['accuracy']:.4f} with the best weights.</p>",
-             _fig(confusion_figure(summary["confusion"], classes, summary["per_class_acc"]), "confusion matrix")]
+             figure(confusion_figure(summary["confusion"], classes, summary["per_class_acc"]), "confusion matrix")]
     parts.append(_per_class_html(classes, summary["confusion"]))
     if summary["pairs"]:
         parts += ["<h2>Most-confused pairs (true -> predicted)</h2>",
-                  _fig(confused_pairs_figure(summary["pairs"], examples, classes), "most confused pairs")]
+                  figure(confused_pairs_figure(summary["pairs"], examples, classes), "most confused pairs")]
     return "".join(parts)
 
 
@@ -317,20 +310,15 @@ def render_report(path: RunDir | str | Path) -> str:
     if not run.findings.is_file():
         diagnose_run(run)
     title = f"babysit report: {run.path.name}"
-    with Drawings() as drawings:
-        sections = _sections(run, title, steps, epochs, meta, result, checks)
+    with Drawings() as drawings:  # the figures are drawn together, in parallel, when the page is done
+        sections = [f"<h1>{html.escape(title)}</h1>", "<h2>Findings</h2>", _findings_html(read_findings(run)),
+                    "<h2>Run</h2>", _summary_html(run, meta, result, epochs), _transfer_html(run),
+                    _tasks_html(run, result, epochs),
+                    "<h2>Input pipeline</h2>", _inputs_html(run),
+                    "<h2>Sanity checks</h2>", _checks_html(checks),
+                    _curves_html(steps, epochs), "<h2>Layer statistics</h2>", _layers_html(run, _labels(run)),
+                    "<h2>First-layer filters</h2>", _filters_html(run), "<h2>Validation</h2>", _val_html(run)]
     return drawings.fill(page(title, sections))
-
-
-def _sections(run: RunDir, title: str, steps: list[dict[str, Any]], epochs: list[dict[str, Any]],
-              meta: dict[str, Any], result: Any, checks: list[Any]) -> list[str]:
-    return [f"<h1>{html.escape(title)}</h1>", "<h2>Findings</h2>", _findings_html(read_findings(run)),
-            "<h2>Run</h2>", _summary_html(run, meta, result, epochs), _transfer_html(run),
-            _tasks_html(run, result, epochs),
-            "<h2>Input pipeline</h2>", _inputs_html(run),
-            "<h2>Sanity checks</h2>", _checks_html(checks),
-            _curves_html(steps, epochs), "<h2>Layer statistics</h2>", _layers_html(run, _labels(run)),
-            "<h2>First-layer filters</h2>", _filters_html(run), "<h2>Validation</h2>", _val_html(run)]
 
 
 def write_report(path: RunDir | str | Path) -> Path:

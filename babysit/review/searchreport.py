@@ -21,9 +21,9 @@ from typing import Any
 
 from babysit.limits import read_small_text
 from babysit.review.diagnose import best_on_border
-from babysit.review.drawing import Drawings
+from babysit.review.drawing import Drawings, figure
 from babysit.review.findings import Finding
-from babysit.review.report import _fig, _findings_html, page
+from babysit.review.report import _findings_html, page
 from babysit.rundir import SearchDir, atomic_write_text
 
 EQUAL_TOL = 0.01
@@ -203,7 +203,7 @@ def _plots_html(rows: list[dict[str, str]], info: dict[str, Any]) -> str:
             elif r["state"] in ("KILLED", "FAIL"):
                 stopped.append((x, r["state"]))
         bounds = None if categorical else (p["low"], p["high"])
-        parts.append(_fig(param_figure(p["key"], points, stopped, p["log"], bounds, names if categorical else (),
+        parts.append(figure(param_figure(p["key"], points, stopped, p["log"], bounds, names if categorical else (),
                                        floor), f"val accuracy vs {p['key']}"))
     return f'<div class="filters">{"".join(parts)}</div>'
 

@@ -226,7 +226,7 @@ class StepCost:
         """The L2 term the update rule applied (0-d), or None."""
         if self.l2_norms is None or self.reg is None:
             return None
-        return self.reg.l2_values(torch.stack(self.l2_norms)[None])[0]
+        return self.reg.l2_value(self.l2_norms)
 
     def regularization(self) -> torch.Tensor | None:
         """R(W): the penalty in the loss plus the L2 term the rule applied (0-d), or None without either."""

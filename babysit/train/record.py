@@ -363,15 +363,12 @@ def sync_due(step: int, every: int) -> bool:
 
 
 def _l2_terms(costs: list[StepCost]) -> torch.Tensor | None:
-    """Each step's L2 term (the update rule's weight decay) from its weights' norms: one stack and one product
-    for a block whose steps share a regulariser (the loop's), else step by step; None when no step has one."""
-    if all(c.l2_norms is None for c in costs):
-        return None
+    """Each step's L2 term (the update rule's weight decay) from its weights' norms, for a block of fit()'s steps
+    (one update rule, so all or none of them have norms): one stack and one product; None without the term."""
     reg = costs[0].reg
-    if reg is not None and all(c.reg is reg and c.l2_norms is not None for c in costs):
-        norms = torch.stack([v for c in costs for v in c.l2_norms]).view(len(costs), -1)
-        return reg.l2_values(norms)
-    return torch.stack([c.l2() if c.l2_norms is not None else torch.zeros_like(c.loss) for c in costs])
+    if costs[0].l2_norms is None or reg is None:
+        return None
+    return reg.l2_values(torch.stack([v for c in costs for v in c.l2_norms]).view(len(costs), -1))
 
 
 class StepLosses:

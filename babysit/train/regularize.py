@@ -167,10 +167,11 @@ class Regularizer:
         _, halves = self._flat()
         return (norms.square() * halves.to(norms)).sum(1)  # row by row: the same sums however many rows
 
-    def l2_value(self) -> torch.Tensor | None:
-        """sum over layers of lambda_l/2 * ||W_l||^2 when the update rule applies it (no autograd graph); None
-        when the L2 term is in :meth:`penalty` or there is none."""
-        norms = self.l2_norms()
+    def l2_value(self, norms: list[torch.Tensor] | None = None) -> torch.Tensor | None:
+        """sum over layers of lambda_l/2 * ||W_l||^2 when the update rule applies it (no autograd graph), from
+        ``norms`` (:meth:`l2_norms` taken earlier) or the weights now; None when the L2 term is in :meth:`penalty`
+        or there is none."""
+        norms = self.l2_norms() if norms is None else norms
         return None if norms is None else self.l2_values(torch.stack(norms)[None])[0]
 
     def _flat(self) -> tuple[list[nn.Parameter], torch.Tensor]:
