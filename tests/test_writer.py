@@ -16,16 +16,19 @@ from tests.train.test_loop import cfg, digits_data, small_model
 def test_jobs_run_in_order_off_the_calling_thread_and_flush_waits_for_them():
     w = writer.BackgroundWriter()
     done: list[tuple[int, str]] = []
+    gate = threading.Event()
 
     def job(i: int):
         def run() -> None:
-            time.sleep(0.01 if i == 0 else 0)  # the first is slow: the others still wait their turn
+            if i == 0:
+                gate.wait()  # the first is slow: the others still wait their turn
             done.append((i, threading.current_thread().name))
         return run
 
     for i in range(5):
         w.submit(job(i))
-    assert len(done) < 5  # submit does not wait for the disk
+    assert done == []  # submit does not wait for the disk
+    gate.set()
     w.flush()
     assert [i for i, _ in done] == [0, 1, 2, 3, 4]
     assert {name for _, name in done} == {"babysit-writer"}
@@ -54,13 +57,19 @@ def test_a_failed_write_is_raised_by_flush_and_drops_the_jobs_after_it(tmp_path)
 
 def test_a_full_queue_waits_for_the_disk():
     w = writer.BackgroundWriter()
-    gate = threading.Event()
-    w.submit(gate.wait)  # the thread takes it at once and blocks on it
+    taken, gate = threading.Event(), threading.Event()
+
+    def slow_disk() -> None:
+        taken.set()
+        gate.wait()
+
+    w.submit(slow_disk)
+    assert taken.wait(5)  # the worker holds the slow job: the queue behind it is empty
     for _ in range(writer.MAX_PENDING):
         w.submit(lambda: None)
     threading.Timer(0.05, gate.set).start()
     started = time.perf_counter()
-    w.submit(lambda: None)  # the queue is full: this waits until the first job ends
+    w.submit(lambda: None)  # the queue is full: this waits until the slow job ends
     assert time.perf_counter() - started >= 0.04
     w.flush()
 
